@@ -1,0 +1,173 @@
+"""Turning specs into observer / fake-quant instances, one instance per sharing group.
+
+A plain :class:`QuantizationSpec` calls its ``observer_or_fake_quant_ctr`` with every spec field
+as a keyword override, which is how a generic ``default_observer`` becomes a uint8 0..255 one.
+Fixed-qparams specs become ``FixedQParamsObserver`` (PTQ) or ``FixedQParamsFakeQuantize`` (QAT).
+Derived specs get the instances of the groups they derive from, so those are built first.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from torch.fx import GraphModule
+
+from pt2e_quant.errors import AnnotationError, graph_context
+from pt2e_quant.sharing import SharingGroup, SharingPlan, _anchor_node, describe_edge_or_node
+from pt2e_quant.specs import (
+    DerivedQuantizationSpec,
+    EdgeOrNode,
+    FixedQParamsQuantizationSpec,
+    QuantizationSpec,
+    QuantizationSpecBase,
+    is_per_channel,
+)
+
+__all__ = ["build_observers", "observer_class_of"]
+
+
+def observer_class_of(ctor: Any) -> Any:
+    """The class a ctor builds, seeing through torch.ao / our ``with_args`` and functools.partial."""
+    for _ in range(16):
+        inner = getattr(ctor, "p", None)
+        if inner is not None and hasattr(inner, "func"):
+            ctor = inner.func
+        elif isinstance(ctor, functools.partial):
+            ctor = ctor.func
+        else:
+            break
+    return ctor
+
+
+def _ctor_kwargs(spec: QuantizationSpec) -> dict[str, Any]:
+    kwargs = {
+        "dtype": spec.dtype,
+        "quant_min": spec.quant_min,
+        "quant_max": spec.quant_max,
+        "qscheme": spec.qscheme,
+        "is_dynamic": spec.is_dynamic,
+    }
+    cls_name = getattr(observer_class_of(spec.observer_or_fake_quant_ctr), "__name__", "")
+    # ch_axis is only understood by per-channel observers. torchao decides by class name alone,
+    # which silently drops the axis of a per-channel spec built with a generic FakeQuantize ctor
+    # (transposed-conv weights need axis 1); we also pass it when the spec itself is per-channel.
+    if "PerChannel" in cls_name or (is_per_channel(spec.qscheme) and spec.ch_axis is not None):
+        kwargs["ch_axis"] = spec.ch_axis
+    return kwargs
+
+
+def _build_plain(spec: QuantizationSpec) -> torch.nn.Module:
+    ctor = spec.observer_or_fake_quant_ctr
+    kwargs = _ctor_kwargs(spec)
+    if hasattr(ctor, "with_args"):
+        return ctor.with_args(**kwargs)()
+    return ctor(**kwargs)
+
+
+def _build_fixed(spec: FixedQParamsQuantizationSpec, is_qat: bool) -> torch.nn.Module:
+    from pt2e_quant.fake_quantize import FixedQParamsFakeQuantize
+    from pt2e_quant.observer import FixedQParamsObserver
+
+    observer_ctor = FixedQParamsObserver.with_args(
+        scale=spec.scale,
+        zero_point=spec.zero_point,
+        dtype=spec.dtype,
+        qscheme=spec.qscheme if spec.qscheme is not None else torch.per_tensor_affine,
+        quant_min=spec.quant_min if spec.quant_min is not None else 0,
+        quant_max=spec.quant_max if spec.quant_max is not None else 255,
+    )
+    if is_qat:
+        return FixedQParamsFakeQuantize.with_args(observer=observer_ctor)()
+    return observer_ctor()
+
+
+def _build_derived(spec: DerivedQuantizationSpec, sources: list[Any]) -> torch.nn.Module:
+    from pt2e_quant.observer import DerivedObserverOrFakeQuantize
+
+    return DerivedObserverOrFakeQuantize(
+        obs_or_fqs=sources,
+        derive_qparams_fn=spec.derive_qparams_fn,
+        dtype=spec.dtype,
+        quant_min=spec.quant_min,
+        quant_max=spec.quant_max,
+        qscheme=spec.qscheme,
+        ch_axis=spec.ch_axis,
+    )
+
+
+class _Builder:
+    def __init__(self, plan: SharingPlan, is_qat: bool) -> None:
+        self.plan = plan
+        self.is_qat = is_qat
+        self.built: dict[int, torch.nn.Module] = {}
+        self.in_progress: set[int] = set()
+
+    def for_group(self, group: SharingGroup) -> torch.nn.Module:
+        key = id(group)
+        if key in self.built:
+            return self.built[key]
+        if key in self.in_progress:
+            raise AnnotationError(
+                "DerivedQuantizationSpecs derive from each other in a cycle, starting at the "
+                f"{describe_edge_or_node(group.members[0])}. Derive from observed edges instead.\n"
+                + graph_context(_anchor_node(group.members[0]))
+            )
+        self.in_progress.add(key)
+        self.built[key] = self._make(group)
+        self.in_progress.discard(key)
+        return self.built[key]
+
+    def _make(self, group: SharingGroup) -> torch.nn.Module:
+        spec: QuantizationSpecBase = group.spec
+        if isinstance(spec, DerivedQuantizationSpec):
+            return _build_derived(spec, [self._source(group, s) for s in spec.derived_from])
+        if isinstance(spec, FixedQParamsQuantizationSpec):
+            return _build_fixed(spec, self.is_qat)
+        if isinstance(spec, QuantizationSpec):
+            return _build_plain(spec)
+        raise AnnotationError(
+            f"Unsupported spec type {type(spec).__name__} on the "
+            f"{describe_edge_or_node(group.members[0])}; use one of QuantizationSpec, "
+            "FixedQParamsQuantizationSpec, SharedQuantizationSpec, DerivedQuantizationSpec."
+        )
+
+    def _source(self, group: SharingGroup, source: EdgeOrNode) -> torch.nn.Module:
+        source_group = self.plan.group_of.get(source)
+        if source_group is None:
+            raise AnnotationError(
+                f"The DerivedQuantizationSpec on the {describe_edge_or_node(group.members[0])} "
+                f"derives from the {describe_edge_or_node(source)}, which no annotation "
+                "quantizes. Annotate it first or derive from an annotated edge.\n"
+                + graph_context(_anchor_node(group.members[0]))
+            )
+        return self.for_group(source_group)
+
+
+def build_observers(
+    gm: GraphModule, plan: SharingPlan, is_qat: bool
+) -> dict[EdgeOrNode, torch.nn.Module]:
+    """One observer (PTQ) or fake-quant (QAT) per group, mapped from every member."""
+    builder = _Builder(plan, is_qat)
+    device = _model_device(gm)
+    mapping: dict[EdgeOrNode, torch.nn.Module] = {}
+    for group in plan.groups:
+        observer = builder.for_group(group)
+        for member in group.members:
+            mapping[member] = observer
+    if device is not None:
+        for observer in {id(o): o for o in mapping.values()}.values():
+            observer.to(device)
+    return mapping
+
+
+def _model_device(gm: GraphModule) -> torch.device | None:
+    devices = {t.device for t in gm.parameters()} | {t.device for t in gm.buffers()}
+    devices.discard(torch.device("meta"))
+    if len(devices) > 1:
+        raise AnnotationError(
+            f"The model holds tensors on several devices ({sorted(map(str, devices))}); "
+            "prepare places observers on the model's device, so move the model to one device."
+        )
+    return next(iter(devices), None)

@@ -1,0 +1,105 @@
+"""The pipeline: ``prepare_pt2e`` / ``prepare_qat_pt2e`` insert observers, ``convert_pt2e`` q/dq ops.
+
+Each function works on a copy of the model (sharing its tensors), so an error anywhere leaves
+the caller's model exactly as it was, and reads as the sequence of passes it runs.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from torch.fx import GraphModule
+
+from pt2e_quant.graph_copy import copy_graph_module
+from pt2e_quant.model_checks import check_exported_graph_module
+from pt2e_quant.observer_factory import build_observers
+from pt2e_quant.passes.driver import run_pass
+from pt2e_quant.passes.duplicate_dequantize import duplicate_dequantize
+from pt2e_quant.passes.fold_batch_norm import fold_batch_norm
+from pt2e_quant.passes.fold_quantized_constants import fold_quantized_constants
+from pt2e_quant.passes.inline_grad_mode_regions import inline_grad_mode_regions
+from pt2e_quant.passes.insert_observers import insert_observers
+from pt2e_quant.passes.lift_body_constants import lift_body_constants
+from pt2e_quant.passes.port_qdq_meta import port_qdq_meta
+from pt2e_quant.passes.replace_observers import replace_observers
+from pt2e_quant.passes.rewrite_to_reference import rewrite_to_reference
+from pt2e_quant.passes.use_eager_control_flow import restore_control_flow, use_eager_control_flow
+from pt2e_quant.quantizer import Quantizer
+from pt2e_quant.sharing import plan_sharing
+from pt2e_quant.subgraphs import iter_graph_modules
+from pt2e_quant.train_eval import disallow_eval_train
+from pt2e_quant.validation import check_annotations
+
+__all__ = ["prepare_pt2e", "prepare_qat_pt2e", "convert_pt2e"]
+
+
+def _annotate_and_observe(model: GraphModule, quantizer: Quantizer, is_qat: bool) -> None:
+    """Annotate the model and every higher-order-op body, then insert their observers."""
+    for gm in iter_graph_modules(model):
+        quantizer.annotate(gm)
+        quantizer.validate(gm)
+        check_annotations(gm)
+        plan = plan_sharing(gm)
+        observers = build_observers(gm, plan, is_qat)
+        quantizer.prepare_obs_or_fq_callback(gm, observers)
+        run_pass(gm, partial(insert_observers, observers=observers))
+        run_pass(gm, use_eager_control_flow)
+
+
+def prepare_pt2e(model: GraphModule, quantizer: Quantizer) -> GraphModule:
+    """Insert observers for post-training quantization into an exported model.
+
+    ``model`` is ``torch.export.export(m, example_inputs).module()``. Run calibration data
+    through the returned model, then call :func:`convert_pt2e`.
+    """
+    check_exported_graph_module(model, "prepare_pt2e")
+    model = copy_graph_module(model)
+    run_pass(model, inline_grad_mode_regions)
+    run_pass(model, fold_batch_norm)
+    model = quantizer.transform_for_annotation(model)
+    _annotate_and_observe(model, quantizer, is_qat=False)
+    return disallow_eval_train(model)
+
+
+def prepare_qat_pt2e(model: GraphModule, quantizer: Quantizer) -> GraphModule:
+    """Insert fake-quantize modules for quantization-aware training into an exported model."""
+    check_exported_graph_module(model, "prepare_qat_pt2e")
+    model = copy_graph_module(model)
+    run_pass(model, inline_grad_mode_regions)
+    model = quantizer.transform_for_annotation(model)
+    _annotate_and_observe(model, quantizer, is_qat=True)
+    return disallow_eval_train(model)
+
+
+def convert_pt2e(
+    model: GraphModule,
+    use_reference_representation: bool = False,
+    fold_quantize: bool = True,
+) -> GraphModule:
+    """Replace observers / fake-quants of a calibrated or trained model with q/dq ops.
+
+    ``fold_quantize`` stores quantized weights as integer constants (only their dequantize
+    stays); ``use_reference_representation`` rewrites quantized ops into integer arithmetic.
+    """
+    for name, value in (
+        ("use_reference_representation", use_reference_representation),
+        ("fold_quantize", fold_quantize),
+    ):
+        if not isinstance(value, bool):
+            raise ValueError(
+                f"convert_pt2e: {name} must be a bool, got {value!r}; did you pass another "
+                "argument positionally?"
+            )
+    check_exported_graph_module(model, "convert_pt2e")
+    model = copy_graph_module(model)
+    for gm in iter_graph_modules(model):
+        run_pass(gm, restore_control_flow)
+        run_pass(gm, replace_observers)
+        run_pass(gm, duplicate_dequantize)
+        run_pass(gm, port_qdq_meta)
+        if fold_quantize:
+            run_pass(gm, fold_quantized_constants)
+        if use_reference_representation:
+            run_pass(gm, rewrite_to_reference)
+    run_pass(model, lift_body_constants)
+    return disallow_eval_train(model)
