@@ -21,6 +21,7 @@ from pt2e_quant.passes.inline_grad_mode_regions import inline_grad_mode_regions
 from pt2e_quant.passes.insert_observers import insert_observers
 from pt2e_quant.passes.lift_body_constants import lift_body_constants
 from pt2e_quant.passes.port_qdq_meta import port_qdq_meta
+from pt2e_quant.passes.replace_inplace_ops import replace_inplace_ops
 from pt2e_quant.passes.replace_observers import replace_observers
 from pt2e_quant.passes.rewrite_to_reference import rewrite_to_reference
 from pt2e_quant.passes.use_eager_control_flow import restore_control_flow, use_eager_control_flow
@@ -55,6 +56,7 @@ def prepare_pt2e(model: GraphModule, quantizer: Quantizer) -> GraphModule:
     check_exported_graph_module(model, "prepare_pt2e")
     model = copy_graph_module(model)
     run_pass(model, inline_grad_mode_regions)
+    run_pass(model, replace_inplace_ops)
     run_pass(model, fold_batch_norm)
     model = quantizer.transform_for_annotation(model)
     _annotate_and_observe(model, quantizer, is_qat=False)
@@ -66,6 +68,7 @@ def prepare_qat_pt2e(model: GraphModule, quantizer: Quantizer) -> GraphModule:
     check_exported_graph_module(model, "prepare_qat_pt2e")
     model = copy_graph_module(model)
     run_pass(model, inline_grad_mode_regions)
+    run_pass(model, replace_inplace_ops)
     model = quantizer.transform_for_annotation(model)
     _annotate_and_observe(model, quantizer, is_qat=True)
     return disallow_eval_train(model)

@@ -18,7 +18,7 @@ from pt2e_quant import (
     prepare_pt2e,
     prepare_qat_pt2e,
 )
-from tests.core.seed_quantizers import FunctionQuantizer, SeedSpecs, seed_specs
+from tests.core.quantizer_fixtures import FunctionQuantizer, SeedSpecs, seed_specs
 from tests.graph_check import assert_node_occurrence, assert_node_order
 from tests.models import (
     Conv2dWithCat,

@@ -83,3 +83,66 @@ class FunctionQuantizer(Quantizer):
 
     def validate(self, model: GraphModule) -> None:
         return None
+
+
+def int8_specs(lib: ModuleType, dynamic: bool = False, per_channel: bool = True):
+    """(activation, weight) specs like XNNPACK's symmetric config, from one observer library."""
+    if dynamic:
+        activation = QuantizationSpec(
+            dtype=torch.int8,
+            quant_min=-128,
+            quant_max=127,
+            qscheme=torch.per_tensor_affine,
+            is_dynamic=True,
+            observer_or_fake_quant_ctr=lib.PlaceholderObserver,
+        )
+    else:
+        activation = QuantizationSpec(
+            dtype=torch.int8,
+            quant_min=-128,
+            quant_max=127,
+            qscheme=torch.per_tensor_affine,
+            observer_or_fake_quant_ctr=lib.HistogramObserver,
+        )
+    weight = QuantizationSpec(
+        dtype=torch.int8,
+        quant_min=-127,
+        quant_max=127,
+        qscheme=torch.per_channel_symmetric if per_channel else torch.per_tensor_symmetric,
+        ch_axis=0 if per_channel else None,
+        observer_or_fake_quant_ctr=(
+            lib.PerChannelMinMaxObserver if per_channel else lib.MinMaxObserver
+        ),
+    )
+    return activation, weight
+
+
+class ConvLinearQuantizer(Quantizer):
+    """Quantizes every conv / linear: activation in (and out unless dynamic), weight; bias float."""
+
+    TARGETS = (
+        torch.ops.aten.conv1d.default,
+        torch.ops.aten.conv2d.default,
+        torch.ops.aten.linear.default,
+    )
+
+    def __init__(self, activation: QuantizationSpec, weight: QuantizationSpec) -> None:
+        self.activation = activation
+        self.weight = weight
+
+    def annotate(self, model: GraphModule) -> GraphModule:
+        from pt2e_quant import QuantizationAnnotation
+
+        for node in model.graph.nodes:
+            if node.op != "call_function" or node.target not in self.TARGETS:
+                continue
+            x, w = node.args[0], node.args[1]
+            node.meta["quantization_annotation"] = QuantizationAnnotation(
+                input_qspec_map={x: self.activation, w: self.weight},
+                output_qspec=None if self.activation.is_dynamic else self.activation,
+                _annotated=True,
+            )
+        return model
+
+    def validate(self, model: GraphModule) -> None:
+        return None

@@ -1,0 +1,13 @@
+#!/bin/sh
+# Create or refresh the project's virtual environment in .venv and install everything the
+# examples and the whole test suite need. torch==2.13.0 is installed first, on its own, so pip
+# never resolves a CUDA build of torch for us or for a dependency. Safe to run repeatedly.
+set -eu
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet "torch==2.13.0"
+.venv/bin/python -m pip install --quiet -e ".[test,dev]"
