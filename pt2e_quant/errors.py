@@ -9,6 +9,10 @@ neighbouring nodes so the user can find the spot without dumping the whole graph
 
 from __future__ import annotations
 
+import sys
+import warnings
+from pathlib import Path
+
 from torch.fx import Node
 
 __all__ = [
@@ -18,7 +22,10 @@ __all__ = [
     "ModelNotExportedError",
     "graph_context",
     "describe_node",
+    "warn_user",
 ]
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 
 class QuantizationError(Exception):
@@ -68,3 +75,19 @@ def graph_context(node: Node, radius: int = 2) -> str:
         marker = ">> " if other is node else "   "
         lines.append(f"  {marker}{text}")
     return "\n".join(lines)
+
+
+def warn_user(message: str, category: type[Warning]) -> None:
+    """Warn with the location of the user's call into pt2e_quant, however deep the pass is.
+
+    A fixed ``stacklevel`` would point into our pipeline code whenever a pass moves; the
+    user needs the line of their ``prepare_pt2e`` / ``convert_pt2e`` call.
+    """
+    level = 2  # stacklevel 1 is this function, 2 its caller
+    frame = sys._getframe(1)
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(
+        _PACKAGE_DIR
+    ):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)

@@ -20,9 +20,7 @@ __all__ = ["model_is_exported", "check_exported_graph_module"]
 
 def model_is_exported(model: Any) -> bool:
     """True for a GraphModule produced by ``torch.export`` (its nodes carry ``meta['val']``)."""
-    return isinstance(model, GraphModule) and any(
-        "val" in node.meta for node in model.graph.nodes
-    )
+    return isinstance(model, GraphModule) and any("val" in node.meta for node in model.graph.nodes)
 
 
 def check_exported_graph_module(model: Any, api: str) -> None:

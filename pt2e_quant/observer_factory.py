@@ -74,9 +74,10 @@ def _build_fixed(spec: FixedQParamsQuantizationSpec, is_qat: bool) -> torch.nn.M
         scale=spec.scale,
         zero_point=spec.zero_point,
         dtype=spec.dtype,
-        qscheme=spec.qscheme if spec.qscheme is not None else torch.per_tensor_affine,
-        quant_min=spec.quant_min if spec.quant_min is not None else 0,
-        quant_max=spec.quant_max if spec.quant_max is not None else 255,
+        qscheme=spec.qscheme,
+        # None ranges mean "the dtype's full range"; the observer resolves them.
+        quant_min=spec.quant_min,
+        quant_max=spec.quant_max,
     )
     if is_qat:
         return FixedQParamsFakeQuantize.with_args(observer=observer_ctor)()

@@ -29,12 +29,20 @@ CHOOSE_QPARAMS_SYMMETRIC = _qd.choose_qparams_symmetric.tensor
 CONVERT_ELEMENT_TYPE = _qd.convert_element_type.no_fuse
 
 QUANTIZE_OPS: frozenset = frozenset(
-    {QUANTIZE_PER_TENSOR, QUANTIZE_PER_TENSOR_DYNAMIC, _qd.quantize_per_tensor.tensor2,
-     QUANTIZE_PER_CHANNEL}
+    {
+        QUANTIZE_PER_TENSOR,
+        QUANTIZE_PER_TENSOR_DYNAMIC,
+        _qd.quantize_per_tensor.tensor2,
+        QUANTIZE_PER_CHANNEL,
+    }
 )
 DEQUANTIZE_OPS: frozenset = frozenset(
-    {DEQUANTIZE_PER_TENSOR, DEQUANTIZE_PER_TENSOR_DYNAMIC, _qd.dequantize_per_tensor.tensor2,
-     DEQUANTIZE_PER_CHANNEL}
+    {
+        DEQUANTIZE_PER_TENSOR,
+        DEQUANTIZE_PER_TENSOR_DYNAMIC,
+        _qd.dequantize_per_tensor.tensor2,
+        DEQUANTIZE_PER_CHANNEL,
+    }
 )
 CHOOSE_QPARAMS_OPS: frozenset = frozenset({CHOOSE_QPARAMS, CHOOSE_QPARAMS_SYMMETRIC})
 
@@ -76,8 +84,11 @@ def is_qparam_getitem(node: object) -> bool:
 
 def is_quant_workflow_node(node: object) -> bool:
     """True for any node the quantization flow itself inserts at convert."""
-    return is_quantize(node) or is_dequantize(node) or is_choose_qparams(node) or (
-        is_qparam_getitem(node)
+    return (
+        is_quantize(node)
+        or is_dequantize(node)
+        or is_choose_qparams(node)
+        or (is_qparam_getitem(node))
     )
 
 

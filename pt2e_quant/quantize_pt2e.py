@@ -10,10 +10,11 @@ from functools import partial
 
 from torch.fx import GraphModule
 
+from pt2e_quant.gc_pause import gc_paused
 from pt2e_quant.graph_copy import copy_graph_module
 from pt2e_quant.model_checks import check_exported_graph_module
 from pt2e_quant.observer_factory import build_observers
-from pt2e_quant.passes.driver import run_pass
+from pt2e_quant.passes.driver import finalize_graphs, run_pass
 from pt2e_quant.passes.duplicate_dequantize import duplicate_dequantize
 from pt2e_quant.passes.fold_batch_norm import fold_batch_norm
 from pt2e_quant.passes.fold_quantized_constants import fold_quantized_constants
@@ -43,8 +44,25 @@ def _annotate_and_observe(model: GraphModule, quantizer: Quantizer, is_qat: bool
         plan = plan_sharing(gm)
         observers = build_observers(gm, plan, is_qat)
         quantizer.prepare_obs_or_fq_callback(gm, observers)
-        run_pass(gm, partial(insert_observers, observers=observers))
-        run_pass(gm, use_eager_control_flow)
+        run_pass(gm, partial(insert_observers, observers=observers), deferred=True)
+        run_pass(gm, use_eager_control_flow, deferred=True)
+
+
+def _prepare(model: GraphModule, quantizer: Quantizer, is_qat: bool, api: str) -> GraphModule:
+    check_exported_graph_module(model, api)
+    model = copy_graph_module(model, recompile=False)
+    deferred = partial(run_pass, deferred=True)
+    changed = deferred(model, inline_grad_mode_regions)
+    changed |= deferred(model, replace_inplace_ops)
+    if not is_qat:
+        # QAT keeps batch norm trainable; the QAT rewrite handles conv-bn itself.
+        changed |= deferred(model, fold_batch_norm)
+    if changed:
+        # The quantizer's own code may run or print the model: give it up-to-date code.
+        finalize_graphs(model)
+    model = quantizer.transform_for_annotation(model)
+    _annotate_and_observe(model, quantizer, is_qat)
+    return disallow_eval_train(finalize_graphs(model))
 
 
 def prepare_pt2e(model: GraphModule, quantizer: Quantizer) -> GraphModule:
@@ -53,25 +71,14 @@ def prepare_pt2e(model: GraphModule, quantizer: Quantizer) -> GraphModule:
     ``model`` is ``torch.export.export(m, example_inputs).module()``. Run calibration data
     through the returned model, then call :func:`convert_pt2e`.
     """
-    check_exported_graph_module(model, "prepare_pt2e")
-    model = copy_graph_module(model)
-    run_pass(model, inline_grad_mode_regions)
-    run_pass(model, replace_inplace_ops)
-    run_pass(model, fold_batch_norm)
-    model = quantizer.transform_for_annotation(model)
-    _annotate_and_observe(model, quantizer, is_qat=False)
-    return disallow_eval_train(model)
+    with gc_paused():
+        return _prepare(model, quantizer, is_qat=False, api="prepare_pt2e")
 
 
 def prepare_qat_pt2e(model: GraphModule, quantizer: Quantizer) -> GraphModule:
     """Insert fake-quantize modules for quantization-aware training into an exported model."""
-    check_exported_graph_module(model, "prepare_qat_pt2e")
-    model = copy_graph_module(model)
-    run_pass(model, inline_grad_mode_regions)
-    run_pass(model, replace_inplace_ops)
-    model = quantizer.transform_for_annotation(model)
-    _annotate_and_observe(model, quantizer, is_qat=True)
-    return disallow_eval_train(model)
+    with gc_paused():
+        return _prepare(model, quantizer, is_qat=True, api="prepare_qat_pt2e")
 
 
 def convert_pt2e(
@@ -93,16 +100,25 @@ def convert_pt2e(
                 f"convert_pt2e: {name} must be a bool, got {value!r}; did you pass another "
                 "argument positionally?"
             )
+    with gc_paused():
+        return _convert(model, use_reference_representation, fold_quantize)
+
+
+def _convert(
+    model: GraphModule, use_reference_representation: bool, fold_quantize: bool
+) -> GraphModule:
     check_exported_graph_module(model, "convert_pt2e")
-    model = copy_graph_module(model)
+    # No user code runs between these passes, so the code is generated once, at the end.
+    model = copy_graph_module(model, recompile=False)
+    deferred = partial(run_pass, deferred=True)
     for gm in iter_graph_modules(model):
-        run_pass(gm, restore_control_flow)
-        run_pass(gm, replace_observers)
-        run_pass(gm, duplicate_dequantize)
-        run_pass(gm, port_qdq_meta)
+        deferred(gm, restore_control_flow)
+        deferred(gm, replace_observers)
+        deferred(gm, duplicate_dequantize)
+        deferred(gm, port_qdq_meta)
         if fold_quantize:
-            run_pass(gm, fold_quantized_constants)
+            deferred(gm, fold_quantized_constants)
         if use_reference_representation:
-            run_pass(gm, rewrite_to_reference)
-    run_pass(model, lift_body_constants)
-    return disallow_eval_train(model)
+            deferred(gm, rewrite_to_reference)
+    deferred(model, lift_body_constants)
+    return disallow_eval_train(finalize_graphs(model))

@@ -181,8 +181,11 @@ def _join_implicitly_shared(
             uf.union(producer, member)
 
 
-def _group_spec(members: list[EdgeOrNode], specs: dict[EdgeOrNode, QuantizationSpecBase],
-                resolved: dict[EdgeOrNode, QuantizationSpecBase]) -> QuantizationSpecBase:
+def _group_spec(
+    members: list[EdgeOrNode],
+    specs: dict[EdgeOrNode, QuantizationSpecBase],
+    resolved: dict[EdgeOrNode, QuantizationSpecBase],
+) -> QuantizationSpecBase:
     """The concrete spec of the first member (graph order) that has one; all must agree on dtype."""
     concrete = [m for m in members if not isinstance(specs[m], SharedQuantizationSpec)]
     first = concrete[0] if concrete else members[0]
@@ -198,8 +201,7 @@ def _group_spec(members: list[EdgeOrNode], specs: dict[EdgeOrNode, QuantizationS
                 f"their specs disagree: dtype {getattr(spec, 'dtype', None)} vs "
                 f"{getattr(other_spec, 'dtype', None)}, is_dynamic "
                 f"{getattr(spec, 'is_dynamic', False)} vs {getattr(other_spec, 'is_dynamic', False)}"
-                ". Give them the same dtype or stop sharing.\n"
-                + graph_context(_anchor_node(other))
+                ". Give them the same dtype or stop sharing.\n" + graph_context(_anchor_node(other))
             )
     return spec
 

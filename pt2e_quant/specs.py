@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any
 
 import torch
 from torch.fx import Node
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 #: An input edge ``(producer, consumer)`` or a node (meaning the node's output).
-EdgeOrNode = Union[tuple[Node, Node], Node]
+EdgeOrNode = tuple[Node, Node] | Node
 
 _PER_TENSOR_QSCHEMES = frozenset({torch.per_tensor_affine, torch.per_tensor_symmetric})
 _PER_CHANNEL_QSCHEMES = frozenset(
@@ -42,7 +43,11 @@ _PER_CHANNEL_QSCHEMES = frozenset(
 )
 _QSCHEMES = _PER_TENSOR_QSCHEMES | _PER_CHANNEL_QSCHEMES
 
-_QUANTIZED_TO_PLAIN = {torch.quint8: torch.uint8, torch.qint8: torch.int8, torch.qint32: torch.int32}
+_QUANTIZED_TO_PLAIN = {
+    torch.quint8: torch.uint8,
+    torch.qint8: torch.int8,
+    torch.qint32: torch.int32,
+}
 
 
 def is_per_channel(qscheme: torch.qscheme | None) -> bool:
@@ -232,4 +237,3 @@ class DerivedQuantizationSpec(QuantizationSpecBase):
 def spec_fields(spec: QuantizationSpecBase) -> dict[str, Any]:
     """The fields of a spec as a dict, without deep-copying node references."""
     return {f: getattr(spec, f) for f in spec.__dataclass_fields__}  # type: ignore[attr-defined]
-

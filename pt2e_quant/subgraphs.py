@@ -40,18 +40,24 @@ def subgraph_args(gm: GraphModule, node: Node) -> list[tuple[str, GraphModule]]:
         return found
     for arg in _flatten((node.args, tuple(node.kwargs.values()))):
         if isinstance(arg, Node) and arg.op == "get_attr":
-            body = gm.get_submodule(str(arg.target)) if _has_submodule(gm, arg) else None
+            body = _attribute(gm, str(arg.target))
             if isinstance(body, GraphModule):
                 found.append((str(arg.target), body))
     return found
 
 
-def _has_submodule(gm: GraphModule, node: Node) -> bool:
-    try:
-        gm.get_submodule(str(node.target))
-    except AttributeError:
-        return False
-    return True
+def _attribute(gm: GraphModule, dotted: str) -> object:
+    """The object at a get_attr target, or None (no exceptions: this runs for every weight)."""
+    owner: object = gm
+    for part in dotted.split("."):
+        owner = getattr(owner, part, None)
+        if owner is None:
+            return None
+    return owner
+
+
+def _holds_graph_modules(module: GraphModule) -> bool:
+    return any(isinstance(m, GraphModule) for m in module.modules() if m is not module)
 
 
 def iter_graph_modules(gm: GraphModule) -> Iterator[GraphModule]:
@@ -63,6 +69,8 @@ def iter_graph_modules(gm: GraphModule) -> Iterator[GraphModule]:
             return
         seen.add(id(module))
         yield module
+        if not _holds_graph_modules(module):
+            return  # the common case: no bodies, no need to look at every node
         for node in list(module.graph.nodes):
             for _, body in subgraph_args(module, node):
                 yield from visit(body)

@@ -92,8 +92,7 @@ def int8_specs(lib: SimpleNamespace, per_channel: bool = True) -> Int8Specs:
         ch_axis=0 if per_channel else None,
         is_dynamic=False,
         observer_or_fake_quant_ctr=(
-            lib.observers.PerChannelMinMaxObserver if per_channel
-            else lib.observers.MinMaxObserver
+            lib.observers.PerChannelMinMaxObserver if per_channel else lib.observers.MinMaxObserver
         ),
     )
     return Int8Specs(activation, weight)
@@ -120,8 +119,10 @@ def make_int8_quantizer(lib: SimpleNamespace, per_channel: bool = True):
                 if node.target in CONV_LINEAR:
                     relu = _only_relu_user(node)
                     node.meta["quantization_annotation"] = annotation(
-                        input_qspec_map={node.args[0]: specs.activation,
-                                         node.args[1]: specs.weight},
+                        input_qspec_map={
+                            node.args[0]: specs.activation,
+                            node.args[1]: specs.weight,
+                        },
                         output_qspec=None if relu is not None else specs.activation,
                         _annotated=True,
                     )

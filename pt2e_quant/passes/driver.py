@@ -1,45 +1,78 @@
 """Runs graph passes: each pass mutates a GraphModule and returns whether it changed anything.
 
-After a pass that changed the graph the driver lints it (so a broken rewrite fails at the pass
-that broke it), removes nodes the rewrite left dead, and recompiles the module's code. Passes
-therefore never recompile themselves.
+After a pass that changed the graph the driver removes nodes the rewrite left dead, lints the
+graph (so a broken rewrite fails at the pass that broke it) and recompiles the module's code.
+Passes therefore never recompile themselves.
+
+A pipeline that runs several passes with no user code in between asks for ``deferred=True``
+and calls :func:`finalize_graphs` once at the end, which lints and recompiles every graph:
+generating and compiling Python for a large graph costs more than most passes, and a lint
+walks every node. A broken rewrite then fails at the end of the pipeline instead of at its
+pass; tests run passes one by one to pin a failure down.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
+import torch
 from torch.fx import GraphModule, Node
 
-__all__ = ["GraphPass", "run_pass", "run_passes", "remove_dead_nodes"]
+from pt2e_quant.subgraphs import iter_graph_modules
+
+__all__ = ["GraphPass", "run_pass", "finalize_graphs", "remove_dead_nodes"]
 
 GraphPass = Callable[[GraphModule], bool]
 
 
-def _is_side_effecting(node: Node) -> bool:
-    # call_module nodes (observers, loggers, export's _guards_fn) run for their effects even
-    # when nothing reads their output; FX's default would drop the ones it cannot prove impure.
-    return node.op == "call_module" or node.is_impure()
+class _SideEffects:
+    """Which nodes must survive dead-code removal, with the per-operator answer cached.
+
+    ``Node.is_impure`` inspects the operator's schema and effect registry on every call, which
+    dominated dead-code removal on large graphs; for an OpOverload the answer depends only on
+    the operator. call_module nodes (observers, loggers, export's ``_guards_fn``) run for their
+    effects even when nothing reads their output, so they are always kept.
+    """
+
+    def __init__(self) -> None:
+        self._by_overload: dict[torch._ops.OpOverload, bool] = {}
+
+    def __call__(self, node: Node) -> bool:
+        if node.op in ("placeholder", "output", "call_module"):
+            return True
+        if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+            known = self._by_overload.get(node.target)
+            if known is None:
+                known = self._by_overload[node.target] = node.is_impure()
+            return known
+        return node.is_impure()
 
 
 def remove_dead_nodes(gm: GraphModule) -> bool:
     """Erase pure nodes whose results nobody uses; returns whether any was erased."""
-    return gm.graph.eliminate_dead_code(is_impure_node=_is_side_effecting)
+    keep = _SideEffects()
+    changed = False
+    for node in reversed(gm.graph.nodes):
+        if not node.users and not keep(node):
+            gm.graph.erase_node(node)
+            changed = True
+    return changed
 
 
-def run_pass(gm: GraphModule, graph_pass: GraphPass) -> bool:
-    """Run one pass; lint, clean up and recompile if it changed the graph."""
+def run_pass(gm: GraphModule, graph_pass: GraphPass, *, deferred: bool = False) -> bool:
+    """Run one pass; clean up, and unless ``deferred`` lint and recompile, if it changed the graph."""
     changed = bool(graph_pass(gm))
     if changed:
-        gm.graph.lint()
         remove_dead_nodes(gm)
-        gm.recompile()
+        if not deferred:
+            gm.graph.lint()
+            gm.recompile()
     return changed
 
 
-def run_passes(gm: GraphModule, passes: Sequence[GraphPass]) -> bool:
-    """Run passes in order; returns whether any of them changed the graph."""
-    changed = False
-    for graph_pass in passes:
-        changed |= run_pass(gm, graph_pass)
-    return changed
+def finalize_graphs(gm: GraphModule) -> GraphModule:
+    """Lint and regenerate the code of ``gm`` and of every higher-order-op body it holds."""
+    for module in iter_graph_modules(gm):
+        module.graph.lint()
+        module.recompile()
+    return gm

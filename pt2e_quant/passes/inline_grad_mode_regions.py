@@ -77,7 +77,7 @@ def _inline(gm: GraphModule, node: Node) -> None:
     graph = gm.graph
     val_map: dict[Node, object] = {}
     placeholders = [n for n in body.graph.nodes if n.op == "placeholder"]
-    for placeholder, operand in zip(placeholders, operands):
+    for placeholder, operand in zip(placeholders, operands, strict=True):
         val_map[placeholder] = operand
     with graph.inserting_before(node):
         for body_node in body.graph.nodes:

@@ -63,7 +63,7 @@ def _alias_classes(gm: GraphModule) -> dict[Node, Node]:
         if schema is None or len(schema.returns) != 1 or schema.returns[0].alias_info is None:
             continue
         alias_set = schema.returns[0].alias_info.before_set
-        for argument, value in zip(schema.arguments, node.args):
+        for argument, value in zip(schema.arguments, node.args, strict=False):
             info = argument.alias_info
             if info is not None and info.before_set == alias_set and isinstance(value, Node):
                 parent[find(node)] = find(value)

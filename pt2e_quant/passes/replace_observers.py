@@ -22,6 +22,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from pt2e_quant import qdq_ops
+from pt2e_quant.errors import warn_user
 from pt2e_quant.fake_quantize import is_observer_or_fake_quant
 from pt2e_quant.node_meta import copy_debug_handle
 from pt2e_quant.specs import is_per_channel
@@ -47,8 +48,10 @@ def observer_saw_data(module: torch.nn.Module) -> bool:
     min_val = getattr(module, "min_val", None)
     max_val = getattr(module, "max_val", None)
     if isinstance(min_val, torch.Tensor) and isinstance(max_val, torch.Tensor):
-        return min_val.numel() > 0 and bool(torch.isfinite(min_val).all()) and bool(
-            torch.isfinite(max_val).all()
+        return (
+            min_val.numel() > 0
+            and bool(torch.isfinite(min_val).all())
+            and bool(torch.isfinite(max_val).all())
         )
     return True
 
@@ -58,11 +61,13 @@ class _Replacer:
         self.gm = gm
         self.graph = gm.graph
         self.uncalibrated: list[str] = []
+        self.next_index: dict[str, int] = {}
 
     def new_buffer(self, prefix: str, value: torch.Tensor) -> Node:
-        index = 0
+        index = self.next_index.get(prefix, 0)
         while hasattr(self.gm, f"{prefix}{index}"):
             index += 1
+        self.next_index[prefix] = index + 1
         name = f"{prefix}{index}"
         self.gm.register_buffer(name, value.detach().clone())
         return self.graph.get_attr(name)
@@ -149,12 +154,11 @@ def replace_observers(gm: GraphModule) -> bool:
         changed = True
     if replacer.uncalibrated:
         names = ", ".join(f"'{n}'" for n in replacer.uncalibrated)
-        warnings.warn(
+        warn_user(
             f"convert_pt2e: {len(replacer.uncalibrated)} observer(s) never saw data (observing "
             f"{names}); their qparams fall back to scale=1.0, zero_point=0. Run calibration "
             "inputs through the prepared model before convert_pt2e.",
             UncalibratedObserverWarning,
-            stacklevel=3,
         )
     _delete_unused_observer_modules(gm)
     return changed

@@ -22,18 +22,34 @@ pytest.importorskip("torchao")
 QDQ_PREFIX = "quantized_decomposed."
 
 
+def _functional_name(name: str) -> str:
+    """``aten.relu_.default`` -> ``aten.relu.default``.
+
+    Deliberate difference: our prepare replaces in-place ops whose result is only read
+    through their return value by the functional op (so an observer on ``relu_`` cannot
+    alias its input); torchao keeps ``relu_``. Both compute the same values.
+    """
+    namespace, op, overload = name.split(".")
+    if op.endswith("_") and not op.startswith("_"):
+        op = op[:-1]
+    return f"{namespace}.{op}.{overload}"
+
+
 def _qdq_and_compute_sequence(gm) -> list[str]:
     """Op order with the names of q/dq ops and real compute, dropping bookkeeping ops."""
     keep = []
     for target in ops_in_order(gm):
         name = str(target)
-        if name.startswith("aten.") or name.startswith(QDQ_PREFIX):
+        if name.startswith("aten."):
+            keep.append(_functional_name(name))
+        elif name.startswith(QDQ_PREFIX):
             keep.append(name)
     return keep
 
 
-def _run_pipeline(lib_name: str, model: torch.nn.Module, calibration: list[tuple],
-                  per_channel: bool):
+def _run_pipeline(
+    lib_name: str, model: torch.nn.Module, calibration: list[tuple], per_channel: bool
+):
     lib = library(lib_name)
     exported = torch.export.export(copy.deepcopy(model), calibration[0]).module()
     prepared = lib.prepare_pt2e(exported, make_int8_quantizer(lib, per_channel))

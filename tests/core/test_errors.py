@@ -154,9 +154,11 @@ def test_per_channel_axis_out_of_range_names_node() -> None:
         prepare_pt2e(_export(TwoLinearModule()), ConvLinearQuantizer(_act(), bad_weight))
 
 
-def test_sharing_group_with_different_dtypes() -> None:
-    uint8 = QuantizationSpec(dtype=torch.uint8, quant_min=0, quant_max=255,
-                             observer_or_fake_quant_ctr=OBS)
+def test_edge_with_other_dtype_than_its_producer_gets_its_own_observer() -> None:
+    """Not an error: the peers requantize (q int8 -> dq -> q uint8 -> dq) on such an edge."""
+    uint8 = QuantizationSpec(
+        dtype=torch.uint8, quant_min=0, quant_max=255, observer_or_fake_quant_ctr=OBS
+    )
 
     def annotate(gm: GraphModule) -> None:
         first, second = [n for n in gm.graph.nodes if n.target == aten.linear.default]
@@ -165,8 +167,14 @@ def test_sharing_group_with_different_dtypes() -> None:
             input_qspec_map={first: uint8}, output_qspec=SharedQuantizationSpec(first)
         )
 
-    with pytest.raises(AnnotationError, match=r"disagree: dtype"):
-        prepare_pt2e(_export(TwoLinearModule()), FunctionQuantizer(annotate))
+    model = TwoLinearModule()
+    prepared = prepare_pt2e(_export(model), FunctionQuantizer(annotate))
+    prepared(*model.example_inputs())
+    converted = convert_pt2e(prepared)
+    dtypes = [
+        n.args[-1] for n in converted.graph.nodes if n.target == qd.quantize_per_tensor.default
+    ]
+    assert dtypes == [torch.int8, torch.uint8, torch.int8]
 
 
 # ---------------------------------------------------------------- wrong model kinds
@@ -233,8 +241,13 @@ def test_failed_convert_leaves_prepared_model_untouched() -> None:
         def calculate_qparams(self):
             raise RuntimeError("observer bug")
 
-    act = QuantizationSpec(dtype=torch.int8, quant_min=-128, quant_max=127,
-                           qscheme=torch.per_tensor_affine, observer_or_fake_quant_ctr=Broken)
+    act = QuantizationSpec(
+        dtype=torch.int8,
+        quant_min=-128,
+        quant_max=127,
+        qscheme=torch.per_tensor_affine,
+        observer_or_fake_quant_ctr=Broken,
+    )
     model = TwoLinearModule().eval()
     inputs = model.example_inputs()
     prepared = prepare_pt2e(_export(model), ConvLinearQuantizer(act, int8_specs(our_observer)[1]))
@@ -252,8 +265,9 @@ def test_prepare_returns_copy_and_original_still_runs() -> None:
     gm = _export(model)
     prepared = prepare_pt2e(gm, ConvLinearQuantizer(*int8_specs(our_observer)))
     assert prepared is not gm
-    assert not any(n.op == "call_module" and "activation_post_process" in n.target
-                   for n in gm.graph.nodes)
+    assert not any(
+        n.op == "call_module" and "activation_post_process" in n.target for n in gm.graph.nodes
+    )
     assert torch.equal(gm(*inputs), model(*inputs))
 
 
@@ -266,9 +280,10 @@ def test_uncalibrated_observers_warn_by_name_and_get_defined_qparams() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         converted = convert_pt2e(prepared)
-    messages = [str(w.message) for w in caught if issubclass(w.category,
-                                                             UncalibratedObserverWarning)]
+    ours = [w for w in caught if issubclass(w.category, UncalibratedObserverWarning)]
+    messages = [str(w.message) for w in ours]
     assert len(messages) == 1 and "'x'" in messages[0] and "'linear'" in messages[0]
+    assert ours[0].filename == __file__  # points at the user's convert_pt2e call
     for node in converted.graph.nodes:
         if node.target == qd.quantize_per_tensor.default:
             assert math.isfinite(node.args[1]) and node.args[1] > 0

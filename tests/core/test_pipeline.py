@@ -93,8 +93,9 @@ def test_no_grad_region_is_inlined_and_weight_folded() -> None:
     converted = _quantize(model, inputs, ConvLinearQuantizer(*int8_specs(our_observer)))
     targets = [n.target for n in converted.graph.nodes if n.op == "call_function"]
     assert torch.ops.higher_order.wrap_with_set_grad_enabled not in targets
-    assert_node_occurrence(converted, {qd.quantize_per_channel.default: 0,
-                                       qd.dequantize_per_channel.default: 1})
+    assert_node_occurrence(
+        converted, {qd.quantize_per_channel.default: 0, qd.dequantize_per_channel.default: 1}
+    )
 
 
 @pytest.mark.parametrize("strict", [False, True], ids=["non_strict", "strict"])
@@ -152,13 +153,16 @@ def test_dynamic_quantization_ops() -> None:
     model = TwoLinearModule().eval()
     inputs = model.example_inputs()
     converted = _quantize(model, inputs, ConvLinearQuantizer(*int8_specs(our_observer, True)))
-    assert_node_occurrence(converted, {
-        qd.choose_qparams.tensor: 2,
-        qd.quantize_per_tensor.tensor: 2,
-        qd.dequantize_per_tensor.tensor: 2,
-        qd.quantize_per_tensor.default: 0,
-        qd.dequantize_per_channel.default: 2,
-    })
+    assert_node_occurrence(
+        converted,
+        {
+            qd.choose_qparams.tensor: 2,
+            qd.quantize_per_tensor.tensor: 2,
+            qd.dequantize_per_tensor.tensor: 2,
+            qd.quantize_per_tensor.default: 0,
+            qd.dequantize_per_channel.default: 2,
+        },
+    )
 
 
 def test_per_tensor_qparams_are_python_scalars_and_per_channel_are_buffers() -> None:
@@ -191,8 +195,9 @@ def test_fold_quantize_false_keeps_weight_quantize() -> None:
 
 
 def test_fp16_spec_becomes_cast_round_trip() -> None:
-    fp16 = QuantizationSpec(dtype=torch.float16, observer_or_fake_quant_ctr=(
-        our_observer.PlaceholderObserver))
+    fp16 = QuantizationSpec(
+        dtype=torch.float16, observer_or_fake_quant_ctr=(our_observer.PlaceholderObserver)
+    )
 
     def annotate(gm: GraphModule) -> None:
         for node in gm.graph.nodes:
@@ -247,8 +252,9 @@ def test_debug_handle_follows_output_observer_and_dequantize() -> None:
             seen.setdefault(handle, []).append(str(node.target))
     for name in ("linear", "linear_1"):
         targets = seen[handles[name]]
-        assert sorted(targets) == sorted(["aten.linear.default",
-                                          "quantized_decomposed.dequantize_per_tensor.default"])
+        assert sorted(targets) == sorted(
+            ["aten.linear.default", "quantized_decomposed.dequantize_per_tensor.default"]
+        )
 
 
 def test_duplicate_dequantize_per_annotated_consumer() -> None:

@@ -82,16 +82,18 @@ def _annotate_conv(specs: SeedSpecs, output: bool = True, bias_spec=None):
 
 def test_simple_quantizer(specs: SeedSpecs) -> None:
     inputs = (torch.randn(1, 3, 5, 5),)
-    m = _quantize(ConvWithBNRelu(relu=False, bn=False), inputs, FunctionQuantizer(
-        _annotate_conv(specs)))
+    m = _quantize(
+        ConvWithBNRelu(relu=False, bn=False), inputs, FunctionQuantizer(_annotate_conv(specs))
+    )
     assert_node_occurrence(m, {Q: 2, DQ: 3})
     assert_node_order(m, [DQ, DQ, aten.conv2d.default, Q])
 
 
 def test_wo_annotate_conv_output_quantizer(specs: SeedSpecs) -> None:
     inputs = (torch.rand(1, 2, 14, 14),)
-    m = _quantize(torch.nn.Conv2d(2, 2, 1), inputs, FunctionQuantizer(
-        _annotate_conv(specs, output=False)))
+    m = _quantize(
+        torch.nn.Conv2d(2, 2, 1), inputs, FunctionQuantizer(_annotate_conv(specs, output=False))
+    )
     assert_node_occurrence(m, {Q: 1, DQ: 2})
     assert_node_order(m, [DQ, DQ, aten.conv2d.default])
     conv = _nodes(m, aten.conv2d.default)[0]
@@ -176,8 +178,11 @@ def test_derived_qspec_per_channel(specs: SeedSpecs) -> None:
                 _annotated=True,
             )
 
-    m = _quantize(ConvWithBNRelu(relu=False, bn=False), (torch.randn(1, 3, 5, 5),),
-                  FunctionQuantizer(annotate))
+    m = _quantize(
+        ConvWithBNRelu(relu=False, bn=False),
+        (torch.randn(1, 3, 5, 5),),
+        FunctionQuantizer(annotate),
+    )
     assert_node_occurrence(m, {Q: 2, DQ: 2, Q_PC: 0, DQ_PC: 2})
     assert_node_order(m, [DQ_PC, DQ_PC, aten.conv2d.default, Q])
 
@@ -192,8 +197,9 @@ def test_fixed_qparams_qspec(specs: SeedSpecs, is_qat: bool) -> None:
                 _annotated=True,
             )
 
-    m = _quantize(SigmoidModel(), (torch.randn(1, 3, 5, 5),), FunctionQuantizer(annotate),
-                  is_qat=is_qat)
+    m = _quantize(
+        SigmoidModel(), (torch.randn(1, 3, 5, 5),), FunctionQuantizer(annotate), is_qat=is_qat
+    )
     for target in (Q, DQ):
         for node in _nodes(m, target):
             assert node.args[1] == 1.0 / 256.0 and type(node.args[1]) is float
@@ -251,8 +257,9 @@ def _conv_output_observers(m: GraphModule) -> list[torch.nn.Module]:
 
 def test_shared_qspec(specs: SeedSpecs) -> None:
     inputs = (torch.randn(1, 3, 5, 5), torch.randn(1, 3, 5, 5))
-    m = prepare_pt2e(_export(Conv2dWithCat(), inputs),
-                     FunctionQuantizer(_annotate_cat_sharing(specs, 0)))
+    m = prepare_pt2e(
+        _export(Conv2dWithCat(), inputs), FunctionQuantizer(_annotate_cat_sharing(specs, 0))
+    )
     cat = _nodes(m, aten.cat.default)[0]
     first, second = cat.args[0]
     assert _observer_of(m, first) is _observer_of(m, second)
@@ -270,8 +277,9 @@ def test_shared_qspec_transitivity(specs: SeedSpecs, anchor_index: int) -> None:
     """cat1's output is cat2's input, so both cats and both convs end in one sharing group."""
     model = Conv2dWithTwoCat()
     inputs = model.example_inputs()
-    m = prepare_pt2e(_export(model, inputs),
-                     FunctionQuantizer(_annotate_cat_sharing(specs, anchor_index)))
+    m = prepare_pt2e(
+        _export(model, inputs), FunctionQuantizer(_annotate_cat_sharing(specs, anchor_index))
+    )
     for cat in _nodes(m, aten.cat.default):
         first, second = cat.args[0]
         assert _observer_of(m, first) is _observer_of(m, second)

@@ -63,9 +63,13 @@ def test_prepare_obs_or_fq_callback_replaces_a_whole_group() -> None:
             x = torch.nn.functional.pixel_shuffle(x, 2)
             return x.permute(0, 2, 3, 1)
 
-    act = QuantizationSpec(dtype=torch.uint8, quant_min=0, quant_max=255,
-                           qscheme=torch.per_tensor_affine,
-                           observer_or_fake_quant_ctr=our_observer.MinMaxObserver)
+    act = QuantizationSpec(
+        dtype=torch.uint8,
+        quant_min=0,
+        quant_max=255,
+        qscheme=torch.per_tensor_affine,
+        observer_or_fake_quant_ctr=our_observer.MinMaxObserver,
+    )
 
     class SharedChain(Quantizer):
         def annotate(self, model: GraphModule) -> GraphModule:
@@ -113,9 +117,13 @@ def test_observer_with_its_own_convert() -> None:
             observer_node.replace_all_uses_with(dq)
             graph.erase_node(observer_node)
 
-    int4 = QuantizationSpec(dtype=torch.int8, quant_min=-8, quant_max=7,
-                            qscheme=torch.per_tensor_affine,
-                            observer_or_fake_quant_ctr=Int4Observer)
+    int4 = QuantizationSpec(
+        dtype=torch.int8,
+        quant_min=-8,
+        quant_max=7,
+        qscheme=torch.per_tensor_affine,
+        observer_or_fake_quant_ctr=Int4Observer,
+    )
 
     class AddModel(torch.nn.Module):
         def forward(self, x, y):
@@ -137,9 +145,7 @@ def test_observer_with_its_own_convert() -> None:
     assert all(n.args[3:5] == (-8, 7) for n in converted.graph.nodes if n.target in (Q, DQ))
 
 
-@pytest.mark.parametrize(
-    "dtype", [torch.int16, torch.float8_e5m2, torch.float8_e4m3fn], ids=str
-)
+@pytest.mark.parametrize("dtype", [torch.int16, torch.float8_e5m2, torch.float8_e4m3fn], ids=str)
 def test_activation_dtypes(dtype: torch.dtype) -> None:
     """q/dq pairs carry the spec dtype; each q's output dtype feeds the matching dq."""
     if dtype.is_floating_point:
@@ -148,12 +154,20 @@ def test_activation_dtypes(dtype: torch.dtype) -> None:
     else:
         info = torch.iinfo(dtype)
         qmin, qmax = info.min, info.max
-    act = QuantizationSpec(dtype=dtype, quant_min=qmin, quant_max=qmax,
-                           qscheme=torch.per_tensor_affine,
-                           observer_or_fake_quant_ctr=our_observer.MinMaxObserver)
-    weight = QuantizationSpec(dtype=torch.int8, quant_min=-127, quant_max=127,
-                              qscheme=torch.per_tensor_symmetric,
-                              observer_or_fake_quant_ctr=our_observer.MinMaxObserver)
+    act = QuantizationSpec(
+        dtype=dtype,
+        quant_min=qmin,
+        quant_max=qmax,
+        qscheme=torch.per_tensor_affine,
+        observer_or_fake_quant_ctr=our_observer.MinMaxObserver,
+    )
+    weight = QuantizationSpec(
+        dtype=torch.int8,
+        quant_min=-127,
+        quant_max=127,
+        qscheme=torch.per_tensor_symmetric,
+        observer_or_fake_quant_ctr=our_observer.MinMaxObserver,
+    )
 
     def annotate(gm: GraphModule) -> None:
         for node in gm.graph.nodes:
@@ -176,9 +190,13 @@ def test_activation_dtypes(dtype: torch.dtype) -> None:
 
 
 def test_removing_an_output_observer_by_hand_does_not_break_convert() -> None:
-    act = QuantizationSpec(dtype=torch.int8, quant_min=-128, quant_max=127,
-                           qscheme=torch.per_tensor_affine,
-                           observer_or_fake_quant_ctr=our_observer.MinMaxObserver)
+    act = QuantizationSpec(
+        dtype=torch.int8,
+        quant_min=-128,
+        quant_max=127,
+        qscheme=torch.per_tensor_affine,
+        observer_or_fake_quant_ctr=our_observer.MinMaxObserver,
+    )
 
     class TwoUsers(torch.nn.Module):
         def forward(self, x):
@@ -203,4 +221,6 @@ def test_removing_an_output_observer_by_hand_does_not_break_convert() -> None:
     converted = convert_pt2e(prepared)
     assert_node_occurrence(converted, {Q: 1, DQ: 1})
     expected = TwoUsers()(*inputs)
-    assert all(torch.allclose(a, b, atol=0.05) for a, b in zip(converted(*inputs), expected))
+    assert all(
+        torch.allclose(a, b, atol=0.05) for a, b in zip(converted(*inputs), expected, strict=True)
+    )

@@ -44,8 +44,12 @@ def test_replace_inplace_ops_structure_flag_numerics() -> None:
     model, inputs = InplaceChain(), (torch.randn(1, 4, 5, 5),)
     gm = _export(model, inputs)
     assert run_pass(gm, replace_inplace_ops) is True
-    assert _targets(gm) == [aten.conv2d.default, aten.relu.default, aten.add.Tensor,
-                            aten.hardtanh.default]
+    assert _targets(gm) == [
+        aten.conv2d.default,
+        aten.relu.default,
+        aten.add.Tensor,
+        aten.hardtanh.default,
+    ]
     assert torch.equal(gm(*inputs), model(*inputs))
     assert run_pass(gm, replace_inplace_ops) is False
 
@@ -69,7 +73,7 @@ def test_inplace_op_whose_input_is_read_later_stays() -> None:
     targets = _targets(gm)
     assert aten.add_.Tensor in targets, "add_ mutates a tensor the output reads: must stay"
     assert aten.relu.default in targets and aten.hardtanh_.default in targets
-    assert all(torch.equal(a, b) for a, b in zip(gm(*inputs), expected))
+    assert all(torch.equal(a, b) for a, b in zip(gm(*inputs), expected, strict=True))
 
 
 # ---------------------------------------------------------------- inline_grad_mode_regions
@@ -128,7 +132,7 @@ def test_duplicate_dequantize() -> None:
     assert run_pass(gm, duplicate_dequantize) is True
     dqs = [n for n in gm.graph.nodes if n.target == qd.dequantize_per_tensor.default]
     assert len(dqs) == 3 and all(len(dq.users) == 1 for dq in dqs)
-    assert all(torch.equal(a, b) for a, b in zip(gm(*inputs), expected))
+    assert all(torch.equal(a, b) for a, b in zip(gm(*inputs), expected, strict=True))
     assert run_pass(gm, duplicate_dequantize) is False
 
 
