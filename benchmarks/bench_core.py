@@ -14,6 +14,7 @@ below 1 means we are faster. The block sweep shows how cost grows with graph siz
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -38,11 +39,13 @@ def _time_pipeline(lib_name: str, make_model: Callable[[], torch.nn.Module]) -> 
     inputs = model.example_inputs()
     exported = torch.export.export(model, inputs).module()
     quantizer = make_int8_quantizer(lib)
+    gc.collect()  # start each timed phase with the same collector state for both libraries
     start = time.perf_counter()
     prepared = lib.prepare_pt2e(exported, quantizer)
     prepare_seconds = time.perf_counter() - start
     with torch.no_grad():
         prepared(*inputs)
+    gc.collect()
     start = time.perf_counter()
     lib.convert_pt2e(prepared)
     convert_seconds = time.perf_counter() - start

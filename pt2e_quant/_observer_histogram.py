@@ -253,12 +253,25 @@ class HistogramObserver(UniformQuantizationObserverBase):
         return {
             "bin_width": bin_width,
             "src_bin": torch.arange(self.bins, device=device),
-            "ones": torch.ones(self.bins, device=device),
             "density": self.histogram / bin_width,
+            "source_bounds": {},
         }
 
+    def _source_bounds(self, start_bin: int, ctx: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        """Where each source bin begins and ends, measured from ``start_bin`` (cached per start)."""
+        cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = ctx["source_bounds"]
+        if start_bin not in cache:
+            src_begin = (ctx["src_bin"] - start_bin) * ctx["bin_width"]
+            cache[start_bin] = (src_begin, src_begin + ctx["bin_width"])
+        return cache[start_bin]
+
     def _quantization_error(self, start_bin: int, end_bin: int, ctx: dict[str, Any]) -> float:
-        """Estimated L2 error of quantizing the histogram with range [start_bin, end_bin]."""
+        """Estimated L2 error of quantizing the histogram with range [start_bin, end_bin].
+
+        Every elementwise step is torch.ao's, in float32; constant operands are 0-dim
+        tensors instead of filled vectors, which broadcasts to the same values with fewer
+        full-length operations.
+        """
         bin_width: float = ctx["bin_width"]
         dst_width = bin_width * (end_bin - start_bin + 1) / self.dst_nbins
         if dst_width == 0.0:
@@ -266,8 +279,7 @@ class HistogramObserver(UniformQuantizationObserverBase):
         density: torch.Tensor = ctx["density"]
         last_dst = self.dst_nbins - 1
 
-        src_begin = (ctx["src_bin"] - start_bin) * bin_width
-        src_end = src_begin + bin_width
+        src_begin, src_end = self._source_bounds(start_bin, ctx)
         dst_of_begin = torch.clamp(
             torch.div(src_begin, dst_width, rounding_mode="floor"), 0, last_dst
         )
@@ -276,15 +288,17 @@ class HistogramObserver(UniformQuantizationObserverBase):
         end_center = dst_of_end * dst_width + dst_width / 2
 
         half = dst_width / 2
+        device = density.device
         # Error of the partial destination bin holding the source bin's start...
-        error = torch.zeros(self.bins, device=density.device)
-        error += _l2_mass(src_begin - begin_center, ctx["ones"] * half, density)
+        error = _l2_mass(src_begin - begin_center, torch.tensor(half, device=device), density)
         # ...of the whole destination bins strictly inside it...
         error += (dst_of_end - dst_of_begin - 1) * _l2_mass(
-            torch.tensor(-half), torch.tensor(half), density
+            torch.tensor(-half, device=device), torch.tensor(half, device=device), density
         )
         # ...and of the partial destination bin holding its end.
-        error += _l2_mass(torch.tensor(-dst_width / 2), src_end - end_center, density)
+        error += _l2_mass(
+            torch.tensor(-dst_width / 2, device=device), src_end - end_center, density
+        )
         return error.sum().item()
 
     def _search_range(self) -> tuple[torch.Tensor, torch.Tensor]:
