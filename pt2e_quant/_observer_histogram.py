@@ -41,7 +41,7 @@ def _scalar_rounder(dtype: torch.dtype) -> Callable[[float], float]:
     return lambda value: torch.tensor(value, dtype=dtype).item()
 
 
-_IDLE_CHUNK = 2048
+_IDLE_CHUNK = 256
 
 
 def _idle_step_skipper(

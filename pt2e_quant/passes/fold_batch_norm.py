@@ -235,11 +235,12 @@ def _folded_tensors(c: _Candidate) -> tuple[torch.Tensor, torch.Tensor]:
     return weight, folded_bias
 
 
-def _readers_of_target(gm: GraphModule, target: str) -> list[Node]:
-    readers = []
+def _readers_by_target(gm: GraphModule) -> dict[str, list[Node]]:
+    """Every node reading each get_attr target (through any get_attr node of that target)."""
+    readers: dict[str, list[Node]] = {}
     for node in gm.graph.nodes:
-        if node.op == "get_attr" and node.target == target:
-            readers.extend(node.users)
+        if node.op == "get_attr":
+            readers.setdefault(str(node.target), []).extend(node.users)
     return readers
 
 
@@ -252,11 +253,16 @@ def _fresh_name(gm: GraphModule, base: str) -> str:
 
 
 def _store(
-    gm: GraphModule, layer: Node, arg_name: str, value: torch.Tensor, template: Node | None
+    gm: GraphModule,
+    layer: Node,
+    arg_name: str,
+    value: torch.Tensor,
+    template: Node | None,
+    readers: dict[str, list[Node]],
 ) -> None:
     """Point the layer's ``arg_name`` at ``value``: in place if only the layer reads it, else a new attribute."""
     parameter = torch.nn.Parameter(value, requires_grad=False)
-    if template is not None and _readers_of_target(gm, str(template.target)) == [layer]:
+    if template is not None and readers.get(str(template.target)) == [layer]:
         owner_path, _, leaf = str(template.target).rpartition(".")
         owner = gm.get_submodule(owner_path) if owner_path else gm
         # The working copy owns its containers (GraphModule construction copies the module
@@ -277,10 +283,10 @@ def _store(
     _set_argument(layer, arg_name, attr)
 
 
-def _fold(gm: GraphModule, c: _Candidate) -> None:
+def _fold(gm: GraphModule, c: _Candidate, readers: dict[str, list[Node]]) -> None:
     weight, bias = _folded_tensors(c)
-    _store(gm, c.layer, "weight", weight, _argument(c.layer, "weight"))
-    _store(gm, c.layer, "bias", bias, _argument(c.layer, "bias"))
+    _store(gm, c.layer, "weight", weight, _argument(c.layer, "weight"), readers)
+    _store(gm, c.layer, "bias", bias, _argument(c.layer, "bias"), readers)
     if c.batch_norm.target in _TUPLE_BATCH_NORMS:
         for reader in _output_readers(c.batch_norm) or []:
             reader.replace_all_uses_with(c.layer)
@@ -296,6 +302,8 @@ def fold_batch_norm(gm: GraphModule) -> bool:
             candidate = _candidate(gm, node)
             if candidate is not None:
                 candidates.append(candidate)
+    # Folding only adds attributes under fresh names, so who reads what is computed once.
+    readers = _readers_by_target(gm) if candidates else {}
     for candidate in candidates:
-        _fold(gm, candidate)
+        _fold(gm, candidate, readers)
     return bool(candidates)

@@ -1,0 +1,159 @@
+"""Backend quantizers, ours vs the peers: prepare+convert time per zoo model, Inductor int8 latency.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_backends.py            # every zoo model, 3 repeats
+    .venv/bin/python benchmarks/bench_backends.py --quick    # a few models, 1 repeat
+
+Part 1 times prepare + calibrate-free convert (one calibration batch between them is not
+timed) of the same exported graph with our XNNPACK / X86 quantizers and the peers'
+(ExecuTorch's XNNPACKQuantizer, torchao's X86InductorQuantizer, both through torchao's
+prepare/convert). Part 2 compiles converted conv/linear models with ``torch.compile`` under
+``freezing=True`` and compares int8 latency, ours vs peer, against fp32. Ratios are ours / peer
+measured in the same process, so below 1 means we are faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.models import ZOO  # noqa: E402
+
+QUICK_MODELS = ("resnet_basic_block", "tiny_mobilenet_v2", "transformer_encoder_block")
+INDUCTOR_MODELS = ("resnet_basic_block", "tiny_resnet", "tiny_mobilenet_v2")
+
+
+def _ours_xnnpack():
+    from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
+
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+
+
+def _peer_xnnpack():
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+
+
+def _ours_x86():
+    from quantizers import X86InductorQuantizer, get_default_x86_inductor_quantization_config
+
+    return X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+
+
+def _peer_x86():
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    return X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+
+
+def _pipeline(side: str):
+    if side == "ours":
+        import pt2e_quant
+
+        return pt2e_quant.prepare_pt2e, pt2e_quant.convert_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    return prepare_pt2e, convert_pt2e
+
+
+QUANTIZERS: dict[str, dict[str, Callable]] = {
+    "xnnpack": {"ours": _ours_xnnpack, "peer": _peer_xnnpack},
+    "x86": {"ours": _ours_x86, "peer": _peer_x86},
+}
+
+
+def _quantize(side: str, backend: str, name: str) -> tuple[float, torch.fx.GraphModule, tuple]:
+    """(prepare + convert seconds, converted model, inputs) for one fresh export."""
+    torch.manual_seed(0)
+    model = ZOO[name]().eval()
+    inputs = model.example_inputs()
+    exported = torch.export.export(model, inputs).module()
+    prepare, convert = _pipeline(side)
+    quantizer = QUANTIZERS[backend][side]()
+    gc.collect()
+    start = time.perf_counter()
+    prepared = prepare(exported, quantizer)
+    elapsed = time.perf_counter() - start
+    with torch.no_grad():
+        prepared(*inputs)
+    gc.collect()
+    start = time.perf_counter()
+    converted = convert(prepared)
+    elapsed += time.perf_counter() - start
+    return elapsed, converted, inputs
+
+
+def time_quantizers(models: list[str], repeats: int) -> None:
+    print(f"{'model':<28}{'backend':<9}{'ours':>9}{'peer':>9}{'ratio':>8}")
+    for name in models:
+        for backend in QUANTIZERS:
+            times: dict[str, list[float]] = {"ours": [], "peer": []}
+            for _ in range(repeats):
+                for side in times:
+                    times[side].append(_quantize(side, backend, name)[0])
+            ours, peer = (statistics.median(times[s]) for s in ("ours", "peer"))
+            print(f"{name:<28}{backend:<9}{ours:>8.3f}s{peer:>8.3f}s{ours / peer:>8.3f}")
+
+
+def _latency(module: Callable, inputs: tuple, iterations: int) -> float:
+    with torch.no_grad():
+        for _ in range(3):
+            module(*inputs)
+        start = time.perf_counter()
+        for _ in range(iterations):
+            module(*inputs)
+    return (time.perf_counter() - start) / iterations
+
+
+def inductor_latency(models: list[str], iterations: int) -> None:
+    print(f"\n{'model':<28}{'fp32':>10}{'ours int8':>11}{'peer int8':>11}{'ours/peer':>11}")
+    for name in models:
+        results = {}
+        with torch._inductor.config.patch(freezing=True):
+            for side in ("ours", "peer"):
+                torch._dynamo.reset()
+                _, converted, inputs = _quantize(side, "x86", name)
+                results[side] = _latency(torch.compile(converted), inputs, iterations)
+            torch._dynamo.reset()
+            model = ZOO[name]().eval()
+            results["fp32"] = _latency(torch.compile(model), inputs, iterations)
+        print(
+            f"{name:<28}{results['fp32'] * 1e3:>8.2f}ms{results['ours'] * 1e3:>9.2f}ms"
+            f"{results['peer'] * 1e3:>9.2f}ms{results['ours'] / results['peer']:>11.3f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few models, one repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-inductor", action="store_true")
+    args = parser.parse_args()
+    models = list(QUICK_MODELS) if args.quick else sorted(ZOO)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        time_quantizers(models, 1 if args.quick else args.repeats)
+        if not args.skip_inductor:
+            inductor_latency(list(INDUCTOR_MODELS), 20 if args.quick else 100)
+
+
+if __name__ == "__main__":
+    main()

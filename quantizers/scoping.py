@@ -1,0 +1,117 @@
+"""Which quantization config applies to a node: the scoping setters every backend shares.
+
+A quantizer is configured with a global config and per-scope overrides; the most specific
+scope that mentions a node wins:
+
+    module name  >  module type  >  operator type  >  global
+
+Setting a scope to ``None`` means "leave this scope float" (it still wins over the broader
+scopes), which is how users exclude a submodule. A filter function, if set, must accept a
+node for it to be quantized at all.
+
+Module scopes are read from ``node.meta["nn_module_stack"]``, which ``torch.export`` records.
+Operator patterns themselves are recognised from the aten graph (see ``patterns.py``), never
+from this metadata; only the scoping setters need it, and they raise a clear error when it is
+missing instead of silently matching nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.fx import Node
+
+from pt2e_quant.errors import AnnotationError, describe_node
+from quantizers.config import QuantizationConfig
+
+__all__ = ["ScopedConfigs", "module_path_and_types", "UNSET"]
+
+#: marker for "no scope mentions this node" (distinct from an explicit ``None`` = float)
+UNSET: Any = object()
+
+_SELF_PREFIX = "L['self']."
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return f"{tp.__module__}.{tp.__qualname__}"
+    return str(tp)
+
+
+def module_path_and_types(node: Node) -> list[tuple[str, str]]:
+    """(fully qualified module name, qualified type name) of every module enclosing ``node``."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return []
+    entries = []
+    for path, tp in stack.values():
+        path = path[len(_SELF_PREFIX) :] if path.startswith(_SELF_PREFIX) else path
+        entries.append((path, _type_name(tp)))
+    return entries
+
+
+def _operator_packet(target: Any) -> Any:
+    """``aten.conv2d.default`` -> ``aten.conv2d``; other targets unchanged."""
+    return getattr(target, "overloadpacket", target)
+
+
+@dataclass
+class ScopedConfigs:
+    """The scoping state of one quantizer and the precedence rule, written once."""
+
+    global_config: QuantizationConfig | None = None
+    operator_type: dict[Any, QuantizationConfig | None] = field(default_factory=dict)
+    module_type: dict[Any, QuantizationConfig | None] = field(default_factory=dict)
+    module_name: dict[str, QuantizationConfig | None] = field(default_factory=dict)
+    filter_fn: Callable[[Node], bool] | None = None
+
+    def set_operator_type(self, operator: Any, config: QuantizationConfig | None) -> None:
+        """``operator`` is an aten packet (``torch.ops.aten.conv2d``) or overload."""
+        self.operator_type[_operator_packet(operator)] = config
+
+    def all_configs(self) -> list[QuantizationConfig]:
+        """Every distinct non-None config set anywhere (for validation and reporting)."""
+        found: list[QuantizationConfig] = []
+        scopes = [self.global_config, *self.operator_type.values()]
+        scopes += [*self.module_type.values(), *self.module_name.values()]
+        for config in scopes:
+            if config is not None and config not in found:
+                found.append(config)
+        return found
+
+    def _module_scope(self, node: Node) -> Any:
+        if not self.module_name and not self.module_type:
+            return UNSET
+        entries = module_path_and_types(node)
+        if not entries and node.op == "call_function":
+            raise AnnotationError(
+                f"{describe_node(node)} has no nn_module_stack metadata, so module-name / "
+                "module-type scoping cannot tell which module it belongs to. Quantize a model "
+                "straight from torch.export.export(...).module(), or scope with "
+                "set_operator_type / set_global instead."
+            )
+        # The innermost enclosing module decides, so nested scopes override outer ones.
+        for path, type_name in reversed(entries):
+            if path in self.module_name:
+                return self.module_name[path]
+        type_names = {_type_name(tp): tp for tp in self.module_type}
+        for _, type_name in reversed(entries):
+            if type_name in type_names:
+                return self.module_type[type_names[type_name]]
+        return UNSET
+
+    def config_for(self, node: Node) -> QuantizationConfig | None:
+        """The config for a pattern anchored at ``node``; None means leave it float."""
+        if self.filter_fn is not None and not self.filter_fn(node):
+            return None
+        scoped = self._module_scope(node)
+        if scoped is not UNSET:
+            return scoped
+        if node.op == "call_function":
+            packet = _operator_packet(node.target)
+            if packet in self.operator_type:
+                return self.operator_type[packet]
+        return self.global_config
