@@ -41,8 +41,10 @@ def _moving_average_types() -> tuple[type, ...]:
 class FusedMovingAvgObsFakeQuantize(FakeQuantize):
     """FakeQuantize with a moving-average min/max observer, fused into one kernel for speed.
 
-    The switches are int64 buffers here because the kernel reads them as such. Per-channel use
-    requires ``ch_axis == 0`` (a kernel restriction). NaN/Inf inputs are ignored for the
+    The switches are int64 buffers here because the kernel reads them as such. The kernel only
+    quantizes per channel along axis 0, so other axes (a transposed conv's weight: axis 1) are
+    moved to the front and back around it, and 0-dim tensors go through as 1-element vectors;
+    the arithmetic is the same. NaN/Inf inputs are ignored for the
     statistics (one warning per module); a batch without finite values leaves them unchanged.
     """
 
@@ -70,6 +72,19 @@ class FusedMovingAvgObsFakeQuantize(FakeQuantize):
     def _kernel(
         self, x: torch.Tensor, observe: torch.Tensor, fake_quant: torch.Tensor
     ) -> torch.Tensor:
+        if x.dim() == 0:
+            # the kernel checks ch_axis < dim even per tensor, so a scalar (e.g. a lifted
+            # constant operand) goes through as a 1-element vector
+            return self._kernel_along_0(x.reshape(1), observe, fake_quant).reshape(())
+        axis = self.ch_axis % x.dim() if self.is_per_channel else 0
+        if axis != 0:
+            moved = self._kernel_along_0(x.movedim(axis, 0), observe, fake_quant)
+            return moved.movedim(0, axis)
+        return self._kernel_along_0(x, observe, fake_quant)
+
+    def _kernel_along_0(
+        self, x: torch.Tensor, observe: torch.Tensor, fake_quant: torch.Tensor
+    ) -> torch.Tensor:
         post = self.activation_post_process
         return torch.fused_moving_avg_obs_fake_quant(
             x,
@@ -82,7 +97,7 @@ class FusedMovingAvgObsFakeQuantize(FakeQuantize):
             post.averaging_constant,
             post.quant_min,
             post.quant_max,
-            self.ch_axis,
+            0,
             self.is_per_channel,
             self.is_symmetric_quant,
         )

@@ -15,6 +15,7 @@ import torch
 from torch.fx import GraphModule
 
 from pt2e_quant.errors import AnnotationError, graph_context
+from pt2e_quant.qdq_ops import is_quantized_dtype
 from pt2e_quant.sharing import SharingGroup, SharingPlan, _anchor_node, describe_edge_or_node
 from pt2e_quant.specs import (
     DerivedQuantizationSpec,
@@ -98,6 +99,37 @@ def _build_derived(spec: DerivedQuantizationSpec, sources: list[Any]) -> torch.n
     )
 
 
+def _is_fake_quantize(module: torch.nn.Module) -> bool:
+    # Our FakeQuantizeBase and torch.ao's both carry these two switches; observers never do.
+    return hasattr(module, "fake_quant_enabled") and hasattr(module, "observer_enabled")
+
+
+def _check_training_kind(
+    module: torch.nn.Module, spec: QuantizationSpec, is_qat: bool, member: EdgeOrNode
+) -> None:
+    """A QAT config in a PTQ prepare (or the reverse) is a mix-up worth stopping early.
+
+    Fake-quant modules in ``prepare_pt2e`` would train-simulate nothing and calibrate with
+    moving averages; plain observers in ``prepare_qat_pt2e`` pass values through unrounded, so
+    training would never see quantization error. Float specs are exempt: they insert nothing.
+    """
+    if not is_quantized_dtype(spec.dtype) or _is_fake_quantize(module) == is_qat:
+        return
+    where = describe_edge_or_node(member)
+    kind = type(module).__name__
+    if is_qat:
+        raise AnnotationError(
+            f"prepare_qat_pt2e: the spec on the {where} builds {kind}, an observer, not a "
+            "fake-quantize module, so training would never see quantization error. Use a QAT "
+            "config (e.g. is_qat=True) or call prepare_pt2e for post-training quantization."
+        )
+    raise AnnotationError(
+        f"prepare_pt2e: the spec on the {where} builds {kind}, a fake-quantize module meant "
+        "for quantization-aware training. Call prepare_qat_pt2e, or use a post-training "
+        "config (e.g. is_qat=False) with prepare_pt2e."
+    )
+
+
 class _Builder:
     def __init__(self, plan: SharingPlan, is_qat: bool) -> None:
         self.plan = plan
@@ -127,7 +159,9 @@ class _Builder:
         if isinstance(spec, FixedQParamsQuantizationSpec):
             return _build_fixed(spec, self.is_qat)
         if isinstance(spec, QuantizationSpec):
-            return _build_plain(spec)
+            module = _build_plain(spec)
+            _check_training_kind(module, spec, self.is_qat, group.members[0])
+            return module
         raise AnnotationError(
             f"Unsupported spec type {type(spec).__name__} on the "
             f"{describe_edge_or_node(group.members[0])}; use one of QuantizationSpec, "

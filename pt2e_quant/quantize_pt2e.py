@@ -17,7 +17,9 @@ from pt2e_quant.observer_factory import build_observers
 from pt2e_quant.passes.driver import finalize_graphs, run_pass
 from pt2e_quant.passes.duplicate_dequantize import duplicate_dequantize
 from pt2e_quant.passes.fold_batch_norm import fold_batch_norm
+from pt2e_quant.passes.fold_qat_batch_norm import fold_qat_batch_norm
 from pt2e_quant.passes.fold_quantized_constants import fold_quantized_constants
+from pt2e_quant.passes.inherit_body_module_stacks import inherit_body_module_stacks
 from pt2e_quant.passes.inline_grad_mode_regions import inline_grad_mode_regions
 from pt2e_quant.passes.insert_observers import insert_observers
 from pt2e_quant.passes.lift_body_constants import lift_body_constants
@@ -25,6 +27,7 @@ from pt2e_quant.passes.port_qdq_meta import port_qdq_meta
 from pt2e_quant.passes.replace_inplace_ops import replace_inplace_ops
 from pt2e_quant.passes.replace_observers import replace_observers
 from pt2e_quant.passes.rewrite_to_reference import rewrite_to_reference
+from pt2e_quant.passes.simulate_batch_norm_folding import simulate_batch_norm_folding
 from pt2e_quant.passes.use_eager_control_flow import restore_control_flow, use_eager_control_flow
 from pt2e_quant.quantizer import Quantizer
 from pt2e_quant.sharing import plan_sharing
@@ -41,6 +44,9 @@ def _annotate_and_observe(model: GraphModule, quantizer: Quantizer, is_qat: bool
         quantizer.annotate(gm)
         quantizer.validate(gm)
         check_annotations(gm)
+        if is_qat:
+            # After annotation, so the weight's spec can move onto the scaled weight.
+            run_pass(gm, simulate_batch_norm_folding, deferred=True)
         plan = plan_sharing(gm)
         observers = build_observers(gm, plan, is_qat)
         quantizer.prepare_obs_or_fq_callback(gm, observers)
@@ -53,9 +59,10 @@ def _prepare(model: GraphModule, quantizer: Quantizer, is_qat: bool, api: str) -
     model = copy_graph_module(model, recompile=False)
     deferred = partial(run_pass, deferred=True)
     changed = deferred(model, inline_grad_mode_regions)
+    deferred(model, inherit_body_module_stacks)
     changed |= deferred(model, replace_inplace_ops)
     if not is_qat:
-        # QAT keeps batch norm trainable; the QAT rewrite handles conv-bn itself.
+        # QAT keeps batch norm trainable: simulate_batch_norm_folding handles it after annotation.
         changed |= deferred(model, fold_batch_norm)
     if changed:
         # The quantizer's own code may run or print the model: give it up-to-date code.
@@ -114,6 +121,7 @@ def _convert(
     for gm in iter_graph_modules(model):
         deferred(gm, restore_control_flow)
         deferred(gm, replace_observers)
+        deferred(gm, fold_qat_batch_norm)
         deferred(gm, duplicate_dequantize)
         deferred(gm, port_qdq_meta)
         if fold_quantize:

@@ -16,6 +16,7 @@ import torch
 from torch.fx import Node
 
 from pt2e_quant.annotation import is_annotated
+from pt2e_quant.aten_args import argument  # re-exported: backends read arguments by name
 
 __all__ = [
     "CONV_OPS",
@@ -68,19 +69,6 @@ BATCH_NORM_OPS = frozenset(
 def is_call(node: Any, ops: Iterable[Any]) -> bool:
     """``node`` is a call_function Node whose target is in ``ops``."""
     return isinstance(node, Node) and node.op == "call_function" and node.target in ops
-
-
-def argument(node: Node, name: str, default: Any = None) -> Any:
-    """An aten call's argument by schema name, positional or keyword."""
-    schema = getattr(node.target, "_schema", None)
-    if schema is None:
-        return default
-    for index, arg in enumerate(schema.arguments):
-        if arg.name == name:
-            if index < len(node.args):
-                return node.args[index]
-            return node.kwargs.get(name, default)
-    return default
 
 
 def sole_user(node: Node) -> Node | None:

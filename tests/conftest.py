@@ -13,3 +13,15 @@ from pathlib import Path
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def peer_pattern_cache():
+    """Cache the peers' pattern exports for the whole session (see tests/peer_pattern_cache)."""
+    from tests.peer_pattern_cache import cached_peer_pattern_exports
+
+    with cached_peer_pattern_exports():
+        yield

@@ -28,44 +28,47 @@ __all__ = ["fold_quantized_constants", "FROZEN_PARAM_PREFIX"]
 FROZEN_PARAM_PREFIX = "_frozen_param"
 
 
-class _ConstantEvaluator:
-    """Evaluates nodes that depend only on get_attr tensors; None for anything else."""
+def _constant_nodes(gm: GraphModule) -> set[Node]:
+    """Nodes computed from module tensors alone, found in one forward scan.
 
-    def __init__(self, gm: GraphModule) -> None:
+    Deciding this by a boolean scan first means the (costly) evaluation below only ever runs
+    on weight chains, never on the activations of the whole graph.
+    """
+    constant: set[Node] = set()
+    impure: dict[Any, bool] = {}
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            if isinstance(_get_attr(gm, str(node.target)), torch.Tensor):
+                constant.add(node)
+        elif node.op == "call_function":
+            inputs = node.all_input_nodes
+            if not inputs or not all(i in constant for i in inputs):
+                continue
+            if node.target not in impure:
+                impure[node.target] = node.is_impure()
+            if not impure[node.target]:
+                constant.add(node)
+    return constant
+
+
+class _ConstantEvaluator:
+    """Evaluates nodes of a known-constant set, memoized (shared weight chains run once)."""
+
+    def __init__(self, gm: GraphModule, constant: set[Node]) -> None:
         self.gm = gm
+        self.constant = constant
         self.values: dict[Node, Any] = {}
-        self.not_constant: set[Node] = set()
 
     def value(self, node: Node) -> Any:
-        if node in self.values:
-            return self.values[node]
-        if node in self.not_constant:
-            return None
-        result = self._compute(node)
-        if result is None:
-            self.not_constant.add(node)
-        else:
-            self.values[node] = result
-        return result
+        if node not in self.values:
+            self.values[node] = self._compute(node)
+        return self.values[node]
 
     def _compute(self, node: Node) -> Any:
         if node.op == "get_attr":
-            attr = _get_attr(self.gm, str(node.target))
-            return attr if isinstance(attr, torch.Tensor) else None
-        if node.op != "call_function" or node.is_impure():
-            return None
-        missing = False
-
-        def resolve(arg: Node) -> Any:
-            nonlocal missing
-            value = self.value(arg)
-            missing |= value is None
-            return value
-
-        args = map_arg(node.args, resolve)
-        kwargs = map_arg(node.kwargs, resolve)
-        if missing:
-            return None
+            return _get_attr(self.gm, str(node.target))
+        args = map_arg(node.args, self.value)
+        kwargs = map_arg(node.kwargs, self.value)
         with torch.no_grad():
             return node.target(*args, **kwargs)
 
@@ -115,10 +118,11 @@ def _delete_unread_constants(gm: GraphModule, candidates: set[str]) -> None:
 
 def fold_quantized_constants(gm: GraphModule) -> bool:
     """Fold every quantize op whose input is constant; True if any was folded."""
-    evaluator = _ConstantEvaluator(gm)
+    constant = _constant_nodes(gm)
+    evaluator = _ConstantEvaluator(gm, constant)
     folded: list[tuple[Node, torch.Tensor]] = []
     for node in gm.graph.nodes:
-        if qdq_ops.is_quantize(node):
+        if node in constant and qdq_ops.is_quantize(node):
             value = evaluator.value(node)
             if isinstance(value, torch.Tensor):
                 folded.append((node, value))

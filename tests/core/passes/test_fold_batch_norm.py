@@ -152,7 +152,12 @@ def test_training_mode_batch_norm_folds_with_running_stats_and_warns():
     with pytest.warns(BatchNormInTrainingModeWarning, match="batch_norm"):
         run_pass(folded, fold_batch_norm)
     assert _bn_count(folded) == 0
+    # the folded layer's num_batches_tracked increment goes too (a buffer mutation no
+    # backend delegates), and the counter is no longer touched
+    assert aten.add_.Tensor not in {n.target for n in folded.graph.nodes}
+    before = folded.bn.num_batches_tracked.clone()
     torch.testing.assert_close(folded(x), model.eval()(x), rtol=1e-5, atol=1e-5)
+    assert torch.equal(folded.bn.num_batches_tracked, before)
 
 
 def test_batch_norm_without_running_stats_is_left_with_a_warning():

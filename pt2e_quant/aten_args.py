@@ -1,0 +1,53 @@
+"""Reading and writing an aten call's arguments by schema name.
+
+Export records an aten call's arguments positionally or as keywords depending on how the
+model was written (``F.conv2d(x, w, bias=b)`` vs ``F.conv2d(x, w, b)``), and trailing defaults
+may be missing altogether. Passes and quantizers ask for arguments by name so they work either
+way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.fx import GraphModule, Node
+
+__all__ = ["argument", "set_argument", "module_constant"]
+
+
+def argument(node: Node, name: str, default: Any = None) -> Any:
+    """An aten call's argument by schema name, positional or keyword; ``default`` if absent."""
+    schema = getattr(node.target, "_schema", None)
+    if schema is None:
+        return default
+    for index, arg in enumerate(schema.arguments):
+        if arg.name == name:
+            if index < len(node.args):
+                return node.args[index]
+            return node.kwargs.get(name, default)
+    return default
+
+
+def set_argument(node: Node, name: str, value: Any) -> None:
+    """Set an aten call's argument by schema name, keeping positional arguments positional."""
+    names = [a.name for a in node.target._schema.arguments]  # type: ignore[union-attr]
+    index = names.index(name)
+    if index < len(node.args):
+        args = list(node.args)
+        args[index] = value
+        node.args = tuple(args)
+    elif index == len(node.args):
+        node.args = (*node.args, value)
+    else:
+        node.kwargs = {**node.kwargs, name: value}
+
+
+def module_constant(gm: GraphModule, node: Any) -> torch.Tensor | None:
+    """The tensor behind a get_attr node; None for anything that is not a module constant."""
+    if not isinstance(node, Node) or node.op != "get_attr":
+        return None
+    owner: Any = gm
+    for part in str(node.target).split("."):
+        owner = getattr(owner, part, None)
+    return owner if isinstance(owner, torch.Tensor) else None

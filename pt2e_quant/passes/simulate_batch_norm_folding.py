@@ -1,0 +1,236 @@
+"""Rewrite conv / linear + batch norm for quantization-aware training.
+
+After training, convert folds each batch norm into the layer before it, so the weight that
+gets quantized is ``w * s`` with ``s = gamma / sqrt(running_var + eps)``. Training must
+fake-quantize that same scaled weight, while the batch norm keeps training (batch statistics
+in the forward pass, running statistics updated). The standard simulation (Krishnamoorthi
+2018; ``nniqat.ConvBn2d._forward_approximate``) does both::
+
+    conv(x, w, b) -> bn             becomes
+
+    s = gamma / sqrt(running_var + eps)
+    y = conv(x, fake_quant(w * s), zeros_like(b)) / s + b
+    y -> bn                         (unchanged: same momentum, eps, training flag)
+
+Dividing by ``s`` undoes the scaling, so the batch norm sees the float layer's output up to
+the weight's quantization error. The inserted ops, and their order, are the ones torchao
+traces, so fake-quant statistics (and so the final qparams) come out bit-identical. Unlike
+torchao, the batch norm keeps its own ``eps`` and ``momentum`` and the layer's literal
+arguments are untouched; linear + BatchNorm1d (2-D outputs) and grouped transposed convs are
+rewritten too.
+
+This runs after annotation: the layer's weight (and bias) annotation moves to the scaled
+weight (and zero bias), where the fake-quantize module then goes. A layer whose own output
+the quantizer observes is left alone with a warning: that observer would sit between the layer
+and the batch norm, and no fold at convert could keep its meaning. Annotate conv-bn as one
+pattern (output spec on the batch norm, or on the activation after it) instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.fx import GraphModule, Node
+
+from pt2e_quant.annotation import get_annotation
+from pt2e_quant.aten_args import argument, module_constant, set_argument
+from pt2e_quant.errors import describe_node, warn_user
+from pt2e_quant.passes.batch_norm_folding import (
+    BATCH_NORMS,
+    batch_norm_constants,
+    channel_dim_matches,
+    is_foldable_layer,
+    is_transposed,
+)
+from pt2e_quant.specs import DerivedQuantizationSpec, QuantizationSpecBase, SharedQuantizationSpec
+
+__all__ = ["simulate_batch_norm_folding", "BatchNormNotFusedWarning"]
+
+_aten = torch.ops.aten
+
+#: meta keys the inserted nodes take from the layer, so scoping and error messages still
+#: place them in the user's module
+_LAYER_META = ("nn_module_stack", "stack_trace")
+
+
+class BatchNormNotFusedWarning(UserWarning):
+    """A conv / linear + batch norm pair is trained without the QAT folding simulation."""
+
+
+def _why_not_simulated(gm: GraphModule, layer: Node, batch_norm: Node) -> str | None:
+    if batch_norm.target is not _aten.batch_norm.default:
+        return f"only aten.batch_norm is rewritten, not {batch_norm.target}"
+    if len(layer.users) != 1:
+        return f"the output of {describe_node(layer)} is also read by other nodes"
+    if not channel_dim_matches(layer):
+        return f"its channel dimension is not the output features of {describe_node(layer)}"
+    if module_constant(gm, argument(layer, "weight")) is None:
+        return f"the weight of {describe_node(layer)} is not a parameter of the module"
+    bias = argument(layer, "bias")
+    if bias is not None and module_constant(gm, bias) is None:
+        return f"the bias of {describe_node(layer)} is not a parameter of the module"
+    if batch_norm_constants(gm, batch_norm) is None:
+        return (
+            "it has no running statistics (track_running_stats=False) or its affine "
+            "parameters are not parameters of the module"
+        )
+    annotation = get_annotation(layer)
+    if annotation is not None and annotation.output_qspec is not None:
+        return (
+            f"the quantizer observes the output of {describe_node(layer)} before the batch "
+            "norm; annotate the pair as one pattern (output spec on the batch norm or the "
+            "activation after it)"
+        )
+    return None
+
+
+class _Builder:
+    """Inserts nodes before an anchor, giving each the layer's metadata and a fake value."""
+
+    def __init__(self, gm: GraphModule, layer: Node) -> None:
+        self.graph = gm.graph
+        self.layer = layer
+        fake = layer.meta.get("val")
+        self.fake_mode = getattr(fake, "fake_mode", None)
+
+    def call(self, target: Callable[..., Any], *args: Any, **kwargs: Any) -> Node:
+        node = self.graph.call_function(target, args, kwargs)
+        for key in _LAYER_META:
+            if key in self.layer.meta:
+                node.meta[key] = self.layer.meta[key]
+        value = self._fake_value(target, args, kwargs)
+        if value is not None:
+            node.meta["val"] = value
+        return node
+
+    def _fake_value(self, target: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        if self.fake_mode is None:
+            return None
+        values = []
+        for arg in args:
+            if isinstance(arg, Node):
+                if "val" not in arg.meta:
+                    return None
+                arg = arg.meta["val"]
+            values.append(arg)
+        with self.fake_mode:
+            return target(*values, **kwargs)
+
+
+def _scale_factor(b: _Builder, batch_norm: Node) -> Node:
+    """``gamma / sqrt(running_var + eps)`` (``1 / sqrt(...)`` without affine parameters)."""
+    var = argument(batch_norm, "running_var")
+    std = b.call(_aten.sqrt.default, b.call(_aten.add.Tensor, var, argument(batch_norm, "eps")))
+    gamma = argument(batch_norm, "weight")
+    if gamma is None:
+        return b.call(_aten.reciprocal.default, std)
+    return b.call(_aten.div.Tensor, gamma, std)
+
+
+def _weight_scale(b: _Builder, scale: Node, weight: Node) -> Node:
+    """``scale`` shaped to multiply the weight along the layer's output channels."""
+    ndim = weight.meta["val"].dim()
+    if not is_transposed(b.layer):
+        return b.call(_aten.reshape.default, scale, [-1] + [1] * (ndim - 1))
+    groups = int(argument(b.layer, "groups", 1))
+    if groups == 1:
+        return b.call(_aten.reshape.default, scale, [1, -1] + [1] * (ndim - 2))
+    # (in, out / groups, k...) weight: row block g holds the input channels of group g, and
+    # column j of that block feeds output channel g * (out / groups) + j.
+    in_channels, out_per_group = weight.meta["val"].shape[:2]
+    per_group = b.call(_aten.reshape.default, scale, [groups, out_per_group])
+    rows = b.call(_aten.repeat_interleave.self_int, per_group, in_channels // groups, 0)
+    return b.call(_aten.reshape.default, rows, [in_channels, out_per_group] + [1] * (ndim - 2))
+
+
+def _rewrite(gm: GraphModule, layer: Node, batch_norm: Node) -> dict[Node, Node]:
+    """Insert the simulation around ``layer``; returns {replaced input: its stand-in}."""
+    b = _Builder(gm, layer)
+    weight, bias = argument(layer, "weight"), argument(layer, "bias")
+    replaced: dict[Node, Node] = {}
+    with gm.graph.inserting_before(layer):
+        scale = _scale_factor(b, batch_norm)
+        scaled_weight = b.call(_aten.mul.Tensor, weight, _weight_scale(b, scale, weight))
+        set_argument(layer, "weight", scaled_weight)
+        replaced[weight] = scaled_weight
+        if bias is not None:
+            zero_bias = b.call(
+                _aten.zeros_like.default, bias, dtype=layer.meta["val"].dtype, pin_memory=False
+            )
+            set_argument(layer, "bias", zero_bias)
+            replaced[bias] = zero_bias
+    out_shape = [1, -1] + [1] * (layer.meta["val"].dim() - 2)
+    with gm.graph.inserting_before(batch_norm):
+        restored = b.call(_aten.div.Tensor, layer, b.call(_aten.reshape.default, scale, out_shape))
+        if bias is not None:
+            restored = b.call(
+                _aten.add.Tensor, restored, b.call(_aten.reshape.default, bias, out_shape)
+            )
+    set_argument(batch_norm, "input", restored)
+    return replaced
+
+
+def _moved_spec(
+    spec: QuantizationSpecBase | None, edges: dict[tuple[Node, Node], tuple[Node, Node]]
+) -> QuantizationSpecBase | None:
+    def moved(value: Any) -> Any:
+        return edges.get(value, value) if isinstance(value, tuple) else value
+
+    if isinstance(spec, SharedQuantizationSpec):
+        edge = moved(spec.edge_or_node)
+        return spec if edge is spec.edge_or_node else SharedQuantizationSpec(edge)
+    if isinstance(spec, DerivedQuantizationSpec):
+        sources = [moved(s) for s in spec.derived_from]
+        if all(a is b for a, b in zip(sources, spec.derived_from, strict=True)):
+            return spec
+        return dataclasses.replace(spec, derived_from=sources)
+    return spec
+
+
+def _move_annotations(gm: GraphModule, moves: dict[Node, dict[Node, Node]]) -> None:
+    """Key the layers' weight / bias specs by their stand-ins, and re-point specs elsewhere
+    that share with or derive from those edges (e.g. a bias derived from the weight)."""
+    edges = {}
+    for layer, replaced in moves.items():
+        edges.update({(old, layer): (new, layer) for old, new in replaced.items()})
+        annotation = get_annotation(layer)
+        if annotation is not None:
+            annotation.input_qspec_map = {
+                replaced.get(node, node): spec for node, spec in annotation.input_qspec_map.items()
+            }
+    for node in gm.graph.nodes:
+        annotation = get_annotation(node)
+        if annotation is None:
+            continue
+        annotation.input_qspec_map = {
+            key: _moved_spec(spec, edges) for key, spec in annotation.input_qspec_map.items()
+        }
+        annotation.output_qspec = _moved_spec(annotation.output_qspec, edges)
+
+
+def simulate_batch_norm_folding(gm: GraphModule) -> bool:
+    """Rewrite every conv / linear + batch norm pair of ``gm`` into the QAT simulation."""
+    pairs = []
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target not in BATCH_NORMS:
+            continue
+        layer = argument(node, "input")
+        if not is_foldable_layer(layer):
+            continue
+        reason = _why_not_simulated(gm, layer, node)
+        if reason is None:
+            pairs.append((layer, node))
+        else:
+            warn_user(
+                f"{describe_node(node)} after {describe_node(layer)} is not fused for "
+                f"quantization-aware training: {reason}. It trains as a separate float op and "
+                "is not folded at convert.",
+                BatchNormNotFusedWarning,
+            )
+    moves = {layer: _rewrite(gm, layer, batch_norm) for layer, batch_norm in pairs}
+    if moves:
+        _move_annotations(gm, moves)
+    return bool(moves)

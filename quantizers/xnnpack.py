@@ -1,0 +1,332 @@
+"""The XNNPACK quantizer: int8 quantization the ExecuTorch XNNPACK delegate can run.
+
+Drop-in for ExecuTorch's ``XNNPACKQuantizer`` (same class, method and preset names), built on
+our observers and the shared scoping::
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(torch.export.export(model, inputs).module(), quantizer)
+
+What gets quantized is the rule table in :mod:`quantizers.xnnpack_rules`. Where we differ from
+ExecuTorch on purpose:
+
+* ``set_module_name(name, None)`` / ``set_module_type(tp, None)`` leave that scope float
+  (ExecuTorch asserts or ignores), and the filter function and exclusions are honoured by every
+  rule, including ``cat`` and the qparam propagation;
+* a weight-only config (no activation specs) quantizes just the weights (ExecuTorch crashes);
+* only scalars of float-valued add/mul become constants (ExecuTorch also turns the ``1`` of an
+  integer ``i + 1`` into a float tensor, which changes the result's dtype);
+* :meth:`XNNPACKQuantizer.validate` rejects specs XNNPACK cannot run (ExecuTorch's is a no-op).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.fx import GraphModule, Node
+
+from pt2e_quant.annotation import get_annotation
+from pt2e_quant.errors import AnnotationError, describe_node, graph_context
+from pt2e_quant.fake_quantize import FakeQuantize, FusedMovingAvgObsFakeQuantize
+from pt2e_quant.observer import (
+    HistogramObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    PerChannelMinMaxObserver,
+    PlaceholderObserver,
+)
+from pt2e_quant.quantizer import Quantizer
+from pt2e_quant.specs import QuantizationSpec, QuantizationSpecBase
+from pt2e_quant.subgraphs import iter_graph_modules
+from quantizers.config import QuantizationConfig
+from quantizers.patterns import (
+    CONV_OPS,
+    CONV_TRANSPOSE_OPS,
+    LINEAR_OPS,
+    any_annotated,
+    argument,
+    is_call,
+)
+from quantizers.scoping import ScopedConfigs
+from quantizers.xnnpack_rules import RULES, Rule, fused_chain, propagate_shared_qparams
+
+__all__ = ["XNNPACKQuantizer", "get_symmetric_quantization_config", "lift_scalar_operands"]
+
+_aten = torch.ops.aten
+_EPS = 2**-12  # ExecuTorch's floor on scales, so near-constant tensors still quantize finely
+
+
+@functools.lru_cache
+def get_symmetric_quantization_config(
+    is_per_channel: bool = False,
+    is_qat: bool = False,
+    is_dynamic: bool = False,
+    act_qmin: int = -128,
+    act_qmax: int = 127,
+    weight_qmin: int = -127,
+    weight_qmax: int = 127,
+) -> QuantizationConfig:
+    """int8 per-tensor affine activations and int8 symmetric weights (per channel on request).
+
+    Cached, so equal arguments return the same object: prepare shares an observer between two
+    specs only when they compare equal, and their constructors compare by identity.
+    """
+    act_args: dict[str, Any] = {"eps": _EPS}
+    if is_qat and is_dynamic:
+        act_ctr: Any = FakeQuantize
+        act_args["observer"] = MovingAverageMinMaxObserver.with_args(averaging_constant=1)
+    elif is_qat:
+        act_ctr = FusedMovingAvgObsFakeQuantize
+    else:
+        act_ctr = PlaceholderObserver if is_dynamic else HistogramObserver
+    activation = QuantizationSpec(
+        dtype=torch.int8,
+        quant_min=act_qmin,
+        quant_max=act_qmax,
+        qscheme=torch.per_tensor_affine,
+        is_dynamic=is_dynamic,
+        observer_or_fake_quant_ctr=act_ctr.with_args(**act_args),
+    )
+    weight_args: dict[str, Any] = {"eps": _EPS}
+    if is_qat:
+        weight_ctr: Any = FusedMovingAvgObsFakeQuantize
+        weight_args["observer"] = (
+            MovingAveragePerChannelMinMaxObserver if is_per_channel else MovingAverageMinMaxObserver
+        )
+    else:
+        weight_ctr = PerChannelMinMaxObserver if is_per_channel else MinMaxObserver
+    weight = QuantizationSpec(
+        dtype=torch.int8,
+        quant_min=weight_qmin,
+        quant_max=weight_qmax,
+        qscheme=torch.per_channel_symmetric if is_per_channel else torch.per_tensor_symmetric,
+        ch_axis=0,
+        observer_or_fake_quant_ctr=weight_ctr.with_args(**weight_args),
+    )
+    output = None if is_dynamic else activation
+    return QuantizationConfig(activation, output, weight, None, is_qat)
+
+
+# ------------------------------------------------------------------ scalar operands
+
+
+_SCALAR_OPERAND_OPS = frozenset({_aten.add.Tensor, _aten.mul.Tensor})
+
+
+def _fresh_attribute_name(gm: GraphModule, prefix: str) -> str:
+    index = 0
+    while hasattr(gm, f"{prefix}{index}"):
+        index += 1
+    return f"{prefix}{index}"
+
+
+def lift_scalar_operands(gm: GraphModule) -> bool:
+    """Turn the Python-number operand of a float add/mul into a 0-d tensor constant.
+
+    An observer can only watch a graph node, and XNNPACK's quantized add/mul need both operands
+    quantized, so ``x + 1.0`` must read its ``1.0`` from a tensor::
+
+        add = aten.add.Tensor(x, 1.0)
+    becomes
+        _tensor_constant_0 = get_attr[_tensor_constant_0]     # tensor(1.)
+        add = aten.add.Tensor(x, _tensor_constant_0)
+
+    The constant takes the result's dtype, and integer-valued adds (loop counters) are left
+    alone, so no result changes dtype. Returns whether the graph changed.
+    """
+    changed = False
+    for node in list(gm.graph.nodes):
+        value = node.meta.get("val")
+        if not is_call(node, _SCALAR_OPERAND_OPS) or not isinstance(value, torch.Tensor):
+            continue
+        if not value.is_floating_point():
+            continue
+        args = list(node.args)
+        for index, arg in enumerate(args[:2]):
+            if not isinstance(arg, numbers.Number) or isinstance(arg, bool):
+                continue
+            constant = torch.tensor(float(arg), dtype=value.dtype)
+            name = _fresh_attribute_name(gm, "_tensor_constant_")
+            gm.register_buffer(name, constant)
+            with gm.graph.inserting_before(node):
+                attr = gm.graph.get_attr(name)
+            fake_mode = getattr(value, "fake_mode", None)
+            attr.meta["val"] = fake_mode.from_tensor(constant) if fake_mode else constant
+            args[index] = attr
+            changed = True
+        node.args = tuple(args)
+    if changed:
+        gm.recompile()
+    return changed
+
+
+# ------------------------------------------------------------------------- validate
+
+
+_ACTIVATION_QSCHEMES = (torch.per_tensor_affine, torch.per_tensor_symmetric)
+_WEIGHT_QSCHEMES = (torch.per_tensor_symmetric, torch.per_channel_symmetric)
+_INT8 = (torch.int8, torch.qint8)
+
+
+def _reads(arg: Any, input_node: Node) -> bool:
+    """``arg`` is ``input_node``, or the observer prepare inserted on it.
+
+    Annotations stay on the nodes after prepare and still name the original inputs, so
+    ``validate`` called on a prepared model must look through the observer modules to tell
+    a weight from an activation.
+    """
+    if arg is input_node:
+        return True
+    return isinstance(arg, Node) and arg.op == "call_module" and arg.args[:1] == (input_node,)
+
+
+def _role(node: Node, input_node: Node | None) -> str:
+    """ "weight", "bias" or "activation" for an input edge (None: the node's output)."""
+    if input_node is not None and is_call(node, CONV_OPS | CONV_TRANSPOSE_OPS | LINEAR_OPS):
+        if _reads(argument(node, "weight"), input_node):
+            return "weight"
+        if _reads(argument(node, "bias"), input_node):
+            return "bias"
+    return "activation"
+
+
+def _check_spec(node: Node, input_node: Node | None, spec: QuantizationSpecBase | None) -> None:
+    if spec is None or not hasattr(spec, "dtype"):
+        return  # float, or shared / derived: checked where the owning spec is
+    role = _role(node, input_node)
+    where = f"the {role} '{input_node.name}' of" if input_node is not None else "the output of"
+    if role == "bias":
+        if spec.dtype not in (torch.float32, torch.float):
+            raise AnnotationError(
+                f"XNNPACK keeps biases float, but {where} {describe_node(node)} is annotated "
+                f"as {spec.dtype}. Set QuantizationConfig.bias to None.\n" + graph_context(node)
+            )
+        return
+    if spec.dtype not in _INT8:
+        hint = (
+            " XNNPACK runs asymmetric int8, not uint8: use "
+            "get_symmetric_quantization_config() (int8, -128..127)."
+            if spec.dtype in (torch.uint8, torch.quint8)
+            else " Use get_symmetric_quantization_config()."
+        )
+        raise AnnotationError(
+            f"XNNPACK quantizes to int8, but {where} {describe_node(node)} is annotated as "
+            f"{spec.dtype}.{hint}\n" + graph_context(node)
+        )
+    qscheme = getattr(spec, "qscheme", None)
+    allowed = _WEIGHT_QSCHEMES if role == "weight" else _ACTIVATION_QSCHEMES
+    if qscheme is not None and qscheme not in allowed:
+        raise AnnotationError(
+            f"XNNPACK supports {role} qschemes {[str(q) for q in allowed]}, but {where} "
+            f"{describe_node(node)} uses {qscheme}. Build the config with "
+            "get_symmetric_quantization_config(is_per_channel=...).\n" + graph_context(node)
+        )
+
+
+# ------------------------------------------------------------------------ quantizer
+
+
+class XNNPACKQuantizer(Quantizer):
+    """Annotates conv / linear / add / mul / cat / pooling patterns for XNNPACK int8 kernels.
+
+    Configure with the setters (each returns ``self``); precedence is module name > module
+    type > operator type > global, and ``None`` leaves a scope float.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._scoped = ScopedConfigs()
+
+    # -- configuration (ExecuTorch's names) --------------------------------------------------
+
+    def set_global(self, quantization_config: QuantizationConfig | None) -> XNNPACKQuantizer:
+        self._scoped.global_config = _checked(quantization_config)
+        return self
+
+    def set_operator_type(
+        self, operator_type: Any, quantization_config: QuantizationConfig | None
+    ) -> XNNPACKQuantizer:
+        """``operator_type``: an aten packet or overload, e.g. ``torch.ops.aten.linear``."""
+        self._scoped.set_operator_type(operator_type, _checked(quantization_config))
+        return self
+
+    def set_module_type(
+        self, module_type: type, quantization_config: QuantizationConfig | None
+    ) -> XNNPACKQuantizer:
+        self._scoped.module_type[module_type] = _checked(quantization_config)
+        return self
+
+    def set_module_name(
+        self, module_name: str, quantization_config: QuantizationConfig | None
+    ) -> XNNPACKQuantizer:
+        self._scoped.module_name[module_name] = _checked(quantization_config)
+        return self
+
+    def set_filter_function(self, filter_fn: Callable[[Node], bool] | None) -> XNNPACKQuantizer:
+        """Only nodes for which ``filter_fn(node)`` is true are quantized."""
+        self._scoped.filter_fn = filter_fn
+        return self
+
+    # -- the Quantizer interface -------------------------------------------------------------
+
+    def transform_for_annotation(self, model: GraphModule) -> GraphModule:
+        for gm in iter_graph_modules(model):
+            lift_scalar_operands(gm)
+        return model
+
+    def annotate(self, model: GraphModule) -> GraphModule:
+        for rule in RULES:
+            for node in list(model.graph.nodes):
+                if is_call(node, rule.ops):
+                    self._apply(rule, node)
+        propagate_shared_qparams(model, excluded=self._excluded_predicate())
+        return model
+
+    def validate(self, model: GraphModule) -> None:
+        for node in model.graph.nodes:
+            annotation = get_annotation(node)
+            if annotation is None:
+                continue
+            for input_node, spec in annotation.input_qspec_map.items():
+                _check_spec(node, input_node, spec)
+            _check_spec(node, None, annotation.output_qspec)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _apply(self, rule: Rule, anchor: Node) -> None:
+        chain = fused_chain(anchor, rule.fuse)
+        if chain is None:
+            return
+        if any_annotated([anchor, *chain]):
+            return
+        config = self._scoped.config_for(anchor)
+        if config is None or (config.is_dynamic and not rule.dynamic):
+            return
+        if any(self._scoped.config_for(n) != config for n in chain):
+            return  # a fused relu the user scoped differently: do not pull it in
+        rule.annotate(anchor, chain, config)
+
+    def _excluded_predicate(self) -> Callable[[Node], bool]:
+        """Nodes the filter function or a ``None`` module scope keep float.
+
+        Propagation follows the producer, not a config (as in ExecuTorch, a view after a
+        quantized linear shares its qparams even if only ``aten.linear`` was configured), so
+        only explicit exclusions stop it.
+        """
+        marker = QuantizationConfig(None, None, None, None)
+        probe = dataclasses.replace(self._scoped, global_config=marker, operator_type={})
+        return lambda node: probe.config_for(node) is None
+
+
+def _checked(config: QuantizationConfig | None) -> QuantizationConfig | None:
+    if config is not None and not isinstance(config, QuantizationConfig):
+        raise TypeError(
+            f"expected a quantizers.config.QuantizationConfig or None, got {type(config).__name__}"
+            "; build one with get_symmetric_quantization_config()"
+        )
+    return config

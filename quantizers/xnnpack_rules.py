@@ -1,0 +1,336 @@
+"""The XNNPACK annotation rules: which aten patterns are quantized, and how, as one table.
+
+"Which ops does XNNPACK quantize?" is answered by :data:`RULES`, read top to bottom. The order
+is ExecuTorch's ``SUPPORTED_PATTERNS`` order and it matters: a node claimed by an earlier rule
+(``linear -> relu``) is skipped by later ones (``linear``). Each rule is anchored at one op (the
+conv, the add, ...) whose config, found through the quantizer's scoping, decides how the whole
+pattern is quantized; a fused ``relu`` only joins the pattern when the scoping gives it the
+same config. Patterns are recognised from aten targets and data flow only.
+
+After the table has run, :func:`propagate_shared_qparams` lets ops that move values without
+changing them (max_pool2d, view, permute, ...) reuse their producer's qparams, so XNNPACK can
+run them on integers without a requantize.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.fx import GraphModule, Node
+
+from pt2e_quant.annotation import (
+    QuantizationAnnotation,
+    get_annotation,
+    is_annotated,
+    set_annotation,
+)
+from pt2e_quant.specs import QuantizationSpec, QuantizationSpecBase, SharedQuantizationSpec
+from quantizers.config import QuantizationConfig
+from quantizers.patterns import (
+    ADD_OPS,
+    BATCH_NORM_OPS,
+    CAT_OPS,
+    CONV_OPS,
+    CONV_TRANSPOSE_OPS,
+    LINEAR_OPS,
+    MUL_OPS,
+    RELU_OPS,
+    argument,
+    is_call,
+    is_float_tensor,
+    next_op,
+)
+
+__all__ = ["Rule", "RULES", "SHARED_QPARAM_OPS", "propagate_shared_qparams"]
+
+_aten = torch.ops.aten
+
+#: torch.histc (inside HistogramObserver) fails beyond this magnitude, so an add/mul with such
+#: a constant operand (an attention mask's -1e30, say) is left float.
+_HISTC_LIMIT = 3.4028235e15
+
+ADAPTIVE_AVG_POOL_OPS = frozenset({_aten.adaptive_avg_pool2d.default})
+
+#: Ops whose output reuses the qparams of their first input: ExecuTorch's list plus
+#: ``unsqueeze`` and the other ``squeeze`` overloads. ExecuTorch leaves those float, so the
+#: next op re-quantizes a pure view with new qparams; sharing keeps the view lossless
+#: (deliberate difference; no zoo model has one). The in-place ``relu_`` needs no entry:
+#: prepare has already made it ``relu``.
+SHARED_QPARAM_OPS = frozenset(
+    {
+        _aten.relu.default,
+        _aten.hardtanh.default,
+        _aten.hardtanh_.default,
+        _aten.max_pool2d.default,
+        _aten.mean.default,
+        _aten.mean.dim,
+        _aten.permute.default,
+        _aten.permute_copy.default,
+        _aten.transpose.int,
+        _aten.squeeze.default,
+        _aten.squeeze.dim,
+        _aten.squeeze.dims,
+        _aten.squeeze_copy.dim,
+        _aten.unsqueeze.default,
+        _aten.unsqueeze_copy.default,
+        _aten.adaptive_avg_pool2d.default,
+        _aten.view_copy.default,
+        _aten.view.default,
+        _aten.reshape.default,
+        _aten.slice.Tensor,
+        _aten.slice_copy.Tensor,
+        _aten.flatten.using_ints,
+        _aten.dropout.default,
+        _aten.dropout_.default,
+    }
+)
+
+#: ``annotate(anchor, chain, config) -> annotated?``: ``chain`` holds the fused nodes after the
+#: anchor (relu, batch norm), empty for a single-op pattern; the last node ends the pattern.
+Annotator = Callable[[Node, list[Node], QuantizationConfig], bool]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the table.
+
+    ``fuse`` names what must follow the anchor for the pattern to match: ``()`` for a lone op,
+    ``("relu",)``, ``("batch_norm",)`` or ``("batch_norm", "relu")`` (QAT, where batch norm is
+    still in the graph). ``dynamic`` rules also run for dynamic configs, which quantize only
+    weighted ops.
+    """
+
+    name: str
+    ops: frozenset
+    annotate: Annotator
+    fuse: tuple[str, ...] = ()
+    dynamic: bool = False
+
+
+# ------------------------------------------------------------------------ weighted ops
+
+
+def _weight_spec(anchor: Node, config: QuantizationConfig) -> QuantizationSpecBase | None:
+    """Transposed-conv weights are (in, out/groups, ...): their output channels are axis 1."""
+    spec = config.weight
+    if spec is not None and is_call(anchor, CONV_TRANSPOSE_OPS):
+        return dataclasses.replace(spec, ch_axis=1)
+    return spec
+
+
+def _dynamic_conv_unsupported(anchor: Node) -> bool:
+    """XNNPACK's dynamically quantized conv is 2-D only, and not depthwise (weight C_in/g == 1)."""
+    weight = argument(anchor, "weight")
+    shape = getattr(weight.meta.get("val"), "shape", None)
+    if shape is None:
+        return False
+    if len(shape) != 4:
+        return True
+    return not is_call(anchor, CONV_TRANSPOSE_OPS) and shape[1] == 1
+
+
+def _annotate_weighted(anchor: Node, chain: list[Node], config: QuantizationConfig) -> bool:
+    """conv / conv_transpose / linear: input, weight (and bias) edges; output at the pattern end.
+
+    A conv whose only user is a relu is left to the fused conv-relu rule (in dynamic mode,
+    where that rule does not run, such a conv stays float, as in ExecuTorch).
+    """
+    is_conv = is_call(anchor, CONV_OPS | CONV_TRANSPOSE_OPS)
+    if not chain and is_conv and next_op(anchor, RELU_OPS) is not None:
+        return False
+    if is_call(anchor, CONV_TRANSPOSE_OPS) and argument(anchor, "groups", 1) != 1:
+        return False
+    if config.is_dynamic and is_conv and _dynamic_conv_unsupported(anchor):
+        return False
+    activation, weight = argument(anchor, "input"), argument(anchor, "weight")
+    if not isinstance(activation, Node) or not isinstance(weight, Node):
+        return False
+    inputs: dict[Node, QuantizationSpecBase | None] = {
+        activation: config.input_activation,
+        weight: _weight_spec(anchor, config),
+    }
+    bias = argument(anchor, "bias")
+    if isinstance(bias, Node):
+        inputs[bias] = config.bias
+    _claim(anchor, QuantizationAnnotation(input_qspec_map=inputs))
+    _claim_output(anchor, chain, config.output_activation)
+    return True
+
+
+# -------------------------------------------------------------------------- binary ops
+
+
+def _constant_value(node: Node) -> torch.Tensor | None:
+    if node.op != "get_attr":
+        return None
+    owner: object = node.graph.owning_module
+    for part in str(node.target).split("."):
+        owner = getattr(owner, part, None)
+    return owner if isinstance(owner, torch.Tensor) else None
+
+
+def _observable(node: Node) -> bool:
+    """A float tensor an observer can watch (not an out-of-histc-range scalar constant)."""
+    if not is_float_tensor(node):
+        return False
+    value = _constant_value(node)
+    return value is None or value.numel() != 1 or abs(value.item()) <= _HISTC_LIMIT
+
+
+def _annotate_binary(anchor: Node, chain: list[Node], config: QuantizationConfig) -> bool:
+    """add / mul (+ relu): every tensor operand and the pattern's output."""
+    operands = [a for a in anchor.args[:2] if isinstance(a, Node)]
+    if not all(_observable(a) for a in operands):
+        return False
+    inputs = dict.fromkeys(operands, config.input_activation)
+    _claim(anchor, QuantizationAnnotation(input_qspec_map=inputs))
+    _claim_output(anchor, chain, config.output_activation)
+    return True
+
+
+# ------------------------------------------------------------------ qparam-sharing ops
+
+
+def _has_output_qparams(node: Node) -> bool:
+    annotation = get_annotation(node)
+    return annotation is not None and annotation._annotated and annotation.output_qspec is not None
+
+
+def _traces_to_quantized_output(node: Node) -> bool:
+    """``node``'s value comes, through qparam-sharing ops, from a node with output qparams."""
+    seen: set[Node] = set()
+    while isinstance(node, Node) and node not in seen:
+        seen.add(node)
+        if _has_output_qparams(node):
+            return True
+        if not is_call(node, SHARED_QPARAM_OPS):
+            return False
+        node = node.args[0]
+    return False
+
+
+def _annotate_cat(anchor: Node, chain: list[Node], config: QuantizationConfig) -> bool:
+    """cat: all inputs and the output share one observer, owned by the first input that is
+    already quantized upstream (so the group joins that producer's qparams), else the first."""
+    inputs = list(anchor.args[0])
+    spec = config.input_activation
+    if spec is None or not inputs or not all(is_float_tensor(a) for a in inputs):
+        return False
+    source = next((a for a in inputs if _traces_to_quantized_output(a)), inputs[0])
+    shared = SharedQuantizationSpec((source, anchor))
+    qspecs = {a: (spec if a is source else shared) for a in inputs}
+    _claim(anchor, QuantizationAnnotation(input_qspec_map=qspecs, output_qspec=shared))
+    return True
+
+
+def _annotate_pool(anchor: Node, chain: list[Node], config: QuantizationConfig) -> bool:
+    """adaptive_avg_pool2d: output shares the input edge; that edge joins the producer's
+    qparams when the producer is already quantized."""
+    source = anchor.args[0]
+    if config.input_activation is None or not isinstance(source, Node):
+        return False
+    spec = (
+        SharedQuantizationSpec(source) if _has_output_qparams(source) else config.input_activation
+    )
+    _claim(
+        anchor,
+        QuantizationAnnotation(
+            input_qspec_map={source: spec}, output_qspec=SharedQuantizationSpec((source, anchor))
+        ),
+    )
+    return True
+
+
+# ------------------------------------------------------------------------- the table
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("conv_bn_relu", CONV_OPS, _annotate_weighted, ("batch_norm", "relu")),
+    Rule("conv_bn", CONV_OPS, _annotate_weighted, ("batch_norm",)),
+    Rule("conv_transpose_bn_relu", CONV_TRANSPOSE_OPS, _annotate_weighted, ("batch_norm", "relu")),
+    Rule("conv_transpose_bn", CONV_TRANSPOSE_OPS, _annotate_weighted, ("batch_norm",)),
+    Rule("linear_relu", LINEAR_OPS, _annotate_weighted, ("relu",)),
+    Rule("linear", LINEAR_OPS, _annotate_weighted, dynamic=True),
+    Rule("conv", CONV_OPS, _annotate_weighted, dynamic=True),
+    Rule("conv_transpose", CONV_TRANSPOSE_OPS, _annotate_weighted, dynamic=True),
+    Rule("conv_relu", CONV_OPS, _annotate_weighted, ("relu",)),
+    Rule("conv_transpose_relu", CONV_TRANSPOSE_OPS, _annotate_weighted, ("relu",)),
+    Rule("adaptive_avg_pool2d", ADAPTIVE_AVG_POOL_OPS, _annotate_pool),
+    Rule("add_relu", ADD_OPS, _annotate_binary, ("relu",)),
+    Rule("add", ADD_OPS, _annotate_binary),
+    Rule("mul_relu", MUL_OPS, _annotate_binary, ("relu",)),
+    Rule("mul", MUL_OPS, _annotate_binary),
+    Rule("cat", CAT_OPS, _annotate_cat),
+)
+
+_FUSE_OPS = {"relu": RELU_OPS, "batch_norm": BATCH_NORM_OPS}
+
+
+def fused_chain(anchor: Node, fuse: tuple[str, ...]) -> list[Node] | None:
+    """The nodes after ``anchor`` that ``fuse`` asks for, each the sole user of the previous;
+    None when the graph does not have them. A batch norm returning a tuple (its training form)
+    continues through its ``getitem(bn, 0)``."""
+    chain: list[Node] = []
+    current = anchor
+    for kind in fuse:
+        following = next_op(current, _FUSE_OPS[kind])
+        if following is None:
+            return None
+        chain.append(following)
+        current = following
+        if kind == "batch_norm" and isinstance(following.meta.get("val"), (tuple, list)):
+            items = [u for u in following.users if u.target is operator.getitem and u.args[1] == 0]
+            if len(items) != 1:
+                return None
+            chain.append(items[0])
+            current = items[0]
+    return chain
+
+
+# ---------------------------------------------------------------------- propagation
+
+
+def propagate_shared_qparams(gm: GraphModule, excluded: Callable[[Node], bool]) -> bool:
+    """Give qparam-sharing ops (:data:`SHARED_QPARAM_OPS`) their producer's qparams.
+
+    In graph order, so ``conv -> max_pool2d -> flatten`` chains: the pool shares the conv's
+    output, then the flatten the pool's. Nodes the user excluded (``excluded(node)``) stay
+    float. Returns whether anything was annotated.
+    """
+    changed = False
+    for node in gm.graph.nodes:
+        if not is_call(node, SHARED_QPARAM_OPS) or is_annotated(node):
+            continue
+        producer = node.args[0]
+        annotation = get_annotation(producer) if isinstance(producer, Node) else None
+        if annotation is None or annotation.output_qspec is None or excluded(node):
+            continue
+        shared = SharedQuantizationSpec(producer)
+        _claim(
+            node, QuantizationAnnotation(input_qspec_map={producer: shared}, output_qspec=shared)
+        )
+        changed = True
+    return changed
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _claim(node: Node, annotation: QuantizationAnnotation | None) -> None:
+    annotation = annotation if annotation is not None else QuantizationAnnotation()
+    annotation._annotated = True
+    set_annotation(node, annotation)
+
+
+def _claim_output(anchor: Node, chain: list[Node], spec: QuantizationSpec | None) -> None:
+    """Claim the fused nodes; the pattern's last node carries the output spec."""
+    for node in chain:
+        _claim(node, get_annotation(node))
+    end = chain[-1] if chain else anchor
+    annotation = get_annotation(end)
+    assert annotation is not None  # claimed above
+    annotation.output_qspec = spec
