@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch.fx import Node
 
 from pt2e_quant.errors import AnnotationError, describe_node
@@ -94,7 +93,7 @@ class ScopedConfigs:
                 "set_operator_type / set_global instead."
             )
         # The innermost enclosing module decides, so nested scopes override outer ones.
-        for path, type_name in reversed(entries):
+        for path, _ in reversed(entries):
             if path in self.module_name:
                 return self.module_name[path]
         type_names = {_type_name(tp): tp for tp in self.module_type}

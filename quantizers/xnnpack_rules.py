@@ -253,6 +253,11 @@ RULES: tuple[Rule, ...] = (
     Rule("conv_bn", CONV_OPS, _annotate_weighted, ("batch_norm",)),
     Rule("conv_transpose_bn_relu", CONV_TRANSPOSE_OPS, _annotate_weighted, ("batch_norm", "relu")),
     Rule("conv_transpose_bn", CONV_TRANSPOSE_OPS, _annotate_weighted, ("batch_norm",)),
+    # Not in ExecuTorch's table (deliberate addition): under QAT, linear + BatchNorm1d is
+    # annotated as one pattern so prepare_qat_pt2e can simulate and convert can fold it, like
+    # conv + bn. After PTQ's prepare-time fold there is no batch norm left to match.
+    Rule("linear_bn_relu", LINEAR_OPS, _annotate_weighted, ("batch_norm", "relu")),
+    Rule("linear_bn", LINEAR_OPS, _annotate_weighted, ("batch_norm",)),
     Rule("linear_relu", LINEAR_OPS, _annotate_weighted, ("relu",)),
     Rule("linear", LINEAR_OPS, _annotate_weighted, dynamic=True),
     Rule("conv", CONV_OPS, _annotate_weighted, dynamic=True),

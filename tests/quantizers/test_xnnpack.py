@@ -179,11 +179,14 @@ def test_per_channel_dynamic_and_qat_presets() -> None:
 
 
 def test_rule_table_is_in_executorch_order() -> None:
+    # ExecuTorch's order, plus our QAT linear + batch-norm patterns next to the conv ones
     assert [rule.name for rule in RULES] == [
         "conv_bn_relu",
         "conv_bn",
         "conv_transpose_bn_relu",
         "conv_transpose_bn",
+        "linear_bn_relu",
+        "linear_bn",
         "linear_relu",
         "linear",
         "conv",
