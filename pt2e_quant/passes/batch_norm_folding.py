@@ -21,6 +21,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from pt2e_quant.aten_args import argument, module_constant
+from pt2e_quant.errors import describe_node
 
 __all__ = [
     "BATCH_NORMS",
@@ -37,6 +38,7 @@ __all__ = [
     "is_transposed",
     "readers_by_target",
     "store_constant",
+    "why_not_foldable",
 ]
 
 _aten = torch.ops.aten
@@ -88,6 +90,29 @@ def channel_dim_matches(layer: Node) -> bool:
         return True
     value = layer.meta.get("val")
     return isinstance(value, torch.Tensor) and value.dim() == 2
+
+
+def why_not_foldable(gm: GraphModule, layer: Node, batch_norm: Node) -> str | None:
+    """Why the pair cannot be folded (a reason for a warning), or None when it can.
+
+    Folding needs the layer's output to reach nothing but the batch norm, the batch norm to
+    normalize the layer's output channels, and every tensor involved to be a module constant.
+    """
+    if len(layer.users) != 1:
+        return f"the output of {describe_node(layer)} is also read by other nodes"
+    if not channel_dim_matches(layer):
+        return f"its channel dimension is not the output features of {describe_node(layer)}"
+    if module_constant(gm, argument(layer, "weight")) is None:
+        return f"the weight of {describe_node(layer)} is not a parameter of the module"
+    bias = argument(layer, "bias")
+    if bias is not None and module_constant(gm, bias) is None:
+        return f"the bias of {describe_node(layer)} is not a parameter of the module"
+    if batch_norm_constants(gm, batch_norm) is None:
+        return (
+            "its running statistics or affine parameters are not constants of the module "
+            "(was it built with track_running_stats=False?)"
+        )
+    return None
 
 
 @dataclass

@@ -36,12 +36,12 @@ from pt2e_quant.passes.batch_norm_folding import (
     TUPLE_BATCH_NORMS,
     BatchNormConstants,
     batch_norm_constants,
-    channel_dim_matches,
     drop_batch_counters,
     folded_weight_and_bias,
     is_foldable_layer,
     readers_by_target,
     store_constant,
+    why_not_foldable,
 )
 
 __all__ = ["fold_batch_norm", "BatchNormNotFoldedWarning", "BatchNormInTrainingModeWarning"]
@@ -77,23 +77,10 @@ def _output_readers(batch_norm: Node) -> list[Node] | None:
 
 
 def _why_not_foldable(gm: GraphModule, layer: Node, batch_norm: Node) -> str | None:
-    if len(layer.users) != 1:
-        return f"the output of {describe_node(layer)} is also read by other nodes"
-    if not channel_dim_matches(layer):
-        return f"its channel dimension is not the output features of {describe_node(layer)}"
-    if module_constant(gm, argument(layer, "weight")) is None:
-        return f"the weight of {describe_node(layer)} is not a parameter of the module"
-    bias = argument(layer, "bias")
-    if bias is not None and module_constant(gm, bias) is None:
-        return f"the bias of {describe_node(layer)} is not a parameter of the module"
-    if batch_norm_constants(gm, batch_norm) is None:
-        return (
-            "its running statistics or affine parameters are not constants of the module "
-            "(was it built with track_running_stats=False?)"
-        )
-    if _output_readers(batch_norm) is None:
+    reason = why_not_foldable(gm, layer, batch_norm)
+    if reason is None and _output_readers(batch_norm) is None:
         return "its saved mean / inverse std outputs are used"
-    return None
+    return reason
 
 
 def _candidate(gm: GraphModule, batch_norm: Node) -> _Candidate | None:

@@ -36,14 +36,13 @@ import torch
 from torch.fx import GraphModule, Node
 
 from pt2e_quant.annotation import get_annotation
-from pt2e_quant.aten_args import argument, module_constant, set_argument
+from pt2e_quant.aten_args import argument, set_argument
 from pt2e_quant.errors import describe_node, warn_user
 from pt2e_quant.passes.batch_norm_folding import (
     BATCH_NORMS,
-    batch_norm_constants,
-    channel_dim_matches,
     is_foldable_layer,
     is_transposed,
+    why_not_foldable,
 )
 from pt2e_quant.specs import DerivedQuantizationSpec, QuantizationSpecBase, SharedQuantizationSpec
 
@@ -63,20 +62,9 @@ class BatchNormNotFusedWarning(UserWarning):
 def _why_not_simulated(gm: GraphModule, layer: Node, batch_norm: Node) -> str | None:
     if batch_norm.target is not _aten.batch_norm.default:
         return f"only aten.batch_norm is rewritten, not {batch_norm.target}"
-    if len(layer.users) != 1:
-        return f"the output of {describe_node(layer)} is also read by other nodes"
-    if not channel_dim_matches(layer):
-        return f"its channel dimension is not the output features of {describe_node(layer)}"
-    if module_constant(gm, argument(layer, "weight")) is None:
-        return f"the weight of {describe_node(layer)} is not a parameter of the module"
-    bias = argument(layer, "bias")
-    if bias is not None and module_constant(gm, bias) is None:
-        return f"the bias of {describe_node(layer)} is not a parameter of the module"
-    if batch_norm_constants(gm, batch_norm) is None:
-        return (
-            "it has no running statistics (track_running_stats=False) or its affine "
-            "parameters are not parameters of the module"
-        )
+    reason = why_not_foldable(gm, layer, batch_norm)
+    if reason is not None:
+        return reason
     annotation = get_annotation(layer)
     if annotation is not None and annotation.output_qspec is not None:
         return (
