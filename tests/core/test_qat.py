@@ -410,3 +410,33 @@ def test_converting_with_fake_quant_disabled_warns_and_gives_defined_qparams() -
         converted = convert_pt2e(prepared)
     assert any("never" in str(w.message) for w in caught)
     assert torch.isfinite(converted(*model.example_inputs())).all()
+
+
+def test_grouped_transposed_conv_bn_is_simulated_and_folded_per_output_channel() -> None:
+    """XNNPACK leaves a grouped transposed conv float; its BN is still simulated and folded,
+    with the scale laid out per output channel within each group."""
+
+    class GroupedDecoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.up = nn.ConvTranspose2d(4, 6, 3, groups=2)
+            self.bn = nn.BatchNorm2d(6)
+
+        def forward(self, x):
+            return self.bn(self.up(x))
+
+        def example_inputs(self):
+            return (torch.randn(2, 4, 5, 5),)
+
+    torch.manual_seed(0)
+    model = GroupedDecoder()
+    reference = copy.deepcopy(model)
+    prepared = prepare_qat_pt2e(_export_train(model), _xnnpack_qat())
+    conv = next(n for n in prepared.graph.nodes if n.target is aten.conv_transpose2d.input)
+    assert conv.args[1].target is aten.mul.Tensor
+    x = model.example_inputs()[0]
+    torch.testing.assert_close(prepared(x), reference.train()(x), rtol=1e-4, atol=1e-4)
+    move_exported_model_to_eval(prepared)
+    converted = convert_pt2e(prepared)
+    assert aten.batch_norm.default not in count_ops(converted)
+    torch.testing.assert_close(converted(x), reference.eval()(x), rtol=1e-4, atol=1e-4)
