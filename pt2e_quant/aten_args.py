@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-__all__ = ["argument", "set_argument", "module_constant"]
+__all__ = ["argument", "set_argument", "attribute", "module_constant"]
 
 
 def argument(node: Node, name: str, default: Any = None) -> Any:
@@ -43,11 +43,22 @@ def set_argument(node: Node, name: str, value: Any) -> None:
         node.kwargs = {**node.kwargs, name: value}
 
 
+def attribute(gm: GraphModule, dotted: str) -> Any:
+    """The object at a get_attr target such as ``"layer1.conv.weight"``; None if absent.
+
+    No exceptions: this runs for every weight of a graph, most of which do exist.
+    """
+    owner: Any = gm
+    for part in dotted.split("."):
+        owner = getattr(owner, part, None)
+        if owner is None:
+            return None
+    return owner
+
+
 def module_constant(gm: GraphModule, node: Any) -> torch.Tensor | None:
     """The tensor behind a get_attr node; None for anything that is not a module constant."""
     if not isinstance(node, Node) or node.op != "get_attr":
         return None
-    owner: Any = gm
-    for part in str(node.target).split("."):
-        owner = getattr(owner, part, None)
-    return owner if isinstance(owner, torch.Tensor) else None
+    value = attribute(gm, str(node.target))
+    return value if isinstance(value, torch.Tensor) else None

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import torch
 from torch.fx import GraphModule, Node
 
+from pt2e_quant.aten_args import attribute
+
 __all__ = ["is_higher_order_call", "subgraph_args", "iter_graph_modules"]
 
 
@@ -40,20 +42,10 @@ def subgraph_args(gm: GraphModule, node: Node) -> list[tuple[str, GraphModule]]:
         return found
     for arg in _flatten((node.args, tuple(node.kwargs.values()))):
         if isinstance(arg, Node) and arg.op == "get_attr":
-            body = _attribute(gm, str(arg.target))
+            body = attribute(gm, str(arg.target))
             if isinstance(body, GraphModule):
                 found.append((str(arg.target), body))
     return found
-
-
-def _attribute(gm: GraphModule, dotted: str) -> object:
-    """The object at a get_attr target, or None (no exceptions: this runs for every weight)."""
-    owner: object = gm
-    for part in dotted.split("."):
-        owner = getattr(owner, part, None)
-        if owner is None:
-            return None
-    return owner
 
 
 def _holds_graph_modules(module: GraphModule) -> bool:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch.fx import GraphModule, Node
 
+from pt2e_quant import qdq_ops
 from pt2e_quant.aten_args import argument, module_constant, set_argument
 from pt2e_quant.passes.batch_norm_folding import (
     BatchNormConstants,
@@ -60,11 +61,8 @@ def _is_call(node: object, target: object) -> bool:
 
 def _skip_quantization(node: object) -> object:
     """Walk from a layer input back through quantize / dequantize ops to the float value."""
-    while isinstance(node, Node) and node.op == "call_function" and node.args:
-        namespace = getattr(node.target, "namespace", None)
-        if namespace != "quantized_decomposed":
-            break
-        node = node.args[0]
+    while qdq_ops.is_quantize(node) or qdq_ops.is_dequantize(node):
+        node = node.args[0]  # type: ignore[union-attr]
     return node
 
 
@@ -132,7 +130,7 @@ def _move_quantization_next_to(weight: Node, layer: Node) -> None:
     """
     chain = []
     node = argument(layer, "weight")
-    while node is not weight and isinstance(node, Node) and node.op == "call_function":
+    while qdq_ops.is_quantize(node) or qdq_ops.is_dequantize(node):
         chain.append(node)
         node = node.args[0]
     cursor, placed = weight, {weight}

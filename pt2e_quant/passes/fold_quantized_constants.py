@@ -21,6 +21,7 @@ from torch.fx import GraphModule, Node
 from torch.fx.node import map_arg
 
 from pt2e_quant import qdq_ops
+from pt2e_quant.aten_args import attribute
 from pt2e_quant.passes.driver import remove_dead_nodes
 
 __all__ = ["fold_quantized_constants", "FROZEN_PARAM_PREFIX"]
@@ -38,7 +39,7 @@ def _constant_nodes(gm: GraphModule) -> set[Node]:
     impure: dict[Any, bool] = {}
     for node in gm.graph.nodes:
         if node.op == "get_attr":
-            if isinstance(_get_attr(gm, str(node.target)), torch.Tensor):
+            if isinstance(attribute(gm, str(node.target)), torch.Tensor):
                 constant.add(node)
         elif node.op == "call_function":
             inputs = node.all_input_nodes
@@ -66,25 +67,16 @@ class _ConstantEvaluator:
 
     def _compute(self, node: Node) -> Any:
         if node.op == "get_attr":
-            return _get_attr(self.gm, str(node.target))
+            return attribute(self.gm, str(node.target))
         args = map_arg(node.args, self.value)
         kwargs = map_arg(node.kwargs, self.value)
         with torch.no_grad():
             return node.target(*args, **kwargs)
 
 
-def _get_attr(gm: GraphModule, target: str) -> Any:
-    owner: Any = gm
-    for part in target.split("."):
-        owner = getattr(owner, part, None)
-        if owner is None:
-            return None
-    return owner
-
-
 def _delete_attr(gm: GraphModule, target: str) -> None:
     parent_path, _, leaf = target.rpartition(".")
-    parent = _get_attr(gm, parent_path) if parent_path else gm
+    parent = attribute(gm, parent_path) if parent_path else gm
     if parent is not None and hasattr(parent, leaf):
         delattr(parent, leaf)
 
