@@ -80,7 +80,7 @@ def _idle_step_skipper(
     return skip
 
 
-def _l2_mass(begin: torch.Tensor, end: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
+def _l2_mass(begin: Any, end: Any, density: Any) -> Any:
     """Squared error mass of a uniform density over [begin, end] around 0: density * (e^3-b^3)/3."""
     cubes = end * end * end - begin * begin * begin
     return density * (cubes / 3)
@@ -247,19 +247,42 @@ class HistogramObserver(UniformQuantizationObserverBase):
     # ------------------------------------------------------------------ choosing the range
 
     def _error_context(self) -> dict[str, Any]:
-        """What :meth:`_quantization_error` needs that does not change during one search."""
-        device = self.histogram.device
+        """What :meth:`_quantization_error` needs that does not change during one search.
+
+        For float32 / float64 histograms the elementwise error terms run on numpy views of
+        the same values: every step is an IEEE-754 operation that numpy and torch round
+        identically (a Python-float operand is rounded to the array's dtype by both, floor
+        division is the same fmod-based formula), but a numpy call costs a fraction of a
+        torch dispatch, and the search makes hundreds of them per observer. The final sum stays
+        a torch reduction, whose summation order the chosen range depends on.
+        """
         bin_width = (self.max_val.item() - self.min_val.item()) / self.bins
+        density = self.histogram / bin_width
+        if density.dtype in (torch.float32, torch.float64):
+            density = density.detach().cpu().numpy()
+            src_bin = np.arange(self.bins, dtype=density.dtype)
+            scalar = density.dtype.type
+            floor_div = lambda x, d: torch.from_numpy(x).div(d, rounding_mode="floor").numpy()  # noqa: E731
+            reduce = lambda terms: torch.from_numpy(terms).sum().item()  # noqa: E731
+        else:
+            src_bin = torch.arange(self.bins, device=density.device)
+            dtype, device = density.dtype, density.device
+            scalar = lambda value: torch.tensor(value, dtype=dtype, device=device)  # noqa: E731
+            floor_div = lambda x, d: torch.div(x, d, rounding_mode="floor")  # noqa: E731
+            reduce = lambda terms: terms.sum().item()  # noqa: E731
         return {
             "bin_width": bin_width,
-            "src_bin": torch.arange(self.bins, device=device),
-            "density": self.histogram / bin_width,
+            "src_bin": src_bin,
+            "density": density,
+            "scalar": scalar,
+            "floor_div": floor_div,
+            "sum": reduce,
             "source_bounds": {},
         }
 
-    def _source_bounds(self, start_bin: int, ctx: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    def _source_bounds(self, start_bin: int, ctx: dict[str, Any]) -> tuple[Any, Any]:
         """Where each source bin begins and ends, measured from ``start_bin`` (cached per start)."""
-        cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = ctx["source_bounds"]
+        cache: dict[int, tuple[Any, Any]] = ctx["source_bounds"]
         if start_bin not in cache:
             src_begin = (ctx["src_bin"] - start_bin) * ctx["bin_width"]
             cache[start_bin] = (src_begin, src_begin + ctx["bin_width"])
@@ -268,38 +291,33 @@ class HistogramObserver(UniformQuantizationObserverBase):
     def _quantization_error(self, start_bin: int, end_bin: int, ctx: dict[str, Any]) -> float:
         """Estimated L2 error of quantizing the histogram with range [start_bin, end_bin].
 
-        Every elementwise step is torch.ao's, in float32; constant operands are 0-dim
-        tensors instead of filled vectors, which broadcasts to the same values with fewer
-        full-length operations.
+        Every elementwise step is torch.ao's, in the histogram's dtype; constant operands are
+        0-dim scalars instead of filled vectors, which broadcasts to the same values with
+        fewer full-length operations. The arrays are numpy or torch (see ``_error_context``);
+        only operators and methods both share are used.
         """
         bin_width: float = ctx["bin_width"]
         dst_width = bin_width * (end_bin - start_bin + 1) / self.dst_nbins
         if dst_width == 0.0:
             return 0.0
-        density: torch.Tensor = ctx["density"]
+        density = ctx["density"]
+        scalar, floor_div = ctx["scalar"], ctx["floor_div"]
         last_dst = self.dst_nbins - 1
 
         src_begin, src_end = self._source_bounds(start_bin, ctx)
-        dst_of_begin = torch.clamp(
-            torch.div(src_begin, dst_width, rounding_mode="floor"), 0, last_dst
-        )
-        dst_of_end = torch.clamp(torch.div(src_end, dst_width, rounding_mode="floor"), 0, last_dst)
+        dst_of_begin = floor_div(src_begin, dst_width).clip(0, last_dst)
+        dst_of_end = floor_div(src_end, dst_width).clip(0, last_dst)
         begin_center = (dst_of_begin + 0.5) * dst_width
         end_center = dst_of_end * dst_width + dst_width / 2
 
         half = dst_width / 2
-        device = density.device
         # Error of the partial destination bin holding the source bin's start...
-        error = _l2_mass(src_begin - begin_center, torch.tensor(half, device=device), density)
+        error = _l2_mass(src_begin - begin_center, scalar(half), density)
         # ...of the whole destination bins strictly inside it...
-        error += (dst_of_end - dst_of_begin - 1) * _l2_mass(
-            torch.tensor(-half, device=device), torch.tensor(half, device=device), density
-        )
+        error += (dst_of_end - dst_of_begin - 1) * _l2_mass(scalar(-half), scalar(half), density)
         # ...and of the partial destination bin holding its end.
-        error += _l2_mass(
-            torch.tensor(-dst_width / 2, device=device), src_end - end_center, density
-        )
-        return error.sum().item()
+        error += _l2_mass(scalar(-dst_width / 2), src_end - end_center, density)
+        return ctx["sum"](error)
 
     def _search_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Shrink [min, max] from the lighter side while the estimated error decreases."""
@@ -310,7 +328,9 @@ class HistogramObserver(UniformQuantizationObserverBase):
             )
         width_t = (self.max_val - self.min_val) / self.bins
         total = torch.sum(self.histogram).item()
-        cumulative = torch.cumsum(self.histogram, dim=0).tolist()
+        # float64 holds every cumulative value of any histogram dtype exactly, so comparing it
+        # with the dtype-rounded quantile marks decides exactly as torch.ao's comparisons do.
+        cumulative = torch.cumsum(self.histogram, dim=0).detach().to("cpu", torch.float64).numpy()
         ctx = self._error_context()
 
         rounded = _scalar_rounder(self.histogram.dtype)
@@ -324,12 +344,13 @@ class HistogramObserver(UniformQuantizationObserverBase):
             next_beta = beta - step
             low_mark = rounded(next_alpha * total)
             high_mark = rounded(next_beta * total)
-            left = start_bin
-            while left < end_bin and cumulative[left] < low_mark:
-                left += 1
-            right = end_bin
-            while right > start_bin and cumulative[right] > high_mark:
-                right -= 1
+            # The cumulative mass never decreases, so torch.ao's bin-by-bin walks (forward
+            # from start_bin while below the low mark, back from end_bin while above the high
+            # mark) stop where a binary search says.
+            left = int(np.searchsorted(cumulative, low_mark, side="left"))
+            left = min(max(left, start_bin), end_bin)
+            right = int(np.searchsorted(cumulative, high_mark, side="right")) - 1
+            right = max(min(right, end_bin), start_bin)
 
             cand_start, cand_end = start_bin, end_bin
             if (left - start_bin) > (end_bin - right):
@@ -340,7 +361,9 @@ class HistogramObserver(UniformQuantizationObserverBase):
                 beta = next_beta
             if cand_start == start_bin and cand_end == end_bin:
                 if skip is not None:
-                    beta = skip(alpha, beta, cumulative[end_bin] if end_bin > start_bin else None)
+                    beta = skip(
+                        alpha, beta, float(cumulative[end_bin]) if end_bin > start_bin else None
+                    )
                 continue
             error = self._quantization_error(cand_start, cand_end, ctx)
             if error > best:

@@ -31,6 +31,7 @@ from torch.fx import GraphModule, Node
 
 from pt2e_quant.aten_args import argument, module_constant, set_argument
 from pt2e_quant.errors import describe_node, warn_user
+from pt2e_quant.node_meta import copy_debug_handle
 from pt2e_quant.passes.batch_norm_folding import (
     BATCH_NORMS,
     TUPLE_BATCH_NORMS,
@@ -126,6 +127,9 @@ def _fold(gm: GraphModule, c: _Candidate, readers: dict[str, list[Node]]) -> Non
             reader.replace_all_uses_with(c.layer)
     else:
         c.batch_norm.replace_all_uses_with(c.layer)
+    # The folded layer now computes what the batch norm did, so the numeric debugger must
+    # compare its output with the float batch norm's, not with the pre-normalization conv.
+    copy_debug_handle(c.batch_norm, c.layer)
 
 
 def fold_batch_norm(gm: GraphModule) -> bool:

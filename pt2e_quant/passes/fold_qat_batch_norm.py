@@ -26,6 +26,7 @@ from torch.fx import GraphModule, Node
 
 from pt2e_quant import qdq_ops
 from pt2e_quant.aten_args import argument, module_constant, set_argument
+from pt2e_quant.node_meta import copy_debug_handle
 from pt2e_quant.passes.batch_norm_folding import (
     BatchNormConstants,
     batch_norm_constants,
@@ -167,6 +168,8 @@ def _fold(gm: GraphModule, s: _Simulation, readers: dict[str, list[Node]]) -> No
     else:
         set_argument(s.layer, "bias", stored_bias)
     s.batch_norm.replace_all_uses_with(s.layer)
+    # As in post-training folding: the layer now stands for the batch norm's output.
+    copy_debug_handle(s.batch_norm, s.layer)
 
 
 def fold_qat_batch_norm(gm: GraphModule) -> bool:

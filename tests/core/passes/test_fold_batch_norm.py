@@ -230,3 +230,23 @@ def test_linear_on_3d_input_keeps_batch_norm():
     gm, _ = _export(Linear3d(), (2, 4, 4))
     with pytest.warns(BatchNormNotFoldedWarning, match="channel dimension"):
         assert not run_pass(gm, fold_batch_norm)
+
+
+def test_folded_layer_takes_the_batch_norm_debug_handle():
+    """The folded conv computes the batch norm's output, so the numeric debugger must compare it
+    with the float batch norm: the layer inherits that node's handle."""
+    from pt2e_quant.debug import generate_numeric_debug_handle
+    from pt2e_quant.node_meta import get_debug_handle
+
+    torch.manual_seed(3)
+    model = LayerBn(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    ep = torch.export.export(model, (torch.randn(1, 3, 5, 5),))
+    generate_numeric_debug_handle(ep)
+    gm = ep.module()
+    (bn,) = [n for n in gm.graph.nodes if n.op == "call_function" and n.target in BATCH_NORM_OPS]
+    (conv,) = [n for n in gm.graph.nodes if n.target is aten.conv2d.default]
+    assert get_debug_handle(conv) != get_debug_handle(bn)
+    bn_handle = get_debug_handle(bn)
+    run_pass(gm, fold_batch_norm)
+    (folded,) = [n for n in gm.graph.nodes if n.target is aten.conv2d.default]
+    assert get_debug_handle(folded) == bn_handle
