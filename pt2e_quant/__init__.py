@@ -2,16 +2,23 @@
 
 The public surface is this re-export list (names match torchao's, so migrating is an import
 change); everything it re-exports lives in a small private-by-convention module.
+
+The user layer (:func:`quantize`, :func:`explain`) picks and inspects backend quantizers from
+the ``quantizers`` package, which itself imports this core; those names are therefore resolved
+on first access, so importing the core never imports a backend.
 """
 
 from __future__ import annotations
+
+import importlib
 
 from pt2e_quant._compat import ensure_quantized_decomposed_ops
 
 ensure_quantized_decomposed_ops()
 
-from pt2e_quant import fake_quantize, observer  # noqa: E402
+from pt2e_quant import debug, fake_quantize, observer  # noqa: E402
 from pt2e_quant.annotation import QuantizationAnnotation  # noqa: E402
+from pt2e_quant.debug import *  # noqa: E402,F403  (the debugger's names, listed in debug.__all__)
 from pt2e_quant.errors import (  # noqa: E402
     AnnotationError,
     ModelNotExportedError,
@@ -34,6 +41,15 @@ from pt2e_quant.train_eval import (  # noqa: E402
     move_exported_model_to_eval,
     move_exported_model_to_train,
 )
+
+#: name -> module of the one-call API and the coverage diagnostics
+_USER_LAYER = {
+    "quantize": "pt2e_quant.quantize_model",
+    "QuantizationResult": "pt2e_quant.quantize_model",
+    "ExportFailedError": "pt2e_quant.quantize_model",
+    "explain": "pt2e_quant.coverage",
+    "CoverageReport": "pt2e_quant.coverage",
+}
 
 __all__ = [
     # pipeline
@@ -61,4 +77,19 @@ __all__ = [
     # modules
     "observer",
     "fake_quantize",
+    "debug",
+    # numeric debugger
+    *debug.__all__,
+    # user layer (resolved lazily, see the module docstring)
+    *_USER_LAYER,
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import a user-layer name on first access (PEP 562)."""
+    module_name = _USER_LAYER.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'pt2e_quant' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value

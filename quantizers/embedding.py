@@ -101,6 +101,14 @@ class EmbeddingQuantizer(Quantizer):
         self.scopes.set_operator_type(operator, config)
         return self
 
+    def rule_ops(self) -> frozenset:
+        """The aten overloads this quantizer quantizes (coverage reports read it)."""
+        return EMBEDDING_OPS
+
+    def scope_decision(self, node: Node) -> tuple[QuantizationConfig | None, str]:
+        """The config the scoping gives ``node`` and the setter that decided it."""
+        return self.scopes.decide(node)
+
     def annotate(self, model: GraphModule) -> GraphModule:
         for node in model.graph.nodes:
             if not is_call(node, EMBEDDING_OPS) or is_annotated(node):

@@ -81,9 +81,10 @@ class ScopedConfigs:
                 found.append(config)
         return found
 
-    def _module_scope(self, node: Node) -> Any:
+    def _module_scope(self, node: Node) -> tuple[Any, str]:
+        """(config, the setter call that chose it) of the innermost scoped module, or UNSET."""
         if not self.module_name and not self.module_type:
-            return UNSET
+            return UNSET, ""
         entries = module_path_and_types(node)
         if not entries and node.op == "call_function":
             raise AnnotationError(
@@ -95,22 +96,29 @@ class ScopedConfigs:
         # The innermost enclosing module decides, so nested scopes override outer ones.
         for path, _ in reversed(entries):
             if path in self.module_name:
-                return self.module_name[path]
+                return self.module_name[path], f"set_module_name({path!r})"
         type_names = {_type_name(tp): tp for tp in self.module_type}
         for _, type_name in reversed(entries):
             if type_name in type_names:
-                return self.module_type[type_names[type_name]]
-        return UNSET
+                tp = type_names[type_name]
+                return self.module_type[tp], f"set_module_type({getattr(tp, '__name__', tp)})"
+        return UNSET, ""
 
     def config_for(self, node: Node) -> QuantizationConfig | None:
         """The config for a pattern anchored at ``node``; None means leave it float."""
+        return self.decide(node)[0]
+
+    def decide(self, node: Node) -> tuple[QuantizationConfig | None, str]:
+        """``config_for(node)`` and the setter that decided it, e.g. ``"set_module_name('head')"``,
+        ``"set_filter_function"`` or ``"set_global"``: coverage reports name it when a scope
+        leaves a node float, so users find the line of their recipe that did it."""
         if self.filter_fn is not None and not self.filter_fn(node):
-            return None
-        scoped = self._module_scope(node)
+            return None, "set_filter_function"
+        scoped, setter = self._module_scope(node)
         if scoped is not UNSET:
-            return scoped
+            return scoped, setter
         if node.op == "call_function":
             packet = _operator_packet(node.target)
             if packet in self.operator_type:
-                return self.operator_type[packet]
-        return self.global_config
+                return self.operator_type[packet], f"set_operator_type({packet})"
+        return self.global_config, "set_global"

@@ -57,6 +57,7 @@ from quantizers.x86_inductor_rules import (
     FUSION_RULES,
     INT8_IN_INT8_OUT_OPS,
     MATMUL_OPS,
+    POST_OPS,
     QUANTIZABLE_OPS,
     X86_MUL_OPS,
     FusionRule,
@@ -222,6 +223,24 @@ class X86InductorQuantizer(Quantizer):
                     f"one already set has is_dynamic={other.is_dynamic}; static and dynamic "
                     "activation quantization cannot be mixed in one model."
                 )
+
+    # ------------------------------------------------------- introspection (coverage reports)
+
+    def rule_ops(self) -> frozenset:
+        """The aten overloads a rule of this quantizer anchors on (post-ops: :data:`POST_OPS`)."""
+        return QUANTIZABLE_OPS
+
+    def post_ops(self) -> frozenset:
+        """Ops quantized only fused after a conv / linear, never on their own."""
+        return POST_OPS
+
+    def scope_decision(self, node: Node) -> tuple[QuantizationConfig | None, str]:
+        """The config the scoping gives ``node`` and the setter that decided it. matmul needs
+        an explicit scope: the global config leaves it float (see :meth:`_explicit_config`)."""
+        config, setter = self._scoped.decide(node)
+        if is_call(node, MATMUL_OPS) and setter == "set_global":
+            return None, "set_global, which leaves matmul float unless scoped explicitly"
+        return config, setter
 
     # ---------------------------------------------------------------------- annotation
 

@@ -52,6 +52,7 @@ __all__ = [
     "MAX_POOL_OPS",
     "INT8_IN_INT8_OUT_OPS",
     "QUANTIZABLE_OPS",
+    "POST_OPS",
     "Match",
     "FusionRule",
     "FUSION_RULES",
@@ -92,6 +93,10 @@ INT8_IN_INT8_OUT_OPS = frozenset(
 QUANTIZABLE_OPS = (
     INT8_IN_INT8_OUT_OPS | CONV1D_OPS | CONV2D_OPS | LINEAR_OPS | X86_MUL_OPS | MATMUL_OPS
 )
+
+
+#: Ops quantized only as the post-op of a conv / linear pattern (they have no rule of their own).
+POST_OPS = CONV2D_UNARY_OPS | LINEAR_UNARY_OPS | ADD_OPS | BATCH_NORM_OPS
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from quantizers.patterns import (
     is_call,
 )
 from quantizers.scoping import ScopedConfigs
-from quantizers.xnnpack_rules import RULES, Rule, fused_chain, propagate_shared_qparams
+from quantizers.xnnpack_rules import RULE_OPS, RULES, Rule, fused_chain, propagate_shared_qparams
 
 __all__ = ["XNNPACKQuantizer", "get_symmetric_quantization_config", "lift_scalar_operands"]
 
@@ -295,6 +295,16 @@ class XNNPACKQuantizer(Quantizer):
             for input_node, spec in annotation.input_qspec_map.items():
                 _check_spec(node, input_node, spec)
             _check_spec(node, None, annotation.output_qspec)
+
+    # -- introspection (coverage reports) ----------------------------------------------------
+
+    def rule_ops(self) -> frozenset:
+        """The aten overloads some rule of this quantizer can quantize."""
+        return RULE_OPS
+
+    def scope_decision(self, node: Node) -> tuple[QuantizationConfig | None, str]:
+        """The config the scoping gives ``node`` and the setter that decided it."""
+        return self._scoped.decide(node)
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -45,7 +45,14 @@ from quantizers.patterns import (
     next_op,
 )
 
-__all__ = ["Rule", "RULES", "SHARED_QPARAM_OPS", "propagate_shared_qparams"]
+__all__ = [
+    "Rule",
+    "RULES",
+    "RULE_OPS",
+    "SHARED_QPARAM_OPS",
+    "fuse_ops",
+    "propagate_shared_qparams",
+]
 
 _aten = torch.ops.aten
 
@@ -272,7 +279,23 @@ RULES: tuple[Rule, ...] = (
     Rule("cat", CAT_OPS, _annotate_cat),
 )
 
+#: Every op some rule can quantize: the anchors of :data:`RULES`, the ops they fuse, and the
+#: qparam-sharing ops (quantized when their producer is). Coverage reports read it to tell
+#: "no rule for this op" from "a rule exists but did not apply".
+RULE_OPS: frozenset = frozenset().union(
+    *(rule.ops for rule in RULES), RELU_OPS, BATCH_NORM_OPS, SHARED_QPARAM_OPS
+)
+
 _FUSE_OPS = {"relu": RELU_OPS, "batch_norm": BATCH_NORM_OPS}
+
+
+def fuse_ops(kind: str) -> frozenset:
+    """The ops a ``Rule.fuse`` entry (``"relu"``, ``"batch_norm"``) matches.
+
+    Read-only view of the table for generated docs (:mod:`quantizers.supported_ops`), so they
+    name fused ops from the same mapping :func:`fused_chain` matches with.
+    """
+    return _FUSE_OPS[kind]
 
 
 def fused_chain(anchor: Node, fuse: tuple[str, ...]) -> list[Node] | None:

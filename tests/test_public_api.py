@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 
 import pt2e_quant
 from pt2e_quant import fake_quantize, observer
@@ -29,6 +31,44 @@ EXPECTED_TOP_LEVEL = {
     "ModelNotExportedError",
     "observer",
     "fake_quantize",
+    "debug",
+}
+
+#: the numeric debugger (issue 5), importable from pt2e_quant.debug and from pt2e_quant
+DEBUG_NAMES = {
+    "CUSTOM_KEY",
+    "NUMERIC_DEBUG_HANDLE_KEY",
+    "generate_numeric_debug_handle",
+    "bfs_trace_with_node_process",
+    "OutputLogger",
+    "prepare_for_propagation_comparison",
+    "extract_results_from_loggers",
+    "compute_sqnr",
+    "compute_mse",
+    "compute_normalized_l2",
+    "compute_cosine_similarity",
+    "QuantizationComparisonResult",
+    "NodeAccuracySummary",
+    "compare_results",
+    "module_path",
+    "WeightComparison",
+    "extract_weights",
+    "numeric_report",
+    "NumericReport",
+    "ReportRow",
+    "MissingDebugHandlesError",
+    "sensitivity",
+    "SensitivityRanking",
+    "LayerSensitivity",
+}
+
+#: the user layer (issue 6), resolved on first access so the core never imports a backend
+USER_LAYER_NAMES = {
+    "quantize",
+    "QuantizationResult",
+    "ExportFailedError",
+    "explain",
+    "CoverageReport",
 }
 
 OBSERVER_NAMES = {
@@ -67,9 +107,37 @@ def _parameters(fn) -> list[tuple[str, object]]:
 
 
 def test_top_level_names():
-    assert set(pt2e_quant.__all__) == EXPECTED_TOP_LEVEL
-    for name in EXPECTED_TOP_LEVEL:
+    assert set(pt2e_quant.__all__) == EXPECTED_TOP_LEVEL | DEBUG_NAMES | USER_LAYER_NAMES
+    for name in pt2e_quant.__all__:
         assert getattr(pt2e_quant, name) is not None
+
+
+def test_debugger_names_are_the_same_objects_in_both_places():
+    from pt2e_quant import debug
+
+    assert set(debug.__all__) == DEBUG_NAMES
+    for name in DEBUG_NAMES:
+        assert getattr(pt2e_quant, name) is getattr(debug, name)
+    assert pt2e_quant.CUSTOM_KEY == "custom"
+    assert pt2e_quant.NUMERIC_DEBUG_HANDLE_KEY == "numeric_debug_handle"
+
+
+def test_importing_the_core_does_not_import_a_backend():
+    """quantizers imports the core; the reverse at import time would be a cycle."""
+    code = (
+        "import sys, pt2e_quant; assert 'quantizers' not in sys.modules; "
+        "from pt2e_quant import quantize, explain; assert callable(quantize) and callable(explain)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_quantize_function_is_not_shadowed_by_a_submodule():
+    import pt2e_quant.quantize_model  # noqa: F401  (a submodule import must not rebind the name)
+
+    assert inspect.isfunction(pt2e_quant.quantize)
+    from pt2e_quant import quantize
+
+    assert inspect.isfunction(quantize)
 
 
 def test_observer_and_fake_quantize_modules_export_the_issue_names():

@@ -1,0 +1,355 @@
+"""``pt2e-quant`` (also ``python -m pt2e_quant``): quantize a model, or explain its coverage.
+
+::
+
+    pt2e-quant quantize MODEL --backend {xnnpack,x86} [--per-tensor] [--dynamic]
+        [--input-shape 1,3,224,224] [--calibration-batches N] [--calibration-data FILE.pt]
+        --output OUT.pt2 [--pte OUT.pte] [--report REPORT.html] [--explain]
+    pt2e-quant explain MODEL --backend {xnnpack,x86} [same model and data options]
+
+Exit codes: 0 success; 2 usage error (a bad argument: unknown option, a MODEL that does not
+resolve, an unwritable output path, ...); 1 failure (export, calibration, lowering), with a
+one-line reason. ``--debug`` shows the Python traceback. Every argument is checked before
+the slow work starts, so a typo in ``--output`` costs a second, not a calibration run.
+Messages go to stderr; the coverage table (``--explain``, ``explain``) goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+from pt2e_quant.calibration import load_batches, random_batches
+from pt2e_quant.presets import BACKENDS, preset_quantizer
+
+__all__ = ["UsageError", "build_parser", "load_model", "main"]
+
+PROG = "pt2e-quant"
+DEFAULT_CALIBRATION_BATCHES = 8
+DEFAULT_CALLABLE = "get_model"
+INSTALL_EXECUTORCH = "install executorch (pip install executorch==1.5.1) to write .pte"
+
+_MODEL_HELP = (
+    "package.module:callable or path/to/file.py[:callable] (a bare .py path uses the callable "
+    "'get_model'); the callable returns an nn.Module or (module, example_inputs)"
+)
+_DATA_HELP = (
+    "torch.save'd calibration data: a tensor with the batch dimension first (split into "
+    "batches the size of the example input's first dimension), or a list of batches, each a "
+    "tensor or a tuple of tensors"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Quantize a PyTorch model with PT2E, and explain which ops stay float.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    quantize = commands.add_parser(
+        "quantize", help="export, calibrate and quantize MODEL; write a .pt2 (and .pte)"
+    )
+    _add_model_options(quantize)
+    quantize.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        metavar="OUT.pt2",
+        help="where to torch.export.save the quantized program",
+    )
+    quantize.add_argument(
+        "--pte",
+        type=Path,
+        metavar="OUT.pte",
+        help="also lower to ExecuTorch with XNNPACK (xnnpack backend only)",
+    )
+    quantize.add_argument(
+        "--report",
+        type=Path,
+        metavar="REPORT.html",
+        help="write the per-op numeric report (float vs quantized) as HTML",
+    )
+    quantize.add_argument(
+        "--explain",
+        action="store_true",
+        help="print the coverage table (which ops stay float, and why)",
+    )
+    explain = commands.add_parser(
+        "explain", help="quantize MODEL in memory and print the coverage table only"
+    )
+    _add_model_options(explain)
+    return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
+    parser.add_argument(
+        "--backend",
+        required=True,
+        choices=BACKENDS,
+        help="preset quantizer: xnnpack (ExecuTorch) or x86 (Inductor)",
+    )
+    parser.add_argument(
+        "--per-tensor",
+        action="store_true",
+        help="per-tensor instead of per-channel weights (xnnpack only)",
+    )
+    parser.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="dynamic quantization: activation ranges computed at run time",
+    )
+    parser.add_argument(
+        "--input-shape",
+        action="append",
+        type=parse_shape,
+        metavar="SHAPE",
+        help="e.g. 1,3,224,224: random float example input of this shape; "
+        "repeat once per input; overrides inputs MODEL returns",
+    )
+    parser.add_argument(
+        "--calibration-batches",
+        type=_positive_int,
+        metavar="N",
+        help=f"random calibration batches (default {DEFAULT_CALIBRATION_BATCHES}),"
+        " or at most N batches of --calibration-data",
+    )
+    parser.add_argument("--calibration-data", type=Path, metavar="FILE.pt", help=_DATA_HELP)
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+class UsageError(Exception):
+    """A command-line argument is wrong: exit code 2, the message names the argument."""
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,3,224,224"`` -> ``(1, 3, 224, 224)``."""
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated sizes like 1,3,224,224, got {text!r}"
+        )
+    return shape
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code (argparse exits 2 on its own errors)."""
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            # ExecuTorch 1.5 still builds torch's deprecated LeafSpec: noise the user cannot
+            # act on, raised from several places (import, lowering, serialization).
+            warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
+            return _run(args)
+    except UsageError as error:
+        _say(f"error: {error}")
+        return 2
+    except Exception as error:  # the CLI's job: any failure becomes one line, exit 1
+        if args.debug:
+            traceback.print_exc()
+        _say(f"error: {_one_line(error)}")
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    outputs = _check_arguments(args)
+    quantizer = _preset(args)
+    model, example_inputs = load_model(args.model)
+    if args.input_shape:
+        import torch
+
+        example_inputs = tuple(torch.randn(shape) for shape in args.input_shape)
+    if example_inputs is None:
+        raise UsageError(
+            f"MODEL {args.model!r} returned no example inputs: pass --input-shape, e.g. "
+            "--input-shape 1,3,224,224"
+        )
+    calibration, max_batches = _calibration(args, example_inputs)
+
+    from pt2e_quant.quantize_model import quantize
+
+    result = quantize(
+        model,
+        example_inputs,
+        quantizer,
+        backend=args.backend,
+        calibration=calibration,
+        progress=not args.no_progress,
+        max_batches=max_batches,
+    )
+    if args.command == "explain":
+        print(result.coverage.to_text())
+        return 0
+    import torch
+
+    torch.export.save(result.exported_program, str(args.output))
+    if args.pte is not None:
+        _write_pte(result.exported_program, args.pte)
+    if args.report is not None:
+        result.report().to_html(str(args.report))
+    if args.explain:
+        print(result.coverage.to_text())
+    for path in outputs:
+        _say(f"wrote {path}")
+    _say(result.coverage.summary())
+    return 0
+
+
+def _check_arguments(args: argparse.Namespace) -> list[Path]:
+    """Usage errors and missing tools, before any model is loaded; returns the output paths."""
+    if args.per_tensor and args.backend == "x86":
+        raise UsageError("--per-tensor: the x86 backend only supports per-channel weights")
+    if args.command != "quantize":
+        return []
+    if args.pte is not None:
+        if args.backend != "xnnpack":
+            raise UsageError("--pte: lowering to ExecuTorch needs --backend xnnpack")
+        _import_executorch()
+    outputs = [("--output", args.output), ("--pte", args.pte), ("--report", args.report)]
+    for flag, path in outputs:
+        if path is not None:
+            _check_writable(flag, path)
+    return [path for _, path in outputs if path is not None]
+
+
+def _check_writable(flag: str, path: Path) -> None:
+    """Open the file for appending (and remove it again if it is new): the only real test."""
+    existed = path.exists()
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory, expected a file path")
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as error:
+        raise UsageError(f"{flag} {path}: cannot write there ({error.strerror})") from None
+    if not existed:
+        path.unlink()
+
+
+def _preset(args: argparse.Namespace) -> Any:
+    return preset_quantizer(args.backend, per_tensor=args.per_tensor, dynamic=args.dynamic)
+
+
+def _calibration(
+    args: argparse.Namespace, example_inputs: tuple[Any, ...]
+) -> tuple[list[tuple[Any, ...]], int | None]:
+    """The calibration batches and the ``max_batches`` limit for :func:`quantize`."""
+    if args.calibration_data is not None:
+        try:
+            batches = load_batches(args.calibration_data, example_inputs)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise UsageError(f"--calibration-data {_one_line(error)}") from None
+        return batches, args.calibration_batches
+    count = args.calibration_batches or DEFAULT_CALIBRATION_BATCHES
+    _say(
+        f"warning: no --calibration-data: calibrating on {count} batches of random data; "
+        "activation ranges will not match real inputs"
+    )
+    return random_batches(example_inputs, count), None
+
+
+def load_model(spec: str) -> tuple[Any, tuple[Any, ...] | None]:
+    """Resolve MODEL to ``(module, example_inputs or None)``.
+
+    ``package.module:callable`` is imported (the working directory is importable, as with
+    ``python -m``); ``path/to/file.py[:callable]`` is loaded from the file (its directory is
+    importable, so it can import its neighbours), with ``get_model`` when no callable is
+    named. The attribute may also be an ``nn.Module`` instance. Errors naming MODEL are
+    usage errors; an exception raised by the user's own code is a failure.
+    """
+    from torch import nn
+
+    target, sep, name = spec.rpartition(":")
+    if not sep:
+        target, name = spec, DEFAULT_CALLABLE
+    if target.endswith(".py") or os.sep in target:
+        module = _module_from_file(spec, Path(target))
+    elif sep and target and name:
+        module = _module_from_import(spec, target)
+    else:
+        raise UsageError(f"MODEL {spec!r}: expected package.module:callable or path/to/file.py")
+    if not hasattr(module, name):
+        raise UsageError(f"MODEL {spec!r}: {target} has no attribute {name!r}")
+    value = getattr(module, name)
+    if not isinstance(value, nn.Module):
+        if not callable(value):
+            raise UsageError(f"MODEL {spec!r}: {name} is a {type(value).__name__}, not callable")
+        value = value()
+    if isinstance(value, nn.Module):
+        return value, None
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], nn.Module):
+        inputs = value[1]
+        return value[0], inputs if isinstance(inputs, tuple) else (inputs,)
+    raise UsageError(
+        f"MODEL {spec!r}: {name}() returned {type(value).__name__}; expected an nn.Module "
+        "or a (module, example_inputs) tuple"
+    )
+
+
+def _module_from_file(spec: str, path: Path) -> Any:
+    if not path.is_file():
+        raise UsageError(f"MODEL {spec!r}: no such file {str(path)!r}")
+    sys.path.insert(0, str(path.resolve().parent))
+    loader_spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(loader_spec)  # type: ignore[arg-type]
+    loader_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def _module_from_import(spec: str, name: str) -> Any:
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        # Only a missing MODEL module is a usage error; a missing dependency of it is not.
+        if error.name is not None and (name == error.name or name.startswith(error.name + ".")):
+            raise UsageError(f"MODEL {spec!r}: no module named {error.name!r}") from None
+        raise
+
+
+def _import_executorch() -> tuple[Any, Any]:
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+    except ImportError:
+        raise RuntimeError(INSTALL_EXECUTORCH) from None
+    return XnnpackPartitioner, to_edge_transform_and_lower
+
+
+def _write_pte(program: Any, path: Path) -> None:
+    """Lower with ExecuTorch's XNNPACK partitioner and write the flatbuffer."""
+    partitioner, to_edge_transform_and_lower = _import_executorch()
+    edge = to_edge_transform_and_lower(program, partitioner=[partitioner()])
+    path.write_bytes(edge.to_executorch().buffer)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    return first
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr)

@@ -1,0 +1,94 @@
+"""``explain(model, quantizer)``: the coverage report of a prepared or converted model.
+
+Walks the top graph and every higher-order-op body (graph order, bodies after the node that
+calls them), keeps the compute ops (:mod:`~pt2e_quant.coverage.classify`), decides for each
+whether it was quantized (:mod:`~pt2e_quant.coverage.evidence`), why not
+(:mod:`~pt2e_quant.coverage.reasons`), and what the backend will do with it
+(:mod:`~pt2e_quant.coverage.delegation`, :mod:`~pt2e_quant.coverage.inductor_fusion`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from torch.fx import GraphModule, Node
+
+from pt2e_quant.control_flow import real_op_for
+from pt2e_quant.coverage.classify import is_compute_op, op_name
+from pt2e_quant.coverage.delegation import predict_xnnpack
+from pt2e_quant.coverage.evidence import graph_has_annotations, status_of
+from pt2e_quant.coverage.inductor_fusion import freezing_warning, predict_x86
+from pt2e_quant.coverage.reasons import backend_of, float_reason
+from pt2e_quant.coverage.report import CoverageReport, CoverageRow
+from pt2e_quant.quantizer import Quantizer
+from pt2e_quant.subgraphs import iter_graph_modules, subgraph_args
+from quantizers.scoping import module_path_and_types
+
+__all__ = ["explain"]
+
+_BACKENDS = ("xnnpack", "x86")
+
+
+def _body_kind(target: object) -> str:
+    """``torch.ops.higher_order.cond`` (or its eager stand-in in a prepared model) -> "cond"."""
+    target = real_op_for(target) or target
+    name = getattr(target, "_name", None) or getattr(target, "__name__", str(target))
+    return name.removesuffix("_impl")
+
+
+def _walk(
+    gm: GraphModule, prefix: str = "", kind: str | None = None
+) -> Iterator[tuple[Node, str, str | None]]:
+    """(node, display name, enclosing higher-order op kind) for every node, bodies included."""
+    for node in gm.graph.nodes:
+        yield node, prefix + node.name, kind
+        for attr, body in subgraph_args(gm, node):
+            yield from _walk(body, f"{prefix}{attr}.", _body_kind(node.target))
+
+
+def _module_path(node: Node) -> str:
+    entries = module_path_and_types(node)
+    return entries[-1][0] if entries else ""
+
+
+def explain(
+    model: GraphModule, quantizer: Quantizer | None = None, *, backend: str | None = None
+) -> CoverageReport:
+    """Report, for every compute op of ``model``, whether it was quantized and if not, why.
+
+    ``model`` is a converted (or prepared) GraphModule from our pipeline. ``quantizer``, the
+    one used to prepare it, lets the report name the reason for each float op. ``backend``
+    (``"xnnpack"`` or ``"x86"``, inferred from the quantizer type when omitted) adds the
+    backend's prediction: XNNPACK delegation per op, or the int8 kernels Inductor will fuse
+    (with a warning when ``torch._inductor.config.freezing`` is off).
+    """
+    backend = backend if backend is not None else backend_of(quantizer)
+    if backend is not None and backend not in _BACKENDS:
+        raise ValueError(f"explain: backend must be one of {_BACKENDS} or None, got {backend!r}")
+    annotated = any(graph_has_annotations(gm) for gm in iter_graph_modules(model))
+    rows = []
+    for node, name, kind in _walk(model):
+        if not is_compute_op(node):
+            continue
+        status = status_of(node, annotated)
+        reason = None
+        if status.fused_into is not None:
+            reason = f"fused into {status.fused_into.name}"
+            if not status.quantized:
+                reason = float_reason(status.fused_into, quantizer, kind)
+        elif not status.quantized:
+            reason = float_reason(node, quantizer, kind)
+        prediction = None
+        if backend == "xnnpack":
+            prediction = predict_xnnpack(node, status.quantized)
+        elif backend == "x86":
+            prediction = predict_x86(node, status)
+        rows.append(
+            CoverageRow(
+                name, op_name(node.target), _module_path(node), status.quantized, reason, prediction
+            )
+        )
+    warnings = []
+    if backend == "x86" and (warning := freezing_warning()) is not None:
+        warnings.append(warning)
+    return CoverageReport(rows, backend, warnings)

@@ -1,0 +1,140 @@
+"""Why a compute op stayed float, each reason read from evidence rather than guessed.
+
+Checked in this order, the first that holds is reported:
+
+1. ``unsupported dtype <dtype>``: the op's output (``meta['val']``) is not a float tensor;
+2. ``no rule for this op in <backend>``: no rule of the quantizer handles the op (read from
+   its rule table through ``quantizer.rule_ops()``);
+3. ``filtered by scope setter (<setter>)``: every quantizer with a rule for the op was told by
+   its scoping to leave the node float (``quantizer.scope_decision(node)``);
+4. ``inside a <cond/scan/...> sub-graph``: the op reads a body input that arrives float, and
+   quantization does not propagate across the higher-order op's boundary;
+5. ``input not quantized``: a rule exists and the op is in scope, but one of its float inputs
+   comes from a float producer, so the pattern did not apply;
+6. ``pattern not matched by any <backend> rule``: all of the above look fine, yet no rule
+   matched (a shape or argument the rule excludes, e.g. a grouped transposed conv).
+
+Without a quantizer only the dtype and the input checks can be made; other float ops read
+``no quantizer given``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.fx import Node
+
+from pt2e_quant.coverage.evidence import is_quantized_edge, tensor_inputs
+from pt2e_quant.quantizer import Quantizer
+
+__all__ = ["backend_of", "float_reason", "leaf_quantizers", "reason_kind"]
+
+#: short key of each reason, for the counts and the summary line
+_KINDS = (
+    ("unsupported dtype", "unsupported dtype"),
+    ("no rule", "no rule"),
+    ("filtered by scope", "filtered by scope"),
+    ("inside a", "inside sub-graph"),
+    ("input not quantized", "input not quantized"),
+    ("pattern not matched", "pattern not matched"),
+    ("no quantizer", "no quantizer given"),
+)
+
+
+def reason_kind(reason: str) -> str:
+    """The counting key of a reason ("no rule", "filtered by scope", ...)."""
+    for prefix, kind in _KINDS:
+        if reason.startswith(prefix):
+            return kind
+    return reason
+
+
+def leaf_quantizers(quantizer: Quantizer | None) -> Iterator[Quantizer]:
+    """``quantizer`` itself, or the members of a ComposableQuantizer, flattened."""
+    if quantizer is None:
+        return
+    members = getattr(quantizer, "quantizers", None)
+    if isinstance(members, list):
+        for member in members:
+            yield from leaf_quantizers(member)
+    else:
+        yield quantizer
+
+
+_BACKEND_NAMES = {
+    "XNNPACKQuantizer": "xnnpack",
+    "X86InductorQuantizer": "x86",
+    "EmbeddingQuantizer": "embedding",
+}
+
+
+def backend_of(quantizer: Quantizer | None) -> str | None:
+    """``"xnnpack"`` / ``"x86"`` from the quantizer type (the first backend of a composition)."""
+    for leaf in leaf_quantizers(quantizer):
+        name = _BACKEND_NAMES.get(type(leaf).__name__)
+        if name in ("xnnpack", "x86"):
+            return name
+    return None
+
+
+def _name(quantizer: Quantizer) -> str:
+    return _BACKEND_NAMES.get(type(quantizer).__name__, type(quantizer).__name__)
+
+
+def _ops(quantizer: Quantizer, method: str) -> frozenset:
+    getter = getattr(quantizer, method, None)
+    return getter() if callable(getter) else frozenset()
+
+
+def _no_rule(node: Node, leaves: list[Quantizer]) -> str | None:
+    if any(node.target in _ops(q, "rule_ops") for q in leaves):
+        return None
+    names = "/".join(_name(q) for q in leaves)
+    if any(node.target in _ops(q, "post_ops") for q in leaves):
+        return f"no rule for this op in {names} (only fused after conv/linear)"
+    return f"no rule for this op in {names}"
+
+
+def _scope_filter(node: Node, leaves: list[Quantizer]) -> str | None:
+    setters = []
+    for quantizer in leaves:
+        decide = getattr(quantizer, "scope_decision", None)
+        if node.target not in _ops(quantizer, "rule_ops") or not callable(decide):
+            continue
+        config, setter = decide(node)
+        if config is not None:
+            return None
+        setters.append(setter)
+    return f"filtered by scope setter ({', '.join(setters)})" if setters else None
+
+
+def _float_input(node: Node) -> Node | None:
+    for arg in tensor_inputs(node):
+        if not is_quantized_edge(arg) and arg.op != "get_attr":
+            return arg
+    return None
+
+
+def float_reason(node: Node, quantizer: Quantizer | None, body_kind: str | None) -> str:
+    """Why ``node`` (a float compute op) was not quantized; ``body_kind`` names the
+    higher-order op whose body holds it (None in the top graph)."""
+    value: Any = node.meta.get("val")
+    if isinstance(value, (tuple, list)) and value:
+        value = value[0]
+    if isinstance(value, torch.Tensor) and not value.is_floating_point():
+        return f"unsupported dtype {value.dtype}"
+    leaves = list(leaf_quantizers(quantizer))
+    if leaves:
+        reason = _no_rule(node, leaves) or _scope_filter(node, leaves)
+        if reason is not None:
+            return reason
+    source = _float_input(node)
+    if source is not None and body_kind is not None and source.op == "placeholder":
+        return f"inside a {body_kind} sub-graph (its input '{source.name}' enters it float)"
+    if source is not None:
+        return f"input not quantized ('{source.name}' is float)"
+    if not leaves:
+        return "no quantizer given (pass it to explain() to see why)"
+    return f"pattern not matched by any {'/'.join(_name(q) for q in leaves)} rule"

@@ -1,0 +1,245 @@
+"""One call from a float ``nn.Module`` to a quantized, exportable program.
+
+:func:`quantize` is the pipeline every tutorial spells out, as one literal sequence::
+
+    export -> debug handles -> prepare (or prepare_qat + train_fn) -> calibrate -> convert
+      -> re-export
+
+with the checks a first-time user needs: arguments are validated before the slow work,
+an export failure says what to try next, and the user's model is left exactly as it was
+(same ``state_dict``, same ``training`` flags). What it returns also explains itself:
+``result.coverage`` lists the ops left in float and why, ``result.report()`` compares the
+quantized model with the float one op by op.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.export import ExportedProgram
+from torch.fx import GraphModule
+
+from pt2e_quant.calibration import calibrate, check_max_batches
+from pt2e_quant.debug.handles import generate_numeric_debug_handle
+from pt2e_quant.errors import QuantizationError, warn_user
+from pt2e_quant.presets import BACKENDS, preset_quantizer
+from pt2e_quant.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
+from pt2e_quant.quantizer import Quantizer
+
+__all__ = ["ExportFailedError", "QuantizationResult", "quantize"]
+
+TrainFn = Callable[[GraphModule], Any]
+
+
+class ExportFailedError(QuantizationError, RuntimeError):
+    """``torch.export`` rejected the model; the message carries its error and a likely fix."""
+
+
+@dataclass
+class QuantizationResult:
+    """What :func:`quantize` produced.
+
+    ``module`` is the converted GraphModule (q/dq ops around float ops), ``exported_program``
+    the same model exported again, ready for ``torch.export.save`` or ExecuTorch lowering.
+    ``coverage`` and ``report()`` are computed on first use: both walk the whole graph, and
+    ``report()`` runs the float and quantized models.
+    """
+
+    module: GraphModule
+    exported_program: ExportedProgram
+    quantizer: Quantizer
+    backend: str | None
+    example_inputs: tuple[Any, ...]
+    float_program: ExportedProgram = field(repr=False)
+
+    @functools.cached_property
+    def coverage(self) -> Any:
+        """Per compute op: quantized or not, why not, and the backend's delegation/fusion."""
+        from pt2e_quant.coverage import explain
+
+        return explain(self.module, self.quantizer, backend=self.backend)
+
+    def report(self) -> Any:
+        """The numeric debugger's per-op comparison of float and quantized outputs.
+
+        Matches ops through the debug handles :func:`quantize` put on the float program
+        before preparing, so renamed or decomposed ops still line up.
+        """
+        from pt2e_quant.debug.report import numeric_report
+
+        return numeric_report(self.float_program, self.module, self.example_inputs)
+
+
+def quantize(
+    model: nn.Module,
+    example_inputs: tuple[Any, ...],
+    quantizer: Quantizer | None = None,
+    *,
+    backend: str = "xnnpack",
+    calibration: Iterable[Any] | None = None,
+    qat: bool = False,
+    train_fn: TrainFn | None = None,
+    progress: bool = True,
+    strict: bool = False,
+    dynamic_shapes: Any = None,
+    max_batches: int | None = None,
+) -> QuantizationResult:
+    """Export, quantize and re-export ``model``; the caller's model is not modified.
+
+    * ``quantizer``: any :class:`Quantizer`; when None, ``backend`` ("xnnpack" or "x86")
+      picks its preset (see :mod:`pt2e_quant.presets`). With an explicit quantizer, the
+      coverage report infers the backend from the quantizer's type.
+    * ``calibration``: an iterable of batches, each a tuple of positional inputs or a lone
+      tensor (a DataLoader of inputs works). None calibrates on ``example_inputs`` once, with
+      a warning: ranges from one batch are rarely representative. At most ``max_batches``
+      run, under a tqdm bar (``progress=False`` hides it).
+    * ``qat=True``: there is no training loop in a one-call API, so the caller brings one:
+      ``train_fn(prepared_model)`` trains the fake-quantized model in place (its return value
+      is ignored); it replaces calibration, so ``calibration`` must be None. The model is
+      exported in training mode from a deep copy, so training never touches the caller's
+      parameters.
+    * ``strict`` / ``dynamic_shapes``: passed to ``torch.export.export`` (both exports).
+    """
+    _check_arguments(model, example_inputs, quantizer, backend, calibration, qat, train_fn)
+    check_max_batches(max_batches)
+    if quantizer is None:
+        quantizer = preset_quantizer(backend, qat=qat)
+        coverage_backend: str | None = backend
+    else:
+        coverage_backend = None
+    float_program = _export(model, example_inputs, strict, dynamic_shapes, training=qat)
+    generate_numeric_debug_handle(float_program)  # before module(): prepare keeps the handles
+    if qat:
+        prepared = prepare_qat_pt2e(float_program.module(), quantizer)
+        train_fn(prepared)  # type: ignore[misc]  # checked by _check_arguments
+    else:
+        prepared = prepare_pt2e(float_program.module(), quantizer)
+        calibrate(
+            prepared,
+            _calibration_batches(calibration, example_inputs),
+            example_inputs,
+            progress=progress,
+            max_batches=max_batches,
+        )
+    converted = convert_pt2e(prepared)
+    exported = torch.export.export(
+        converted, example_inputs, strict=False, dynamic_shapes=dynamic_shapes
+    )
+    return QuantizationResult(
+        converted, exported, quantizer, coverage_backend, example_inputs, float_program
+    )
+
+
+def _check_arguments(
+    model: Any,
+    example_inputs: Any,
+    quantizer: Any,
+    backend: Any,
+    calibration: Any,
+    qat: bool,
+    train_fn: Any,
+) -> None:
+    """Every mistake that is visible before exporting, as a ValueError naming the argument."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(example_inputs, tuple):
+        raise ValueError(
+            f"example_inputs must be a tuple of positional inputs, got "
+            f"{type(example_inputs).__name__}; write (x,) for a single input"
+        )
+    if quantizer is not None and not isinstance(quantizer, Quantizer):
+        raise ValueError(
+            f"quantizer must be a pt2e_quant Quantizer or None, got {type(quantizer).__name__}"
+        )
+    if backend not in BACKENDS and (quantizer is None or backend is not None):
+        raise ValueError(
+            f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
+        )
+    if isinstance(calibration, torch.Tensor):
+        raise ValueError(
+            "calibration must be an iterable of batches, got a single Tensor; "
+            "pass [tensor] for one batch"
+        )
+    if calibration is not None and hasattr(calibration, "__len__") and len(calibration) == 0:
+        raise ValueError("calibration is empty; pass at least one batch, or None")
+    if qat and not callable(train_fn):
+        raise ValueError("train_fn: qat=True needs train_fn(prepared_model) that trains it")
+    if qat and calibration is not None:
+        raise ValueError("calibration is not used with qat=True; feed data in train_fn instead")
+    if not qat and train_fn is not None:
+        raise ValueError("train_fn is only used with qat=True")
+
+
+def _calibration_batches(
+    calibration: Iterable[Any] | None, example_inputs: tuple[Any, ...]
+) -> Iterable[Any]:
+    if calibration is not None:
+        return calibration
+    warn_user(
+        "calibration is None: calibrating on example_inputs only; pass representative "
+        "batches (calibration=...) for accurate activation ranges",
+        UserWarning,
+    )
+    return [example_inputs]
+
+
+@contextmanager
+def _mode(model: nn.Module, training: bool) -> Iterator[None]:
+    """Put every submodule in ``training`` mode for the block, then restore each flag."""
+    flags = [(module, module.training) for module in model.modules()]
+    model.train(training)
+    try:
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def _export(
+    model: nn.Module,
+    example_inputs: tuple[Any, ...],
+    strict: bool,
+    dynamic_shapes: Any,
+    training: bool,
+) -> ExportedProgram:
+    """Export in eval mode (PTQ) or from a training-mode deep copy (QAT, which mutates it)."""
+    if training:
+        model = copy.deepcopy(model)
+    try:
+        with _mode(model, training):
+            return torch.export.export(
+                model, example_inputs, strict=strict, dynamic_shapes=dynamic_shapes
+            )
+    except Exception as error:
+        raise ExportFailedError(_export_failure_message(error, strict, dynamic_shapes)) from error
+
+
+def _export_failure_message(error: Exception, strict: bool, dynamic_shapes: Any) -> str:
+    """One line: what torch.export said, then the fix most likely to help."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    lowered = text.lower()
+    if strict:
+        fix = "retry with strict=False (non-strict export runs the Python code as written)"
+    elif "data-dependent" in lowered or "datadependent" in lowered:
+        fix = (
+            "the model branches on tensor values: rewrite the branch with torch.cond, or "
+            "pass dynamic_shapes if it branches on input sizes"
+        )
+    elif "dynamic" in lowered or "constraint" in lowered or "specializ" in lowered:
+        fix = "check dynamic_shapes against the shapes the model really accepts"
+    elif dynamic_shapes is None:
+        fix = "if input sizes vary, pass dynamic_shapes; with strict=True, try strict=False"
+    else:
+        fix = "check example_inputs and dynamic_shapes match forward()'s signature"
+    return (
+        f"could not export the model (torch.export.export, strict={strict}): "
+        f"{type(error).__name__}: {first}; likely fix: {fix}"
+    )
