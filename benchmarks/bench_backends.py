@@ -138,31 +138,41 @@ def time_quantizers(models: list[str], repeats: int) -> None:
         print("* the peer crashes on the default (non-strict) export; timed on a strict export")
 
 
-def _latency(module: Callable, inputs: tuple, iterations: int) -> float:
-    with torch.no_grad():
-        for _ in range(3):
-            module(*inputs)
-        start = time.perf_counter()
-        for _ in range(iterations):
-            module(*inputs)
-    return (time.perf_counter() - start) / iterations
+def _per_call_seconds(module: Callable, inputs: tuple, calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        module(*inputs)
+    return (time.perf_counter() - start) / calls
 
 
-def inductor_latency(models: list[str], iterations: int) -> None:
+def inductor_latency(models: list[str], rounds: int, calls: int = 50) -> None:
+    """Median per-call latency over ``rounds`` interleaved rounds of ``calls`` calls each.
+
+    The three compiled modules are built first and then timed round-robin, the order rotating
+    every round, so background load on this shared 2-core machine hits all sides alike (one
+    long loop per side made the ratio swing from run to run).
+    """
     print(f"\n{'model':<28}{'fp32':>10}{'ours int8':>11}{'peer int8':>11}{'ours/peer':>11}")
     for name in models:
-        results = {}
-        with torch._inductor.config.patch(freezing=True):
-            for side in ("ours", "peer"):
-                torch._dynamo.reset()
-                _, converted, inputs = _quantize(side, "x86", name)
-                results[side] = _latency(torch.compile(converted), inputs, iterations)
+        with torch._inductor.config.patch(freezing=True), torch.no_grad():
             torch._dynamo.reset()
-            model = ZOO[name]().eval()
-            results["fp32"] = _latency(torch.compile(model), inputs, iterations)
+            compiled = {}
+            for side in ("ours", "peer"):
+                _, converted, inputs = _quantize(side, "x86", name)
+                compiled[side] = torch.compile(converted)
+            compiled["fp32"] = torch.compile(ZOO[name]().eval())
+            for module in compiled.values():
+                for _ in range(3):  # compile and warm up
+                    module(*inputs)
+            samples: dict[str, list[float]] = {side: [] for side in compiled}
+            sides = list(compiled)
+            for index in range(rounds):
+                for side in sides[index % 3 :] + sides[: index % 3]:
+                    samples[side].append(_per_call_seconds(compiled[side], inputs, calls))
+        results = {side: statistics.median(times) for side, times in samples.items()}
         print(
-            f"{name:<28}{results['fp32'] * 1e3:>8.2f}ms{results['ours'] * 1e3:>9.2f}ms"
-            f"{results['peer'] * 1e3:>9.2f}ms{results['ours'] / results['peer']:>11.3f}"
+            f"{name:<28}{results['fp32'] * 1e3:>8.3f}ms{results['ours'] * 1e3:>9.3f}ms"
+            f"{results['peer'] * 1e3:>9.3f}ms{results['ours'] / results['peer']:>11.3f}"
         )
 
 
@@ -177,7 +187,7 @@ def main() -> None:
         warnings.simplefilter("ignore")
         time_quantizers(models, 1 if args.quick else args.repeats)
         if not args.skip_inductor:
-            inductor_latency(list(INDUCTOR_MODELS), 20 if args.quick else 100)
+            inductor_latency(list(INDUCTOR_MODELS), 10 if args.quick else 60)
 
 
 if __name__ == "__main__":

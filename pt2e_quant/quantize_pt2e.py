@@ -10,6 +10,7 @@ from functools import partial
 
 from torch.fx import GraphModule
 
+from pt2e_quant.export_hooks import drop_export_hooks
 from pt2e_quant.gc_pause import gc_paused
 from pt2e_quant.graph_copy import copy_graph_module
 from pt2e_quant.model_checks import check_exported_graph_module
@@ -129,4 +130,5 @@ def _convert(
         if use_reference_representation:
             deferred(gm, rewrite_to_reference)
     deferred(model, lift_body_constants)
+    drop_export_hooks(model)
     return disallow_eval_train(finalize_graphs(model))
