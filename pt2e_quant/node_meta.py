@@ -15,6 +15,7 @@ __all__ = [
     "CUSTOM_KEY",
     "NUMERIC_DEBUG_HANDLE_KEY",
     "PORTED_META_KEYS",
+    "STRICT_SELF_PREFIX",
     "get_debug_handle",
     "copy_debug_handle",
     "port_meta",
@@ -22,6 +23,10 @@ __all__ = [
 
 CUSTOM_KEY = "custom"
 NUMERIC_DEBUG_HANDLE_KEY = "numeric_debug_handle"
+
+#: prefix Dynamo-traced (strict) exports have put on ``nn_module_stack`` paths; the module
+#: names users write (``set_module_name("stem.0")``, report columns) never carry it
+STRICT_SELF_PREFIX = "L['self']."
 
 #: metadata a q/dq node takes from the node whose tensor it quantizes
 PORTED_META_KEYS = ("stack_trace", "nn_module_stack", "quantization_tag")

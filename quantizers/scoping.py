@@ -24,14 +24,13 @@ from typing import Any
 from torch.fx import Node
 
 from pt2e_quant.errors import AnnotationError, describe_node
+from pt2e_quant.node_meta import STRICT_SELF_PREFIX
 from quantizers.config import QuantizationConfig
 
 __all__ = ["ScopedConfigs", "module_path_and_types", "UNSET"]
 
 #: marker for "no scope mentions this node" (distinct from an explicit ``None`` = float)
 UNSET: Any = object()
-
-_SELF_PREFIX = "L['self']."
 
 
 def _type_name(tp: Any) -> str:
@@ -47,7 +46,7 @@ def module_path_and_types(node: Node) -> list[tuple[str, str]]:
         return []
     entries = []
     for path, tp in stack.values():
-        path = path[len(_SELF_PREFIX) :] if path.startswith(_SELF_PREFIX) else path
+        path = path.removeprefix(STRICT_SELF_PREFIX)
         entries.append((path, _type_name(tp)))
     return entries
 

@@ -29,7 +29,7 @@ from quantizers.patterns import (
 )
 from quantizers.x86_inductor_rules import MATMUL_OPS
 
-__all__ = ["COMPUTE_OPS", "family", "is_compute_op", "op_name"]
+__all__ = ["COMPUTE_OPS", "family", "is_compute_op"]
 
 _aten = torch.ops.aten
 
@@ -109,8 +109,3 @@ def is_compute_op(node: Node) -> bool:
 def family(node: Node) -> str:
     """The family of a compute op (``"conv"``, ``"activation"``, ...)."""
     return COMPUTE_OPS[node.target]
-
-
-def op_name(target: Any) -> str:
-    """``aten.conv2d.default`` -> ``"conv2d"``; ``aten.add.Tensor`` -> ``"add"``."""
-    return getattr(target, "_opname", None) or getattr(target, "__name__", str(target))

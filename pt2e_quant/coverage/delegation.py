@@ -25,6 +25,7 @@ from torch.fx import Node
 
 from pt2e_quant.aten_args import argument
 from pt2e_quant.coverage.evidence import is_quantized_edge, is_quantizing_user, tensor_inputs
+from quantizers.patterns import CONV_OPS, CONV_TRANSPOSE_OPS, LINEAR_OPS
 
 __all__ = ["INT8", "FP32", "NOT_DELEGATED", "predict_xnnpack"]
 
@@ -78,14 +79,10 @@ _FP32_ONLY = {
 }
 
 _FUSED_ACTIVATIONS = {_aten.relu.default, _aten.hardtanh.default}
-_CONVS = {
-    _aten.conv1d.default,
-    _aten.conv2d.default,
-    _aten.conv1d.padding,
-    _aten.conv2d.padding,
-    _aten.conv_transpose1d.default,
-    _aten.conv_transpose2d.input,
-}
+#: ops whose weight-rank constraint applies (only the ones in _STATIC_QUANT ever reach it)
+_CONVS = CONV_OPS | CONV_TRANSPOSE_OPS
+#: ops whose ``bias`` input may stay float inside an int8 pattern
+_WEIGHTED = _CONVS | LINEAR_OPS
 
 
 def _constraints_hold(node: Node) -> bool:
@@ -137,7 +134,7 @@ def _is_fused_activation(node: Node) -> bool:
 
 def _int8_pattern(node: Node) -> bool:
     """dq on every tensor input (a float bias excepted), a quantize after, constraints met."""
-    bias = argument(node, "bias") if node.target in _CONVS | {_aten.linear.default} else None
+    bias = argument(node, "bias") if node.target in _WEIGHTED else None
     inputs = [a for a in tensor_inputs(node) if a is not bias]
     return (
         bool(inputs)

@@ -14,15 +14,15 @@ from collections.abc import Iterator
 from torch.fx import GraphModule, Node
 
 from pt2e_quant.control_flow import real_op_for
-from pt2e_quant.coverage.classify import is_compute_op, op_name
+from pt2e_quant.coverage.classify import is_compute_op
 from pt2e_quant.coverage.delegation import predict_xnnpack
 from pt2e_quant.coverage.evidence import graph_has_annotations, status_of
 from pt2e_quant.coverage.inductor_fusion import freezing_warning, predict_x86
 from pt2e_quant.coverage.reasons import backend_of, float_reason
 from pt2e_quant.coverage.report import CoverageReport, CoverageRow
+from pt2e_quant.debug.comparison import module_path, op_name
 from pt2e_quant.quantizer import Quantizer
 from pt2e_quant.subgraphs import iter_graph_modules, subgraph_args
-from quantizers.scoping import module_path_and_types
 
 __all__ = ["explain"]
 
@@ -44,11 +44,6 @@ def _walk(
         yield node, prefix + node.name, kind
         for attr, body in subgraph_args(gm, node):
             yield from _walk(body, f"{prefix}{attr}.", _body_kind(node.target))
-
-
-def _module_path(node: Node) -> str:
-    entries = module_path_and_types(node)
-    return entries[-1][0] if entries else ""
 
 
 def explain(
@@ -85,7 +80,12 @@ def explain(
             prediction = predict_x86(node, status)
         rows.append(
             CoverageRow(
-                name, op_name(node.target), _module_path(node), status.quantized, reason, prediction
+                name,
+                op_name(node),
+                module_path(node.meta.get("nn_module_stack")),
+                status.quantized,
+                reason,
+                prediction,
             )
         )
     warnings = []

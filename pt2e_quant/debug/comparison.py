@@ -27,8 +27,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.fx import Node
 
 from pt2e_quant.debug.loggers import LoggerResults
+from pt2e_quant.node_meta import STRICT_SELF_PREFIX
 
 __all__ = [
     "compute_sqnr",
@@ -39,6 +41,7 @@ __all__ = [
     "NodeAccuracySummary",
     "compare_results",
     "module_path",
+    "op_name",
 ]
 
 Metric = Callable[[Tensor, Tensor], Tensor]
@@ -163,6 +166,13 @@ class NodeAccuracySummary:
     results: Sequence[QuantizationComparisonResult]
 
 
+def op_name(node: Node) -> str:
+    """The short operator name users recognise: ``aten.conv2d.default`` -> ``conv2d``."""
+    packet = getattr(node.target, "overloadpacket", None)
+    name = getattr(packet, "__name__", None) or getattr(node.target, "__name__", None)
+    return str(name or node.target)
+
+
 def module_path(nn_module_stack: object) -> str:
     """The dotted path of the innermost module in an export ``nn_module_stack`` ("" at top).
 
@@ -172,7 +182,8 @@ def module_path(nn_module_stack: object) -> str:
     if not isinstance(nn_module_stack, dict) or not nn_module_stack:
         return ""
     innermost = list(nn_module_stack.values())[-1]
-    return str(innermost[0]) if isinstance(innermost, (list, tuple)) else str(innermost)
+    path = str(innermost[0]) if isinstance(innermost, (list, tuple)) else str(innermost)
+    return path.removeprefix(STRICT_SELF_PREFIX)
 
 
 def compare_results(

@@ -49,6 +49,7 @@ from pt2e_quant.debug.comparison import (
     compare_results,
     compute_sqnr,
     module_path,
+    op_name,
 )
 from pt2e_quant.debug.handles import generate_numeric_debug_handle
 from pt2e_quant.debug.loggers import (
@@ -62,7 +63,6 @@ from pt2e_quant.debug.weights import (
     constant_nodes,
     constant_value,
     extract_weights,
-    op_name,
 )
 from pt2e_quant.errors import QuantizationError
 from pt2e_quant.node_meta import get_debug_handle

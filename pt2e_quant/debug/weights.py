@@ -40,6 +40,7 @@ from pt2e_quant.debug.comparison import (
     compute_normalized_l2,
     compute_sqnr,
     module_path,
+    op_name,
 )
 from pt2e_quant.node_meta import get_debug_handle
 from pt2e_quant.passes.batch_norm_folding import (
@@ -51,7 +52,7 @@ from pt2e_quant.passes.batch_norm_folding import (
 from pt2e_quant.qdq_ops import DEQUANTIZE_PER_CHANNEL, is_dequantize, is_quant_workflow_node
 from pt2e_quant.subgraphs import iter_graph_modules
 
-__all__ = ["WeightComparison", "extract_weights", "op_name", "constant_value", "constant_nodes"]
+__all__ = ["WeightComparison", "extract_weights", "constant_value", "constant_nodes"]
 
 
 @dataclass(frozen=True)
@@ -99,13 +100,6 @@ class WeightComparison:
         if self.channel_sqnr:
             return min(self.channel_sqnr)
         return self.sqnr
-
-
-def op_name(node: Node) -> str:
-    """The short operator name users recognise: ``aten.conv2d.default`` -> ``conv2d``."""
-    packet = getattr(node.target, "overloadpacket", None)
-    name = getattr(packet, "__name__", None) or getattr(node.target, "__name__", None)
-    return str(name or node.target)
 
 
 def constant_nodes(graph: Graph) -> set[Node]:

@@ -22,11 +22,10 @@ from collections import Counter
 import pytest
 import torch
 
-from pt2e_quant import convert_pt2e, prepare_pt2e
 from pt2e_quant.coverage import explain
 from pt2e_quant.coverage.delegation import INT8
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
-from tests.models import ZOO
+from tests.ptq import quantize_zoo_model
 
 pytestmark = pytest.mark.executorch
 pytest.importorskip("executorch")
@@ -111,18 +110,12 @@ def _delegated_families(edge_program) -> Counter:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_predicted_int8_ops_are_the_delegated_ones(name: str) -> None:
-    torch.manual_seed(0)
-    model = ZOO[name]().eval()
-    example = model.example_inputs()
     quantizer = XNNPACKQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=True)
     )
+    converted, example = quantize_zoo_model(name, quantizer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
-        with torch.no_grad():
-            prepared(*example)
-        converted = convert_pt2e(prepared)
         report = explain(converted, quantizer)
         partitioner = XnnpackPartitioner(config_precisions=ConfigPrecisionType.STATIC_QUANT)
         edge = to_edge_transform_and_lower(

@@ -14,15 +14,12 @@ linear + gelu and float matmul (transformer).
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 
-from pt2e_quant import convert_pt2e, prepare_pt2e
 from pt2e_quant.coverage import explain
 from quantizers import X86InductorQuantizer, get_default_x86_inductor_quantization_config
-from tests.models import ZOO
+from tests.ptq import quantize_zoo_model
 
 pytestmark = pytest.mark.inductor
 
@@ -47,16 +44,8 @@ def _fusion_counters(converted, example) -> dict[str, int]:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_predicted_int8_kernels_are_the_fused_ones(name: str) -> None:
-    torch.manual_seed(0)
-    model = ZOO[name]().eval()
-    example = model.example_inputs()
     quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
-        with torch.no_grad():
-            prepared(*example)
-        converted = convert_pt2e(prepared)
+    converted, example = quantize_zoo_model(name, quantizer)
     with torch._inductor.config.patch(freezing=True):
         report = explain(converted, quantizer)
     assert report.warnings == []

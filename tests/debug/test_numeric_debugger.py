@@ -294,6 +294,8 @@ def test_module_path():
     stack = {"L__self__": ("", object), "L__self__stem.0": ("stem.0", object)}
     assert module_path(stack) == "stem.0"
     assert module_path(None) == "" and module_path({}) == ""
+    # the spelling scoping setters match on: without a strict export's "L['self']." prefix
+    assert module_path({"L__self___stem_0": ("L['self'].stem.0", object)}) == "stem.0"
 
 
 # ---- errors --------------------------------------------------------------------------------

@@ -42,10 +42,10 @@ import torch
 from torch import Tensor
 from torch.fx import GraphModule, Node
 
-from pt2e_quant import convert_pt2e, prepare_pt2e
 from pt2e_quant.qdq_ops import is_dequantize
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.models import ZOO
+from tests.ptq import quantize_zoo_model
 
 pytestmark = pytest.mark.executorch
 pytest.importorskip("executorch")
@@ -122,16 +122,10 @@ def _lowered(converted: GraphModule, example: tuple[Tensor, ...]) -> Lowered:
 @functools.cache
 def ours(name: str, preset: str) -> Lowered:
     """Our quantizer's lowering of zoo model ``name`` (cached: both tests read it)."""
-    torch.manual_seed(0)
-    model = ZOO[name]().eval()
-    example = model.example_inputs()
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(**PRESETS[preset]))
+    converted, example = quantize_zoo_model(name, quantizer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
-        with torch.no_grad():
-            prepared(*example)
-        converted = convert_pt2e(prepared)
         return _lowered(converted, example)
 
 
