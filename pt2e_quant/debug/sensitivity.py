@@ -47,6 +47,7 @@ from torch.fx import GraphModule, Node
 from tqdm.auto import tqdm
 
 from pt2e_quant.annotation import clear_annotations, get_annotation, set_annotation
+from pt2e_quant.calibration import as_batch
 from pt2e_quant.debug.comparison import compute_mse, compute_sqnr, module_path
 from pt2e_quant.node_meta import get_debug_handle
 from pt2e_quant.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -335,8 +336,9 @@ def _scorer(metric: str | MetricFn) -> tuple[str, Callable[[list, list], tuple[f
 
 
 def _batches(data: Iterable[Any], argument: str) -> list[tuple[Any, ...]]:
-    """Materialise ``data`` once (it may be a one-shot iterator); a lone tensor is one input."""
-    batches = [item if isinstance(item, tuple) else (item,) for item in data]
+    """Materialise ``data`` once (it may be a one-shot iterator), each item read as
+    :func:`~pt2e_quant.calibration.as_batch` reads calibration data for ``quantize()``."""
+    batches = [as_batch(item) for item in data]
     if not batches:
         raise ValueError(
             f"sensitivity: {argument} is empty; pass at least one tuple of model inputs"

@@ -306,6 +306,13 @@ def test_empty_calibration_data_names_the_argument(mlp_ep):
         sensitivity(mlp_ep, _per_tensor(), _batches(), eval_data=iter([]), progress=False)
 
 
+def test_dataloader_style_list_batches_are_positional_inputs(mlp_ep, mlp_ranking):
+    """A DataLoader's default collate yields lists: read like quantize()'s calibration."""
+    as_lists = [list(batch) for batch in _batches()]
+    ranking = sensitivity(mlp_ep, _per_tensor(), as_lists, progress=False)
+    assert [row.value for row in ranking] == [row.value for row in mlp_ranking]
+
+
 def test_a_quantizer_that_annotates_nothing_warns_and_returns_no_rows(mlp_ep):
     quantizer = XNNPACKQuantizer()  # no config set: nothing is quantized
     with pytest.warns(UserWarning, match="XNNPACKQuantizer annotated nothing"):
