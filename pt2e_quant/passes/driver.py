@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 from torch.fx import GraphModule, Node
 
+from pt2e_quant.passes.unread_state import delete_unread_tensors
 from pt2e_quant.subgraphs import iter_graph_modules
 
 __all__ = ["GraphPass", "run_pass", "finalize_graphs", "remove_dead_nodes"]
@@ -49,13 +50,22 @@ class _SideEffects:
 
 
 def remove_dead_nodes(gm: GraphModule) -> bool:
-    """Erase pure nodes whose results nobody uses; returns whether any was erased."""
+    """Erase pure nodes whose results nobody uses; returns whether any was erased.
+
+    A module tensor whose last reader goes with them (a folded batch norm's statistics, a
+    weight now stored quantized) is deleted too, so it is not exported with the model.
+    """
     keep = _SideEffects()
+    erased_reads = []
     changed = False
     for node in reversed(gm.graph.nodes):
         if not node.users and not keep(node):
+            if node.op == "get_attr":
+                erased_reads.append(str(node.target))
             gm.graph.erase_node(node)
             changed = True
+    if erased_reads:
+        delete_unread_tensors(gm, erased_reads)
     return changed
 
 

@@ -74,13 +74,6 @@ class _ConstantEvaluator:
             return node.target(*args, **kwargs)
 
 
-def _delete_attr(gm: GraphModule, target: str) -> None:
-    parent_path, _, leaf = target.rpartition(".")
-    parent = attribute(gm, parent_path) if parent_path else gm
-    if parent is not None and hasattr(parent, leaf):
-        delattr(parent, leaf)
-
-
 def _next_name(gm: GraphModule) -> str:
     index = getattr(gm, "_frozen_param_count", 0)
     while hasattr(gm, f"{FROZEN_PARAM_PREFIX}{index}"):
@@ -101,13 +94,6 @@ def _replace_with_constant(gm: GraphModule, node: Node, value: torch.Tensor) -> 
     constant.name = old_name
 
 
-def _delete_unread_constants(gm: GraphModule, candidates: set[str]) -> None:
-    """Delete the tensors of folded constants that no get_attr node reads any more."""
-    still_read = {str(n.target) for n in gm.graph.nodes if n.op == "get_attr"}
-    for target in candidates - still_read:
-        _delete_attr(gm, target)
-
-
 def fold_quantized_constants(gm: GraphModule) -> bool:
     """Fold every quantize op whose input is constant; True if any was folded."""
     constant = _constant_nodes(gm)
@@ -120,10 +106,8 @@ def fold_quantized_constants(gm: GraphModule) -> bool:
                 folded.append((node, value))
     if not folded:
         return False
-    sources = {str(n.target) for n in evaluator.values if n.op == "get_attr"}
     for node, value in folded:
         _replace_with_constant(gm, node, value)
-    # drop the pure nodes that only fed the folded quantize ops, then their constants
+    # drop the pure nodes that only fed the folded quantize ops (and with them their constants)
     remove_dead_nodes(gm)
-    _delete_unread_constants(gm, sources)
     return True

@@ -165,7 +165,13 @@ def replace_observers(gm: GraphModule) -> bool:
 
 
 def _delete_unused_observer_modules(gm: GraphModule) -> None:
+    """Delete every observer attribute no node calls any more.
+
+    Reads ``_modules`` itself: ``named_children`` lists a module once, under its first name,
+    and an observer shared between edges is registered under several names, so the aliases
+    (with their histograms) would outlive convert and be exported with the model.
+    """
     used = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
-    for name, child in list(gm.named_children()):
+    for name, child in list(gm._modules.items()):
         if name not in used and is_observer_or_fake_quant(child):
             delattr(gm, name)

@@ -153,11 +153,12 @@ def test_training_mode_batch_norm_folds_with_running_stats_and_warns():
         run_pass(folded, fold_batch_norm)
     assert _bn_count(folded) == 0
     # the folded layer's num_batches_tracked increment goes too (a buffer mutation no
-    # backend delegates), and the counter is no longer touched
+    # backend delegates), and with it the batch norm's state; the user's counter is untouched
     assert aten.add_.Tensor not in {n.target for n in folded.graph.nodes}
-    before = folded.bn.num_batches_tracked.clone()
+    assert not hasattr(folded, "bn")
+    before = gm.bn.num_batches_tracked.clone()
     torch.testing.assert_close(folded(x), model.eval()(x), rtol=1e-5, atol=1e-5)
-    assert torch.equal(folded.bn.num_batches_tracked, before)
+    assert torch.equal(gm.bn.num_batches_tracked, before)
 
 
 def test_batch_norm_without_running_stats_is_left_with_a_warning():
