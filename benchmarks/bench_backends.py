@@ -9,8 +9,9 @@ Part 1 times prepare + calibrate-free convert (one calibration batch between the
 timed) of the same exported graph with our XNNPACK / X86 quantizers and the peers'
 (ExecuTorch's XNNPACKQuantizer, torchao's X86InductorQuantizer, both through torchao's
 prepare/convert). Part 2 compiles converted conv/linear models with ``torch.compile`` under
-``freezing=True`` and compares int8 latency, ours vs peer, against fp32. Ratios are ours / peer
-measured in the same process, so below 1 means we are faster.
+``freezing=True`` and compares int8 latency, ours vs peer, against fp32. Part 3 lowers the
+XNNPACK-quantized models to ExecuTorch and compares the size of the ``.pte`` each side ships.
+Ratios are ours / peer measured in the same process, so below 1 means we are faster (smaller).
 """
 
 from __future__ import annotations
@@ -176,11 +177,37 @@ def inductor_latency(models: list[str], rounds: int, calls: int = 50) -> None:
         )
 
 
+def _pte_bytes(converted: torch.fx.GraphModule, inputs: tuple) -> int:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    exported = torch.export.export(converted, inputs)
+    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    return len(edge.to_executorch().buffer)
+
+
+def pte_sizes(models: list[str]) -> None:
+    """Bytes of the XNNPACK-delegated ``.pte`` of each model, ours vs the peer's quantizer.
+
+    Every tensor a converted model still holds is serialized, read or not, so this is where
+    state left behind by a pass (folded batch norms, observer histograms) would show.
+    """
+    print(f"\n{'model':<28}{'ours .pte':>11}{'peer .pte':>11}{'ratio':>8}")
+    for name in models:
+        sizes = {
+            side: _pte_bytes(*_quantize(side, "xnnpack", name)[1:]) for side in ("ours", "peer")
+        }
+        print(
+            f"{name:<28}{sizes['ours']:>10}B{sizes['peer']:>10}B{sizes['ours'] / sizes['peer']:>8.3f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few models, one repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-inductor", action="store_true")
+    parser.add_argument("--skip-pte", action="store_true", help="skip the .pte size comparison")
     args = parser.parse_args()
     models = list(QUICK_MODELS) if args.quick else sorted(ZOO)
     with warnings.catch_warnings():
@@ -188,6 +215,8 @@ def main() -> None:
         time_quantizers(models, 1 if args.quick else args.repeats)
         if not args.skip_inductor:
             inductor_latency(list(INDUCTOR_MODELS), 10 if args.quick else 60)
+        if not args.skip_pte:
+            pte_sizes(models)
 
 
 if __name__ == "__main__":
