@@ -99,6 +99,21 @@ def test_every_tensor_of_a_converted_zoo_model_is_read(name: str, backend: str) 
     assert not unread, f"{name} ({backend}) keeps tensors no node reads: {sorted(unread)}"
 
 
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_every_tensor_of_a_qat_converted_zoo_model_is_read(name: str) -> None:
+    """The same after QAT, where convert folds the trained batch norms and drops fake-quants."""
+    torch.manual_seed(0)
+    model = ZOO[name]().train()
+    example = model.example_inputs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_qat_pt2e(torch.export.export(model, example).module(), _xnnpack(True))
+        prepared(*example)
+        converted = convert_pt2e(prepared)
+    unread = _state_names(converted) - _read_targets(converted)
+    assert not unread, f"{name} (QAT) keeps tensors no node reads: {sorted(unread)}"
+
+
 class _UserModule(nn.Module):
     """A module of the user's own type: a working copy shares it with the user's model."""
 
