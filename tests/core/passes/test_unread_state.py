@@ -56,7 +56,7 @@ def _xnnpack(is_qat: bool = False) -> XNNPACKQuantizer:
 
 def test_prepare_drops_the_folded_batch_norm_state_and_keeps_the_users() -> None:
     exported = _exported()
-    before = {name: tensor for name, tensor in exported.state_dict(keep_vars=True).items()}
+    before = dict(exported.state_dict(keep_vars=True))
     assert {"bn.weight", "bn.running_var", "bn.num_batches_tracked"} <= set(before)
     prepared = prepare_pt2e(exported, _xnnpack())
     assert not [name for name in _state_names(prepared) if name.startswith("bn.")]
