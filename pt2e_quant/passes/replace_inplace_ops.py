@@ -43,11 +43,50 @@ def functional_variant(target: object) -> object | None:
     return overload
 
 
+_aten = torch.ops.aten
+
+#: Ops whose schema promises a fresh result but whose implementation can hand back their
+#: input itself: dropout when not training (or with p = 0), ``type_as`` / ``sum_to_size`` /
+#: ``atleast_*d`` when nothing needs converting, ``einsum`` for an identity or permuting
+#: equation. An in-place op on such a result mutates the input too.
+_MAY_RETURN_INPUT = frozenset(
+    {
+        _aten.dropout.default,
+        _aten.feature_dropout.default,
+        _aten.alpha_dropout.default,
+        _aten.feature_alpha_dropout.default,
+        _aten.type_as.default,
+        _aten.sum_to_size.default,
+        _aten.atleast_1d.default,
+        _aten.atleast_2d.default,
+        _aten.atleast_3d.default,
+        _aten.einsum.default,
+    }
+)
+
+
+def _aliased_arguments(node: Node, schema: torch.FunctionSchema) -> list[object]:
+    """The arguments ``node``'s result may share storage with."""
+    if node.target in _MAY_RETURN_INPUT:
+        first = node.args[0] if node.args else None
+        # einsum's operands come as a list after the equation
+        return list(node.args[1]) if node.target is _aten.einsum.default else [first]
+    if len(schema.returns) != 1 or schema.returns[0].alias_info is None:
+        return []
+    alias_set = schema.returns[0].alias_info.before_set
+    return [
+        value
+        for argument, value in zip(schema.arguments, node.args, strict=False)
+        if argument.alias_info is not None and argument.alias_info.before_set == alias_set
+    ]
+
+
 def _alias_classes(gm: GraphModule) -> dict[Node, Node]:
     """Union-find of nodes whose results share storage (views and in-place results).
 
     An op's result aliases an argument when the schema gives both the same alias set, e.g.
-    ``relu_(Tensor(a!) self) -> Tensor(a!)`` or ``view(Tensor(a) self, ...) -> Tensor(a)``.
+    ``relu_(Tensor(a!) self) -> Tensor(a!)`` or ``view(Tensor(a) self, ...) -> Tensor(a)``,
+    or when the op is one of the few that may return an input without saying so.
     """
     parent: dict[Node, Node] = {}
 
@@ -60,12 +99,10 @@ def _alias_classes(gm: GraphModule) -> dict[Node, Node]:
 
     for node in gm.graph.nodes:
         schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
-        if schema is None or len(schema.returns) != 1 or schema.returns[0].alias_info is None:
+        if schema is None:
             continue
-        alias_set = schema.returns[0].alias_info.before_set
-        for argument, value in zip(schema.arguments, node.args, strict=False):
-            info = argument.alias_info
-            if info is not None and info.before_set == alias_set and isinstance(value, Node):
+        for value in _aliased_arguments(node, schema):
+            if isinstance(value, Node):
                 parent[find(node)] = find(value)
     return {node: find(node) for node in gm.graph.nodes}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.fx import GraphModule
 
@@ -236,4 +237,33 @@ def test_mutation_seen_through_a_view_keeps_inplace_op() -> None:
     assert aten.add_.Tensor in _targets(gm), "export no longer keeps the in-place op"
     run_pass(gm, replace_inplace_ops)
     assert aten.add_.Tensor in _targets(gm)
+    assert torch.equal(gm(*inputs), model(*inputs))
+
+
+class MutateThroughPassThrough(torch.nn.Module):
+    """``b = op(a)`` returns ``a`` itself for these ops, so ``hardtanh_(b)`` also clamps the
+    ``a`` read afterwards, although the ops' schemas promise a fresh result."""
+
+    def __init__(self, op: str) -> None:
+        super().__init__()
+        self.op = op
+
+    def forward(self, x):
+        a = x * 2.0
+        if self.op == "dropout":
+            b = torch.nn.functional.dropout(a, 0.5, training=False)
+        elif self.op == "type_as":
+            b = a.type_as(x)
+        else:
+            b = torch.einsum("ij->ij", a)
+        torch.nn.functional.hardtanh_(b)
+        return b * a
+
+
+@pytest.mark.parametrize("op", ["dropout", "type_as", "einsum"])
+def test_inplace_op_on_an_input_returned_as_is_keeps_its_effect(op: str) -> None:
+    """(For ``type_as`` export itself already reads the mutated result in place of ``a``.)"""
+    model, inputs = MutateThroughPassThrough(op), (torch.randn(3, 4) * 3,)
+    gm = _export(model, inputs)
+    run_pass(gm, replace_inplace_ops)
     assert torch.equal(gm(*inputs), model(*inputs))
