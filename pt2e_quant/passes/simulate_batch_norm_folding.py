@@ -10,10 +10,11 @@ in the forward pass, running statistics updated). The standard simulation (Krish
 
     s = gamma / sqrt(running_var + eps)
     y = conv(x, fake_quant(w * s), zeros_like(b)) / s + b
-    y -> bn                         (unchanged: same momentum, eps, training flag)
+    y -> bn                         (same momentum and eps, in training mode)
 
 Dividing by ``s`` undoes the scaling, so the batch norm sees the float layer's output up to
-the weight's quantization error. The inserted ops, and their order, are the ones torchao
+the weight's quantization error. The batch norm trains even if the model was exported in eval
+mode, as with torchao (whose quick start exports in eval mode before ``prepare_qat_pt2e``). The inserted ops, and their order, are the ones torchao
 traces, so fake-quant statistics (and so the final qparams) come out bit-identical. Unlike
 torchao, the batch norm keeps its own ``eps`` and ``momentum`` and the layer's literal
 arguments are untouched; linear + BatchNorm1d (2-D outputs) and grouped transposed convs are
@@ -158,6 +159,9 @@ def _rewrite(gm: GraphModule, layer: Node, batch_norm: Node) -> dict[Node, Node]
                 _aten.add.Tensor, restored, b.call(_aten.reshape.default, bias, out_shape)
             )
     set_argument(batch_norm, "input", restored)
+    # QAT trains the batch norm it folds, even one exported in eval mode (as torchao's
+    # rewrite does); move_exported_model_to_eval freezes it when that is wanted.
+    set_argument(batch_norm, "training", True)
     return replaced
 
 

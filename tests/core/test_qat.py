@@ -197,6 +197,35 @@ def test_running_statistics_keep_updating_in_training() -> None:
     assert torch.equal(frozen, prepared.bn.running_mean)
 
 
+@pytest.mark.parametrize("model", [ConvBn("conv2d"), LinearBn()], ids=["conv_bn", "linear_bn"])
+def test_batch_norm_of_an_eval_mode_export_trains(model: nn.Module) -> None:
+    """torchao's quick start exports in eval mode before prepare_qat_pt2e; its rewrite trains
+    the fused batch norm anyway, and so does ours (move_exported_model_to_eval freezes it)."""
+    exported = torch.export.export(model.eval(), model.example_inputs()).module()
+    quantizer = _xnnpack_qat() if isinstance(model, ConvBn) else _x86_qat()
+    prepared = prepare_qat_pt2e(exported, quantizer)
+    (bn,) = [n for n in prepared.graph.nodes if n.target is aten.batch_norm.default]
+    assert bn.args[5] is True
+    before = prepared.bn.running_mean.clone()
+    _train(prepared, model, steps=1)
+    assert not torch.equal(before, prepared.bn.running_mean)
+
+
+def test_training_the_prepared_model_trains_the_model_passed_in() -> None:
+    """Deliberate (README, "Copies, not mutation"): like torchao, whose prepare returns the
+    model it was given, QAT trains the caller's parameters and statistics, not copies."""
+    model = ConvBn("conv2d")
+    exported = _export_train(model)
+    prepared = prepare_qat_pt2e(exported, _xnnpack_qat())
+    weight, mean = exported.conv.weight.detach().clone(), exported.bn.running_mean.clone()
+    optimizer = torch.optim.SGD(prepared.parameters(), lr=0.1)
+    prepared(*model.example_inputs()).sum().backward()
+    optimizer.step()
+    assert not torch.equal(exported.conv.weight, weight)
+    assert not torch.equal(exported.bn.running_mean, mean)
+    assert exported.conv.weight is prepared.conv.weight
+
+
 def test_simulation_matches_float_conv_bn_up_to_weight_quantization() -> None:
     torch.manual_seed(0)
     model = ConvBn("conv2d", act=None)
