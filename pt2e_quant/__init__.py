@@ -3,6 +3,11 @@
 The public surface is this re-export list (names match torchao's, so migrating is an import
 change); everything it re-exports lives in a small private-by-convention module.
 
+Observer and fake-quantize classes, their switches and two default constructors are re-exported
+here as well as from :mod:`pt2e_quant.observer` / :mod:`pt2e_quant.fake_quantize`, because
+torchao's tutorials reach them from ``torchao.quantization.pt2e`` directly (e.g.
+``prepared.apply(torchao.quantization.pt2e.disable_observer)``).
+
 The user layer (:func:`quantize`, :func:`explain`) picks and inspects backend quantizers from
 the ``quantizers`` package, which itself imports this core; those names are therefore resolved
 on first access, so importing the core never imports a backend.
@@ -21,11 +26,41 @@ from pt2e_quant.annotation import QuantizationAnnotation  # noqa: E402
 from pt2e_quant.debug import *  # noqa: E402,F403  (the debugger's names, listed in debug.__all__)
 from pt2e_quant.errors import (  # noqa: E402
     AnnotationError,
+    ModelAlreadyQuantizedError,
     ModelNotExportedError,
     QuantizationError,
     SpecError,
 )
+from pt2e_quant.fake_quantize import (  # noqa: E402
+    FakeQuantize,
+    FakeQuantizeBase,
+    FixedQParamsFakeQuantize,
+    FusedMovingAvgObsFakeQuantize,
+    LearnableFakeQuantize,
+    ObserverOrFakeQuantize,
+    ObserverOrFakeQuantizeConstructor,
+    default_dynamic_fake_quant,
+    default_fake_quant,
+    disable_fake_quant,
+    disable_observer,
+    disable_range_learning,
+    enable_fake_quant,
+    enable_observer,
+    enable_range_learning,
+)
 from pt2e_quant.model_checks import model_is_exported  # noqa: E402
+from pt2e_quant.observer import (  # noqa: E402
+    DerivedObserverOrFakeQuantize,
+    FixedQParamsObserver,
+    HistogramObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    ObserverBase,
+    PerChannelMinMaxObserver,
+    PlaceholderObserver,
+    UniformQuantizationObserverBase,
+)
 from pt2e_quant.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e  # noqa: E402
 from pt2e_quant.quantizer import Quantizer  # noqa: E402
 from pt2e_quant.specs import (  # noqa: E402
@@ -74,6 +109,33 @@ __all__ = [
     "SpecError",
     "AnnotationError",
     "ModelNotExportedError",
+    "ModelAlreadyQuantizedError",
+    # observers and fake-quantize, as torchao.quantization.pt2e exports them
+    "ObserverOrFakeQuantize",
+    "ObserverOrFakeQuantizeConstructor",
+    "ObserverBase",
+    "UniformQuantizationObserverBase",
+    "MinMaxObserver",
+    "MovingAverageMinMaxObserver",
+    "PerChannelMinMaxObserver",
+    "MovingAveragePerChannelMinMaxObserver",
+    "HistogramObserver",
+    "PlaceholderObserver",
+    "FixedQParamsObserver",
+    "DerivedObserverOrFakeQuantize",
+    "FakeQuantizeBase",
+    "FakeQuantize",
+    "FixedQParamsFakeQuantize",
+    "FusedMovingAvgObsFakeQuantize",
+    "LearnableFakeQuantize",
+    "enable_observer",
+    "disable_observer",
+    "enable_fake_quant",
+    "disable_fake_quant",
+    "enable_range_learning",
+    "disable_range_learning",
+    "default_fake_quant",
+    "default_dynamic_fake_quant",
     # modules
     "observer",
     "fake_quantize",

@@ -10,6 +10,8 @@ The default constructors below are the configurations torch.ao ships under these
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from pt2e_quant._fake_quant_base import (
@@ -34,11 +36,14 @@ from pt2e_quant._observer_minmax import (
     MovingAveragePerChannelMinMaxObserver,
 )
 from pt2e_quant.observer import (
+    ObserverBase,
     default_fixed_qparams_range_0to1_observer,
     default_fixed_qparams_range_neg1to1_observer,
 )
 
 __all__ = [
+    "ObserverOrFakeQuantize",
+    "ObserverOrFakeQuantizeConstructor",
     "FakeQuantizeBase",
     "FakeQuantize",
     "FusedMovingAvgObsFakeQuantize",
@@ -62,6 +67,10 @@ __all__ = [
     "default_fixed_qparams_range_neg1to1_fake_quant",
     "default_fixed_qparams_range_0to1_fake_quant",
 ]
+
+#: what a spec's ``observer_or_fake_quant_ctr`` builds (torchao's type names, for annotations)
+ObserverOrFakeQuantize = ObserverBase | FakeQuantizeBase
+ObserverOrFakeQuantizeConstructor = Callable[[], ObserverOrFakeQuantize]
 
 #: Activations: moving-average min/max, uint8 with torch.ao's reduced 0..127 range.
 default_fake_quant = FakeQuantize.with_args(

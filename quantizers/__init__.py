@@ -6,7 +6,13 @@ The names match torchao's and ExecuTorch's, so migrating is an import change::
 """
 
 from quantizers.composable import ComposableQuantizer
-from quantizers.config import QuantizationConfig
+from quantizers.config import (
+    QuantizationConfig,
+    get_bias_qspec,
+    get_input_act_qspec,
+    get_output_act_qspec,
+    get_weight_qspec,
+)
 from quantizers.embedding import EmbeddingQuantizer, get_embedding_quantization_config
 from quantizers.x86_inductor import (
     X86InductorQuantizer,
@@ -20,7 +26,11 @@ __all__ = [
     "QuantizationConfig",
     "X86InductorQuantizer",
     "XNNPACKQuantizer",
+    "get_bias_qspec",
     "get_default_x86_inductor_quantization_config",
     "get_embedding_quantization_config",
+    "get_input_act_qspec",
+    "get_output_act_qspec",
     "get_symmetric_quantization_config",
+    "get_weight_qspec",
 ]

@@ -29,9 +29,40 @@ EXPECTED_TOP_LEVEL = {
     "SpecError",
     "AnnotationError",
     "ModelNotExportedError",
+    "ModelAlreadyQuantizedError",
     "observer",
     "fake_quantize",
     "debug",
+}
+
+#: observer / fake-quantize names torchao.quantization.pt2e exports at its top level (its
+#: tutorials use them from there), the same objects as in pt2e_quant.observer / fake_quantize
+TORCHAO_TOP_LEVEL_MODULE_NAMES = {
+    "ObserverOrFakeQuantize",
+    "ObserverOrFakeQuantizeConstructor",
+    "ObserverBase",
+    "UniformQuantizationObserverBase",
+    "MinMaxObserver",
+    "MovingAverageMinMaxObserver",
+    "PerChannelMinMaxObserver",
+    "MovingAveragePerChannelMinMaxObserver",
+    "HistogramObserver",
+    "PlaceholderObserver",
+    "FixedQParamsObserver",
+    "DerivedObserverOrFakeQuantize",
+    "FakeQuantizeBase",
+    "FakeQuantize",
+    "FixedQParamsFakeQuantize",
+    "FusedMovingAvgObsFakeQuantize",
+    "LearnableFakeQuantize",
+    "enable_observer",
+    "disable_observer",
+    "enable_fake_quant",
+    "disable_fake_quant",
+    "enable_range_learning",
+    "disable_range_learning",
+    "default_fake_quant",
+    "default_dynamic_fake_quant",
 }
 
 #: the numeric debugger (issue 5), importable from pt2e_quant.debug and from pt2e_quant
@@ -107,7 +138,9 @@ def _parameters(fn) -> list[tuple[str, object]]:
 
 
 def test_top_level_names():
-    assert set(pt2e_quant.__all__) == EXPECTED_TOP_LEVEL | DEBUG_NAMES | USER_LAYER_NAMES
+    assert set(pt2e_quant.__all__) == (
+        EXPECTED_TOP_LEVEL | DEBUG_NAMES | USER_LAYER_NAMES | TORCHAO_TOP_LEVEL_MODULE_NAMES
+    )
     for name in pt2e_quant.__all__:
         assert getattr(pt2e_quant, name) is not None
 
@@ -184,3 +217,11 @@ def test_spec_signatures():
         "quant_max",
         "qscheme",
     ]
+
+
+def test_torchao_top_level_observer_names_are_the_module_objects():
+    """``prepared.apply(pt2e_quant.disable_observer)`` is the object pt2e_quant.fake_quantize
+    defines, so either spelling switches the same modules."""
+    for name in TORCHAO_TOP_LEVEL_MODULE_NAMES:
+        source = observer if name in observer.__all__ else fake_quantize
+        assert getattr(pt2e_quant, name) is getattr(source, name), name
