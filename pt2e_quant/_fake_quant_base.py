@@ -30,6 +30,7 @@ from pt2e_quant._observer_base import (
     _bind,
     _bind_callables,
     check_range_fits,
+    observing,
 )
 from pt2e_quant._observer_minmax import MovingAverageMinMaxObserver
 from pt2e_quant._observer_passthrough import FixedQParamsObserver
@@ -108,6 +109,8 @@ class FakeQuantizeBase(nn.Module, metaclass=abc.ABCMeta):
         self.register_buffer("fake_quant_enabled", torch.tensor([1], dtype=torch.uint8))
         self.register_buffer("observer_enabled", torch.tensor([1], dtype=torch.uint8))
         self._warned_non_finite = False
+        #: name of the graph node this module fake-quantizes, set by prepare for messages
+        self.observed_node: str | None = None
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,8 +141,8 @@ class FakeQuantizeBase(nn.Module, metaclass=abc.ABCMeta):
         if not self._warned_non_finite:
             self._warned_non_finite = True
             warnings.warn(
-                f"{type(self).__name__} dropped NaN/Inf values from its input; they are "
-                "ignored for calibration (reported once per module).",
+                f"{type(self).__name__}{observing(self)} dropped NaN/Inf values from its "
+                "input; they are ignored for calibration (reported once per module).",
                 NonFiniteObservationWarning,
                 stacklevel=3,
             )

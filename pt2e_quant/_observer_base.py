@@ -29,6 +29,7 @@ __all__ = [
     "check_range_fits",
     "default_quant_range",
     "dtype_bounds",
+    "observing",
     "resolve_quant_range",
 ]
 
@@ -166,6 +167,8 @@ class ObserverBase(nn.Module, metaclass=abc.ABCMeta):
         self.dtype = dtype
         self.is_dynamic = bool(is_dynamic)
         self._warned_non_finite = False
+        #: name of the graph node this observer watches, set by prepare for messages
+        self.observed_node: str | None = None
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,14 +186,20 @@ class ObserverBase(nn.Module, metaclass=abc.ABCMeta):
         if not self._warned_non_finite:
             self._warned_non_finite = True
             warnings.warn(
-                f"{type(self).__name__} dropped NaN/Inf values from its input; they are "
-                "ignored for calibration (reported once per observer).",
+                f"{type(self).__name__}{observing(self)} dropped NaN/Inf values from its "
+                "input; they are ignored for calibration (reported once per observer).",
                 NonFiniteObservationWarning,
                 stacklevel=3,
             )
 
     with_args = classmethod(_bind)
     with_callable_args = classmethod(_bind_callables)
+
+
+def observing(module: nn.Module) -> str:
+    """`` of 'conv2d'`` for a module prepare attached to node ``conv2d``, else empty."""
+    name = getattr(module, "observed_node", None)
+    return f" of '{name}'" if name else ""
 
 
 def _is_integral(value: Any) -> bool:

@@ -20,6 +20,7 @@ __all__ = [
     "SpecError",
     "AnnotationError",
     "ModelNotExportedError",
+    "ModelAlreadyQuantizedError",
     "graph_context",
     "describe_node",
     "warn_user",
@@ -42,6 +43,10 @@ class AnnotationError(QuantizationError, ValueError):
 
 class ModelNotExportedError(QuantizationError, TypeError):
     """The model passed in is not the ``GraphModule`` that ``torch.export`` produces."""
+
+
+class ModelAlreadyQuantizedError(QuantizationError, ValueError):
+    """prepare was given a model that already holds observers, fake-quants or q/dq ops."""
 
 
 def describe_node(node: Node) -> str:

@@ -23,7 +23,7 @@ from torch.fx import Graph, GraphModule, Node
 
 from pt2e_quant.annotation import ANNOTATION_KEY
 
-__all__ = ["copy_graph_module"]
+__all__ = ["copy_graph_module", "is_owned_container"]
 
 
 def copy_graph_module(gm: GraphModule, *, recompile: bool = True) -> GraphModule:
@@ -35,6 +35,12 @@ def copy_graph_module(gm: GraphModule, *, recompile: bool = True) -> GraphModule
     twice.
     """
     return _copy_graph_module(gm, recompile)
+
+
+def is_owned_container(module: object) -> bool:
+    """Whether a copy owns ``module`` (so passes may edit it): graph modules and the plain
+    ``nn.Module`` containers export nests tensors in. Every other module is shared."""
+    return type(module) is torch.nn.Module or isinstance(module, GraphModule)
 
 
 def _copy_graph_module(gm: GraphModule, recompile: bool) -> GraphModule:
@@ -67,7 +73,7 @@ def _copy_container(module: torch.nn.Module, recompile: bool) -> torch.nn.Module
 def _copy_submodule(module: torch.nn.Module, recompile: bool) -> torch.nn.Module:
     if isinstance(module, GraphModule):
         return _copy_graph_module(module, recompile)
-    if type(module) is torch.nn.Module:
+    if is_owned_container(module):
         return _copy_container(module, recompile)
     return module  # an op's module (observer, guards): shared, as FX copies share them
 

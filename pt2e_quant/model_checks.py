@@ -3,7 +3,10 @@
 prepare and convert work on the GraphModule that ``torch.export.export(...).module()``
 returns: its nodes carry ``meta["val"]`` (fake tensors with shapes and dtypes) that annotators
 and passes rely on. An eager module, an ``ExportedProgram`` or a ``symbolic_trace`` result are
-common mistakes, each with a simple fix.
+common mistakes, each with a simple fix. So are preparing a model twice (or preparing the
+converted one) and converting one that was never prepared: without a check, the first fails
+deep in a quantizer with a message about the wrong thing, and the second silently returns
+the float model.
 """
 
 from __future__ import annotations
@@ -11,11 +14,29 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.fx import GraphModule
+from torch.fx import GraphModule, Node
 
-from pt2e_quant.errors import ModelNotExportedError
+from pt2e_quant.errors import (
+    ModelAlreadyQuantizedError,
+    ModelNotExportedError,
+    describe_node,
+    warn_user,
+)
+from pt2e_quant.fake_quantize import is_observer_or_fake_quant
+from pt2e_quant.qdq_ops import is_dequantize, is_quantize
+from pt2e_quant.subgraphs import iter_graph_modules
 
-__all__ = ["model_is_exported", "check_exported_graph_module"]
+__all__ = [
+    "model_is_exported",
+    "check_exported_graph_module",
+    "check_not_quantized",
+    "warn_if_nothing_to_convert",
+    "NothingToConvertWarning",
+]
+
+
+class NothingToConvertWarning(UserWarning):
+    """convert_pt2e found no observer, fake-quantize or q/dq op: the model stays float."""
 
 
 def model_is_exported(model: Any) -> bool:
@@ -46,4 +67,56 @@ def check_exported_graph_module(model: Any, api: str) -> None:
     raise ModelNotExportedError(
         f"{api} expects the GraphModule returned by torch.export.export(model, "
         f"example_inputs).module(), got {type(model).__name__}"
+    )
+
+
+def _first_observer_node(model: GraphModule) -> Node | None:
+    for gm in iter_graph_modules(model):
+        for node in gm.graph.nodes:
+            if node.op == "call_module" and is_observer_or_fake_quant(
+                gm.get_submodule(str(node.target))
+            ):
+                return node
+    return None
+
+
+def _first_qdq_node(model: GraphModule) -> Node | None:
+    for gm in iter_graph_modules(model):
+        for node in gm.graph.nodes:
+            if is_quantize(node) or is_dequantize(node):
+                return node
+    return None
+
+
+def check_not_quantized(model: GraphModule, api: str) -> None:
+    """Raise :class:`ModelAlreadyQuantizedError` if ``model`` was already prepared or converted.
+
+    Preparing again would observe the observers (or re-quantize dequantized weights); the
+    quantizer then fails on a graph it does not recognise, blaming its own config.
+    """
+    node = _first_observer_node(model)
+    if node is not None:
+        raise ModelAlreadyQuantizedError(
+            f"{api}: the model is already prepared ({describe_node(node)} is an observer or "
+            f"fake-quantize module). Calibrate or train it and call convert_pt2e, or pass the "
+            f"exported float model to {api}."
+        )
+    node = _first_qdq_node(model)
+    if node is not None:
+        raise ModelAlreadyQuantizedError(
+            f"{api}: the model is already quantized ({describe_node(node)} is a "
+            f"quantize/dequantize op). Pass the exported float model to {api}."
+        )
+
+
+def warn_if_nothing_to_convert(model: GraphModule) -> None:
+    """Warn when convert would return ``model`` float: it has nothing convert acts on."""
+    if _first_observer_node(model) is not None or _first_qdq_node(model) is not None:
+        return
+    warn_user(
+        "convert_pt2e: the model has no observer or fake-quantize modules, so it comes back "
+        "unquantized. Call prepare_pt2e (or prepare_qat_pt2e) and calibrate before "
+        "convert_pt2e; if you did, the quantizer annotated nothing: "
+        "pt2e_quant.explain(model, quantizer) says why each op stayed float.",
+        NothingToConvertWarning,
     )

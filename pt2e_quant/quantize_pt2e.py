@@ -13,7 +13,11 @@ from torch.fx import GraphModule
 from pt2e_quant.export_hooks import drop_export_hooks
 from pt2e_quant.gc_pause import gc_paused
 from pt2e_quant.graph_copy import copy_graph_module
-from pt2e_quant.model_checks import check_exported_graph_module
+from pt2e_quant.model_checks import (
+    check_exported_graph_module,
+    check_not_quantized,
+    warn_if_nothing_to_convert,
+)
 from pt2e_quant.observer_factory import build_observers
 from pt2e_quant.passes.driver import finalize_graphs, run_pass
 from pt2e_quant.passes.duplicate_dequantize import duplicate_dequantize
@@ -24,6 +28,7 @@ from pt2e_quant.passes.inherit_body_module_stacks import inherit_body_module_sta
 from pt2e_quant.passes.inline_grad_mode_regions import inline_grad_mode_regions
 from pt2e_quant.passes.insert_observers import insert_observers
 from pt2e_quant.passes.lift_body_constants import lift_body_constants
+from pt2e_quant.passes.own_written_buffers import own_written_buffers
 from pt2e_quant.passes.port_qdq_meta import port_qdq_meta
 from pt2e_quant.passes.replace_inplace_ops import replace_inplace_ops
 from pt2e_quant.passes.replace_observers import replace_observers
@@ -33,7 +38,7 @@ from pt2e_quant.passes.use_eager_control_flow import restore_control_flow, use_e
 from pt2e_quant.quantizer import Quantizer
 from pt2e_quant.sharing import plan_sharing
 from pt2e_quant.subgraphs import iter_graph_modules
-from pt2e_quant.train_eval import disallow_eval_train
+from pt2e_quant.train_eval import disallow_eval_train, warn_training_mode_ops
 from pt2e_quant.validation import check_annotations
 
 __all__ = ["prepare_pt2e", "prepare_qat_pt2e", "convert_pt2e"]
@@ -57,6 +62,7 @@ def _annotate_and_observe(model: GraphModule, quantizer: Quantizer, is_qat: bool
 
 def _prepare(model: GraphModule, quantizer: Quantizer, is_qat: bool, api: str) -> GraphModule:
     check_exported_graph_module(model, api)
+    check_not_quantized(model, api)
     model = copy_graph_module(model, recompile=False)
     deferred = partial(run_pass, deferred=True)
     changed = deferred(model, inline_grad_mode_regions)
@@ -65,6 +71,8 @@ def _prepare(model: GraphModule, quantizer: Quantizer, is_qat: bool, api: str) -
     if not is_qat:
         # QAT keeps batch norm trainable: simulate_batch_norm_folding handles it after annotation.
         changed |= deferred(model, fold_batch_norm)
+        warn_training_mode_ops(model, api)
+        own_written_buffers(model)  # calibration must not write into the user's tensors
     if changed:
         # The quantizer's own code may run or print the model: give it up-to-date code.
         finalize_graphs(model)
@@ -116,6 +124,7 @@ def _convert(
     model: GraphModule, use_reference_representation: bool, fold_quantize: bool
 ) -> GraphModule:
     check_exported_graph_module(model, "convert_pt2e")
+    warn_if_nothing_to_convert(model)
     # No user code runs between these passes, so the code is generated once, at the end.
     model = copy_graph_module(model, recompile=False)
     deferred = partial(run_pass, deferred=True)

@@ -19,10 +19,14 @@ from dataclasses import dataclass
 import torch
 from torch.fx import GraphModule, Node
 
+from pt2e_quant.errors import describe_node, warn_user
 from pt2e_quant.model_checks import check_exported_graph_module
 from pt2e_quant.subgraphs import iter_graph_modules
 
 __all__ = [
+    "TrainingModeOpWarning",
+    "is_training_mode_op",
+    "warn_training_mode_ops",
     "move_exported_model_to_eval",
     "move_exported_model_to_train",
     "allow_exported_model_train_eval",
@@ -54,6 +58,44 @@ _MODE_FLAGS: dict[object, _ModeFlag] = {
 # argument); moving it to training means swapping the overload and inserting the flag.
 _BN_LEGIT = _aten._native_batch_norm_legit.default
 _BN_LEGIT_NO_TRAINING = _aten._native_batch_norm_legit_no_training.default
+
+
+class TrainingModeOpWarning(UserWarning):
+    """Post-training quantization of a graph whose dropout / batch norm run in training mode."""
+
+
+def is_training_mode_op(node: Node) -> bool:
+    """Whether ``node`` is a dropout or batch norm whose graph flag says training."""
+    flag = _MODE_FLAGS.get(node.target) if node.op == "call_function" else None
+    if flag is None:
+        return False
+    if flag.index < len(node.args):
+        return node.args[flag.index] is True
+    return node.kwargs.get(flag.name) is True
+
+
+def warn_training_mode_ops(model: GraphModule, api: str) -> None:
+    """Warn, naming them, about dropout and batch norm left in training mode before PTQ.
+
+    The exported flag is baked into the graph: the quantized model would keep dropping
+    activations at random and normalizing with each batch's statistics, which is almost never
+    what post-training quantization is for (batch norms after a conv were already folded with
+    their running statistics, with a warning of their own).
+    """
+    nodes = [
+        n for gm in iter_graph_modules(model) for n in gm.graph.nodes if is_training_mode_op(n)
+    ]
+    if not nodes:
+        return
+    listed = ", ".join(describe_node(n) for n in nodes[:5])
+    more = f" and {len(nodes) - 5} more" if len(nodes) > 5 else ""
+    warn_user(
+        f"{api}: {listed}{more} run in training mode (the model was exported in training "
+        "mode), so the quantized model keeps dropping activations at random / normalizing "
+        "with batch statistics. Call model.eval() before torch.export.export, or "
+        f"pt2e_quant.move_exported_model_to_eval(exported_model) before {api}.",
+        TrainingModeOpWarning,
+    )
 
 
 def _set_mode_flag(node: Node, flag: _ModeFlag, training: bool) -> bool:

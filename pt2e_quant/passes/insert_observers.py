@@ -52,6 +52,7 @@ class _Inserter:
         name = f"{OBSERVER_PREFIX}{self.next_index}"
         self.next_index += 1
         self.gm.add_module(name, observer)
+        _label(observer, node.name)
         with self.gm.graph.inserting_after(node):
             return self.gm.graph.call_module(name, (node,))
 
@@ -82,6 +83,14 @@ class _Inserter:
         for user in list(node.users):
             if user is not observer_node and not _is_guard_check(self.gm, user):
                 user.replace_input_with(node, observer_node)
+
+
+def _label(observer: torch.nn.Module, node_name: str) -> None:
+    """Tell our observers (and a fake-quant's inner one) which node they watch, for warnings;
+    an observer shared by several edges keeps the first name."""
+    for module in (observer, getattr(observer, "activation_post_process", None)):
+        if getattr(module, "observed_node", "") is None:
+            module.observed_node = node_name
 
 
 def _is_guard_check(gm: GraphModule, node: Node) -> bool:

@@ -20,12 +20,9 @@ import torch
 from torch.fx import GraphModule
 
 from pt2e_quant.aten_args import attribute
+from pt2e_quant.graph_copy import is_owned_container
 
 __all__ = ["delete_unread_tensors"]
-
-
-def _is_owned_container(module: object) -> bool:
-    return type(module) is torch.nn.Module or isinstance(module, GraphModule)
 
 
 def _referenced_targets(gm: GraphModule) -> set[str]:
@@ -54,10 +51,10 @@ def delete_unread_tensors(gm: GraphModule, targets: Iterable[str]) -> None:
             parent_path, _, leaf = path.rpartition(".")
             parent = attribute(gm, parent_path) if parent_path else gm
             child = getattr(parent, leaf, None)
-            if not _is_owned_container(parent) or child is None:
+            if not is_owned_container(parent) or child is None:
                 break
             if isinstance(child, torch.nn.Module) and not (
-                _is_owned_container(child) and _is_empty(child)
+                is_owned_container(child) and _is_empty(child)
             ):
                 break
             delattr(parent, leaf)
