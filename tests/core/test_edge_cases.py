@@ -573,17 +573,24 @@ def test_non_finite_warning_names_the_observed_node() -> None:
         prepared(x)
 
 
-@pytest.mark.parametrize("backend", sorted(QUANTIZERS))
-def test_single_output_channel_gets_per_channel_qparams_of_length_one(backend: str) -> None:
-    torch.manual_seed(0)
-    model = ConvBatchNormDropout(out_channels=1).eval()
-    x = torch.randn(2, 3, 8, 8)
+def _converted_with_weight_scale(
+    model: nn.Module, backend: str, x: Tensor
+) -> tuple[GraphModule, Tensor]:
+    """The converted model (calibrated on ``x``) and its one per-channel weight scale."""
     with _quiet():
         converted = _pipeline(
             torch.export.export(model, (x,)).module(), QUANTIZERS[backend](), [(x,)]
         )
     (dq,) = [n for n in converted.graph.nodes if n.target is DQ_CH]
-    scale = getattr(converted, dq.args[1].target)
+    return converted, getattr(converted, dq.args[1].target)
+
+
+@pytest.mark.parametrize("backend", sorted(QUANTIZERS))
+def test_single_output_channel_gets_per_channel_qparams_of_length_one(backend: str) -> None:
+    torch.manual_seed(0)
+    model = ConvBatchNormDropout(out_channels=1).eval()
+    x = torch.randn(2, 3, 8, 8)
+    converted, scale = _converted_with_weight_scale(model, backend, x)
     assert scale.shape == (1,) and torch.isfinite(scale).all() and scale.item() > 0
     assert _close(converted(x), model(x), atol=0.05)
 
@@ -598,12 +605,7 @@ def test_all_zero_conv_weight_gets_finite_scales_and_exact_zero(backend: str) ->
         model.conv.bias.zero_()
         model.bn.bias.zero_()
     x = torch.randn(2, 3, 8, 8)
-    with _quiet():
-        converted = _pipeline(
-            torch.export.export(model, (x,)).module(), QUANTIZERS[backend](), [(x,)]
-        )
-    (dq,) = [n for n in converted.graph.nodes if n.target is DQ_CH]
-    scale = getattr(converted, dq.args[1].target)
+    converted, scale = _converted_with_weight_scale(model, backend, x)
     assert torch.isfinite(scale).all() and (scale > 0).all()
     assert torch.equal(converted(x), torch.zeros(2, 4, 6, 6))
 
