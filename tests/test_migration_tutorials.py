@@ -14,10 +14,9 @@ from pt2e_quant / quantizers through the README's "Migrating" table, so the two 
 in their imports. Both see the same exported graph inputs, seeds and calibration data; the
 tests compare q/dq op counts and require ``torch.equal`` outputs.
 
-Where we differ from the peer on purpose (a peer bug),
-the test asserts the difference and says why. Models stay tiny (the tutorial's own
-``Linear(5, 10)`` toy and a few zoo blocks) and the peers' pattern exports are cached
-(``peer_pattern_cache``) to keep the file fast.
+Where we differ from the peer on purpose (a peer bug), the test asserts the difference and
+says why. Models stay tiny (the tutorial's own ``Linear(5, 10)`` toy and a few zoo blocks) and
+the peers' pattern exports are cached (``peer_pattern_cache``) to keep the file fast.
 """
 
 from __future__ import annotations
@@ -248,15 +247,6 @@ def _freeze_batch_norm_stats(prepared: torch.fx.GraphModule) -> int:
     return frozen
 
 
-def _disable_observer(api: Api) -> Callable:
-    """``torchao.quantization.pt2e.disable_observer`` in the tutorial; pt2e_quant only has it
-    in ``pt2e_quant.fake_quantize`` (see test_tutorial_names_resolve_after_import_swap)."""
-    found = getattr(api.pt2e, "disable_observer", None)
-    if found is None:
-        found = importlib.import_module(f"{api.pt2e.__name__}.fake_quantize").disable_observer
-    return found
-
-
 def qat_tutorial(api: Api, model: nn.Module, steps: list[tuple], checkpoint: dict | None = None):
     """pt2e_quant_qat.rst: export a training-mode model, get_symmetric_quantization_config(
     is_qat=True), prepare_qat_pt2e, train (SGD, fixed data), disable observers and freeze BN
@@ -274,7 +264,7 @@ def qat_tutorial(api: Api, model: nn.Module, steps: list[tuple], checkpoint: dic
         optimizer = torch.optim.SGD(prepared_model.parameters(), lr=0.05)
         for step, (image, target) in enumerate(steps):
             if step == len(steps) - 1:
-                prepared_model.apply(_disable_observer(api))
+                prepared_model.apply(api.pt2e.disable_observer)
                 assert _freeze_batch_norm_stats(prepared_model) == sum(
                     isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
                 )
@@ -780,3 +770,14 @@ SWAPPED_NAMES = {
     ("torchao.quantization.pt2e.quantizer", "get_weight_qspec"): "quantizers",
     ("torchao.quantization.pt2e.quantizer", "get_bias_qspec"): "quantizers",
 }
+
+
+@pytest.mark.parametrize(
+    ("source", "name"), sorted(SWAPPED_NAMES), ids=[n for _, n in sorted(SWAPPED_NAMES)]
+)
+def test_tutorial_names_resolve_after_import_swap(source: str, name: str) -> None:
+    pytest.importorskip("torchao")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert hasattr(importlib.import_module(source), name)
+    assert hasattr(importlib.import_module(SWAPPED_NAMES[source, name]), name)
