@@ -15,6 +15,12 @@ After::
 Each observer call is a ``call_module`` node right after the tensor it observes. An input edge
 whose observer is the producer's output observer (same sharing group) reuses that node; an
 observer instance already attached to the same tensor for another consumer is reused too.
+
+After convert an observer becomes a quantize/dequantize pair, i.e. a copy. A reader that must
+see an in-place write made between the producer and itself (through a view, or an op that
+returns its input), or that is itself such a view or in-place op, therefore keeps reading the
+original tensor: that edge stays float, with a warning naming it. torchao quantizes these
+edges and its converted model then reads stale values.
 """
 
 from __future__ import annotations
@@ -24,14 +30,48 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
+from pt2e_quant.aliasing import alias_classes, written_arguments
 from pt2e_quant.annotation import get_annotation
+from pt2e_quant.errors import describe_node, warn_user
 from pt2e_quant.fake_quantize import is_observer_or_fake_quant
 from pt2e_quant.node_meta import copy_debug_handle
 from pt2e_quant.specs import EdgeOrNode
 
-__all__ = ["insert_observers", "OBSERVER_PREFIX"]
+__all__ = ["insert_observers", "OBSERVER_PREFIX", "AliasedWriteWarning"]
 
 OBSERVER_PREFIX = "activation_post_process_"
+
+
+class AliasedWriteWarning(UserWarning):
+    """An annotated edge stays float: its quantized copy would miss an in-place write."""
+
+
+class _AliasedWrites:
+    """Where a quantize/dequantize copy of a value would not see a write into the original."""
+
+    def __init__(self, gm: GraphModule) -> None:
+        self.order = {node: index for index, node in enumerate(gm.graph.nodes)}
+        self.classes = alias_classes(gm)
+        self.writes: dict[Node, list[Node]] = {}
+        for node in gm.graph.nodes:
+            for arg in written_arguments(node):
+                if isinstance(arg, Node):
+                    self.writes.setdefault(self.classes[arg], []).append(node)
+
+    def writer_between(self, producer: Node, consumer: Node) -> Node | None:
+        """The write a copy of ``producer`` read by ``consumer`` would miss, if any.
+
+        A consumer aliasing the producer (a view of it, an in-place op on it) must always get
+        the original, so the class's first write stands for the reason then.
+        """
+        root = self.classes.get(producer)
+        writes = self.writes.get(root, [])
+        if not writes or consumer not in self.order:
+            return None
+        if self.classes.get(consumer) is root:
+            return writes[0]
+        start, end = self.order[producer], self.order[consumer]
+        return next((w for w in writes if start < self.order[w] < end), None)
 
 
 class _Inserter:
@@ -39,7 +79,17 @@ class _Inserter:
         self.gm = gm
         self.observers = observers
         self.next_index = 0
-        self.buffer_names = {name for name, _ in gm.named_buffers(remove_duplicate=False)}
+        self.aliased_writes = _AliasedWrites(gm)
+        #: (producer, consumer) -> write, of the edges left float, for one warning
+        self.kept_float: dict[tuple[Node, Node], Node] = {}
+
+    def must_read_original(self, producer: Node, consumer: Node) -> bool:
+        writer = self.aliased_writes.writer_between(producer, consumer)
+        if writer is None:
+            return False
+        if producer.op == "call_function":  # inputs and buffers written in place are expected
+            self.kept_float[producer, consumer] = writer
+        return True
 
     def is_observer_node(self, node: Any) -> bool:
         if not isinstance(node, Node) or node.op != "call_module":
@@ -65,8 +115,10 @@ class _Inserter:
         while self.is_observer_node(producer):
             producer = producer.args[0]
         observer = self.observers.get((producer, consumer))
-        if observer is None or _writes_into_buffer(consumer, producer, self.buffer_names):
+        if observer is None:
             return arg
+        if self.must_read_original(producer, consumer):
+            return producer
         if self.observers.get(producer) is observer:
             return arg  # already reads the producer's output observer
         for user in arg.users:
@@ -78,11 +130,30 @@ class _Inserter:
         observer = self.observers.get(node)
         if observer is None or not isinstance(node.meta.get("val"), torch.Tensor):
             return
+        readers = [u for u in node.users if not _is_guard_check(self.gm, u)]
+        originals = {u for u in readers if self.must_read_original(node, u)}
+        if readers and len(originals) == len(readers):
+            return
         observer_node = self.insert_after(node, observer)
         copy_debug_handle(node, observer_node)
-        for user in list(node.users):
-            if user is not observer_node and not _is_guard_check(self.gm, user):
+        for user in readers:
+            if user is not observer_node and user not in originals:
                 user.replace_input_with(node, observer_node)
+
+    def warn_kept_float(self) -> None:
+        if not self.kept_float:
+            return
+        edges = "; ".join(
+            f"{describe_node(producer)} -> '{consumer.name}' (written by '{writer.name}')"
+            for (producer, consumer), writer in list(self.kept_float.items())[:5]
+        )
+        more = f" and {len(self.kept_float) - 5} more" if len(self.kept_float) > 5 else ""
+        warn_user(
+            f"{edges}{more} stay float: the tensor is written in place through an alias, "
+            "and a quantize/dequantize copy would miss that write. Write the op out of place "
+            "(e.g. y = y + x instead of a view's +=) to quantize these edges.",
+            AliasedWriteWarning,
+        )
 
 
 def _label(observer: torch.nn.Module, node_name: str) -> None:
@@ -100,17 +171,6 @@ def _is_guard_check(gm: GraphModule, node: Node) -> bool:
     )
 
 
-def _writes_into_buffer(consumer: Node, producer: Node, buffer_names: set[str]) -> bool:
-    """An in-place op updating a module buffer (e.g. BN statistics) must receive the buffer itself."""
-    schema = getattr(consumer.target, "_schema", None)
-    if schema is None or not consumer.args or consumer.args[0] is not producer:
-        return False
-    first = schema.arguments[0] if schema.arguments else None
-    if first is None or first.alias_info is None or not first.alias_info.is_write:
-        return False
-    return producer.op == "get_attr" and str(producer.target) in buffer_names
-
-
 def insert_observers(gm: GraphModule, observers: dict[EdgeOrNode, torch.nn.Module]) -> bool:
     """Insert input and output observers of every annotated node; True if any was inserted."""
     inserter = _Inserter(gm, observers)
@@ -121,4 +181,5 @@ def insert_observers(gm: GraphModule, observers: dict[EdgeOrNode, torch.nn.Modul
         node.args = inserter.observe_input(node, node.args)
         node.kwargs = {k: inserter.observe_input(node, v) for k, v in node.kwargs.items()}
         inserter.observe_output(node)
+    inserter.warn_kept_float()
     return len(gm.graph.nodes) != count_before

@@ -14,31 +14,15 @@ very model it was given). Deep-copy the model first to keep a float original.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_quant.aten_args import argument, attribute
+from pt2e_quant.aliasing import written_arguments
+from pt2e_quant.aten_args import attribute
 from pt2e_quant.graph_copy import is_owned_container
 from pt2e_quant.subgraphs import iter_graph_modules
-from pt2e_quant.train_eval import is_training_mode_op
 
 __all__ = ["own_written_buffers"]
-
-
-def _written_arguments(node: Node) -> Iterator[object]:
-    """The arguments ``node`` writes into: schema-annotated ones, and training batch norm's
-    running statistics (``aten.batch_norm`` updates them without saying so in its schema)."""
-    schema = getattr(node.target, "_schema", None)
-    if schema is None:
-        return
-    for arg in schema.arguments:
-        if arg.alias_info is not None and arg.alias_info.is_write:
-            yield argument(node, arg.name)
-    if is_training_mode_op(node):
-        yield argument(node, "running_mean")
-        yield argument(node, "running_var")
 
 
 def _written_targets(gm: GraphModule) -> set[str]:
@@ -46,7 +30,7 @@ def _written_targets(gm: GraphModule) -> set[str]:
         str(arg.target)
         for node in gm.graph.nodes
         if node.op == "call_function"
-        for arg in _written_arguments(node)
+        for arg in written_arguments(node)
         if isinstance(arg, Node) and arg.op == "get_attr"
     }
 

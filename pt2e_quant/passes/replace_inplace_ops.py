@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch.fx import GraphModule, Node
 
+from pt2e_quant.aliasing import alias_classes
+
 __all__ = ["replace_inplace_ops", "functional_variant"]
 
 
@@ -41,70 +43,6 @@ def functional_variant(target: object) -> object | None:
     if overload is None or len(overload._schema.arguments) != len(schema.arguments):
         return None
     return overload
-
-
-_aten = torch.ops.aten
-
-#: Ops whose schema promises a fresh result but whose implementation can hand back their
-#: input itself: dropout when not training (or with p = 0), ``type_as`` / ``sum_to_size`` /
-#: ``atleast_*d`` when nothing needs converting, ``einsum`` for an identity or permuting
-#: equation. An in-place op on such a result mutates the input too.
-_MAY_RETURN_INPUT = frozenset(
-    {
-        _aten.dropout.default,
-        _aten.feature_dropout.default,
-        _aten.alpha_dropout.default,
-        _aten.feature_alpha_dropout.default,
-        _aten.type_as.default,
-        _aten.sum_to_size.default,
-        _aten.atleast_1d.default,
-        _aten.atleast_2d.default,
-        _aten.atleast_3d.default,
-        _aten.einsum.default,
-    }
-)
-
-
-def _aliased_arguments(node: Node, schema: torch.FunctionSchema) -> list[object]:
-    """The arguments ``node``'s result may share storage with."""
-    if node.target in _MAY_RETURN_INPUT:
-        first = node.args[0] if node.args else None
-        # einsum's operands come as a list after the equation
-        return list(node.args[1]) if node.target is _aten.einsum.default else [first]
-    if len(schema.returns) != 1 or schema.returns[0].alias_info is None:
-        return []
-    alias_set = schema.returns[0].alias_info.before_set
-    return [
-        value
-        for argument, value in zip(schema.arguments, node.args, strict=False)
-        if argument.alias_info is not None and argument.alias_info.before_set == alias_set
-    ]
-
-
-def _alias_classes(gm: GraphModule) -> dict[Node, Node]:
-    """Union-find of nodes whose results share storage (views and in-place results).
-
-    An op's result aliases an argument when the schema gives both the same alias set, e.g.
-    ``relu_(Tensor(a!) self) -> Tensor(a!)`` or ``view(Tensor(a) self, ...) -> Tensor(a)``,
-    or when the op is one of the few that may return an input without saying so.
-    """
-    parent: dict[Node, Node] = {}
-
-    def find(node: Node) -> Node:
-        parent.setdefault(node, node)
-        while parent[node] is not node:
-            parent[node] = parent[parent[node]]
-            node = parent[node]
-        return node
-
-    for node in gm.graph.nodes:
-        schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
-        if schema is None:
-            continue
-        for value in _aliased_arguments(node, schema):
-            if isinstance(value, Node):
-                parent[find(node)] = find(value)
-    return {node: find(node) for node in gm.graph.nodes}
 
 
 def _mutation_is_unobservable(
@@ -133,7 +71,7 @@ def replace_inplace_ops(gm: GraphModule) -> bool:
     """Swap eligible in-place ops for functional ones; True if any was swapped."""
     order = {node: index for index, node in enumerate(gm.graph.nodes)}
     # computed once, before any rewrite: rewrites only split classes, so this stays conservative
-    classes = _alias_classes(gm)
+    classes = alias_classes(gm)
     changed = False
     for node in gm.graph.nodes:
         if node.op != "call_function":

@@ -552,10 +552,15 @@ def test_qat_config_inserts_fake_quantizers() -> None:
 
 
 def test_qat_conv_transpose_bn_weight_axis_is_1() -> None:
-    """Deliberate difference: ExecuTorch's QAT conv-bn annotator gives a transposed conv's
-    weight the plain weight spec (per channel along axis 0, the *input* channels), while its
-    PTQ conv-transpose annotator, and we everywhere, use axis 1, the output channels that
-    batch-norm folding scales and XNNPACK's per-channel kernels expect."""
+    """Deliberate difference: under per-channel QAT the peer (ExecuTorch's quantizer through
+    torchao's prepare) fake-quantizes every transposed conv's weight along axis 0, the *input*
+    channels, with or without a batch norm after it. Its conv-bn annotator asks for axis 0
+    outright; its conv-transpose annotator asks for axis 1, but torchao's prepare keeps a
+    spec's channel axis only for constructors whose class name says "PerChannel", and the QAT
+    weight constructor is the fused fake-quant, whose inner observer then keeps its default
+    axis 0 (tests/quantizers/test_random_graph_differential.py shows both cases). We use axis
+    1, the output channels that batch-norm folding scales and XNNPACK's per-channel kernels
+    expect."""
     model = ConvTWithBNRelu()
     inputs = model.example_inputs()
     exported = torch.export.export(model.train(), inputs).module()
@@ -642,8 +647,8 @@ def _has_batch_norm(name: str) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in ZOO[name]().modules())
 
 
-#: Zoo models with a transposed conv followed by batch norm; under per-channel QAT ExecuTorch
-#: quantizes their weights along the wrong axis, so the outputs cannot be bit-identical.
+#: Zoo models with a transposed conv; under per-channel QAT the peer quantizes its weight
+#: along the wrong axis (with or without batch norm), so the outputs cannot be bit-identical.
 _PEER_QAT_CONV_TRANSPOSE_BN_BUG = frozenset({"conv_transpose_decoder"})
 
 
@@ -654,8 +659,8 @@ def _zoo_cases():
             marks = ()
             if preset == "qat" and name in _PEER_QAT_CONV_TRANSPOSE_BN_BUG:
                 reason = (
-                    "deliberate difference (ExecuTorch bug): its QAT conv-bn annotator splits a "
-                    "transposed conv's weight along axis 0; see "
+                    "deliberate difference (peer bug): under QAT it splits a transposed conv's "
+                    "weight along axis 0; see "
                     "test_qat_conv_transpose_bn_weight_axis_is_1"
                 )
                 marks = pytest.mark.skip(reason=reason)

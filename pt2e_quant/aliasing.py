@@ -1,0 +1,96 @@
+"""Which graph values share storage, and which ops write into a value.
+
+Quantization turns a value into a copy (quantize, then dequantize), which is only right when
+nothing writes into the original afterwards. Export keeps in-place ops whose effect is seen
+through an alias (a view, or an op that returns its input), so passes that rewrite in-place
+ops or place observers ask this module which values share storage and where writes happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.fx import GraphModule, Node
+
+from pt2e_quant.aten_args import argument
+from pt2e_quant.train_eval import is_training_mode_op
+
+__all__ = ["MAY_RETURN_INPUT", "aliased_arguments", "alias_classes", "written_arguments"]
+
+_aten = torch.ops.aten
+
+#: Ops whose schema promises a fresh result but whose implementation can hand back their
+#: input itself: dropout when not training (or with p = 0), ``type_as`` / ``sum_to_size`` /
+#: ``atleast_*d`` when nothing needs converting, ``einsum`` for an identity or permuting
+#: equation. An in-place op on such a result mutates the input too.
+MAY_RETURN_INPUT = frozenset(
+    {
+        _aten.dropout.default,
+        _aten.feature_dropout.default,
+        _aten.alpha_dropout.default,
+        _aten.feature_alpha_dropout.default,
+        _aten.type_as.default,
+        _aten.sum_to_size.default,
+        _aten.atleast_1d.default,
+        _aten.atleast_2d.default,
+        _aten.atleast_3d.default,
+        _aten.einsum.default,
+    }
+)
+
+
+def aliased_arguments(node: Node, schema: torch.FunctionSchema) -> list[object]:
+    """The arguments ``node``'s result may share storage with."""
+    if node.target in MAY_RETURN_INPUT:
+        first = node.args[0] if node.args else None
+        # einsum's operands come as a list after the equation
+        return list(node.args[1]) if node.target is _aten.einsum.default else [first]
+    if len(schema.returns) != 1 or schema.returns[0].alias_info is None:
+        return []
+    alias_set = schema.returns[0].alias_info.before_set
+    return [
+        value
+        for argument, value in zip(schema.arguments, node.args, strict=False)
+        if argument.alias_info is not None and argument.alias_info.before_set == alias_set
+    ]
+
+
+def alias_classes(gm: GraphModule) -> dict[Node, Node]:
+    """Union-find of nodes whose results share storage (views and in-place results).
+
+    An op's result aliases an argument when the schema gives both the same alias set, e.g.
+    ``relu_(Tensor(a!) self) -> Tensor(a!)`` or ``view(Tensor(a) self, ...) -> Tensor(a)``,
+    or when the op is one of the few that may return an input without saying so.
+    """
+    parent: dict[Node, Node] = {}
+
+    def find(node: Node) -> Node:
+        parent.setdefault(node, node)
+        while parent[node] is not node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for node in gm.graph.nodes:
+        schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
+        if schema is None:
+            continue
+        for value in aliased_arguments(node, schema):
+            if isinstance(value, Node):
+                parent[find(node)] = find(value)
+    return {node: find(node) for node in gm.graph.nodes}
+
+
+def written_arguments(node: Node) -> Iterator[object]:
+    """The arguments ``node`` writes into: schema-annotated ones, and training batch norm's
+    running statistics (``aten.batch_norm`` updates them without saying so in its schema)."""
+    schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
+    if schema is None:
+        return
+    for arg in schema.arguments:
+        if arg.alias_info is not None and arg.alias_info.is_write:
+            yield argument(node, arg.name)
+    if is_training_mode_op(node):
+        yield argument(node, "running_mean")
+        yield argument(node, "running_var")
