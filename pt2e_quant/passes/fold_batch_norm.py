@@ -118,7 +118,13 @@ def _fold(gm: GraphModule, c: _Candidate, readers: dict[str, list[Node]]) -> Non
     )
     for name, value, template in (("weight", weight, weight_node), ("bias", bias, bias_node)):
         stored = store_constant(
-            gm, value, template=template, owners={c.layer}, readers=readers, before=c.layer
+            gm,
+            value,
+            template=template,
+            owners={c.layer},
+            readers=readers,
+            before=c.layer,
+            fake_like=argument(c.batch_norm, "running_mean"),
         )
         if stored is not template:
             set_argument(c.layer, name, stored)

@@ -161,7 +161,13 @@ def _fold(gm: GraphModule, s: _Simulation, readers: dict[str, list[Node]]) -> No
     _move_quantization_next_to(stored_weight, s.layer)
     bias_owners = {n for n in (s.zero_bias, s.bias_reshape) if n is not None}
     stored_bias = store_constant(
-        gm, bias, template=s.bias, owners=bias_owners, readers=readers, before=s.layer
+        gm,
+        bias,
+        template=s.bias,
+        owners=bias_owners,
+        readers=readers,
+        before=s.layer,
+        fake_like=argument(s.batch_norm, "running_mean"),
     )
     if s.zero_bias is not None:
         s.zero_bias.replace_all_uses_with(stored_bias)

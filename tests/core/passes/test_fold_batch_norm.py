@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pt2e_quant.graph_copy import copy_graph_module
+from pt2e_quant.passes.batch_norm_folding import store_constant
 from pt2e_quant.passes.driver import run_pass
 from pt2e_quant.passes.fold_batch_norm import (
     BatchNormInTrainingModeWarning,
@@ -251,3 +252,42 @@ def test_folded_layer_takes_the_batch_norm_debug_handle():
     run_pass(gm, fold_batch_norm)
     (folded,) = [n for n in gm.graph.nodes if n.target is aten.conv2d.default]
     assert get_debug_handle(folded) == bn_handle
+
+
+def _describes(node: torch.fx.Node, value: torch.Tensor) -> bool:
+    fake = node.meta.get("val")
+    return (
+        isinstance(fake, torch.Tensor)
+        and hasattr(fake, "fake_mode")
+        and (fake.shape, fake.dtype, fake.stride()) == (value.shape, value.dtype, value.stride())
+    )
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_folded_constants_carry_fake_values_that_describe_them(case):
+    """Later passes and lowering read shapes and dtypes from ``meta["val"]``; a new bias (the
+    layer had none) gets one too, reused from the batch norm's statistics when it fits."""
+    factory, shape = CASES[case]
+    gm, _ = _export(factory(), shape)
+    folded = copy_graph_module(gm)
+    run_pass(folded, fold_batch_norm)
+    layer = next(n for n in folded.graph.nodes if n.op == "call_function" and len(n.args) > 2)
+    for constant in layer.args[1:3]:
+        assert constant.op == "get_attr", case
+        assert _describes(constant, folded.get_parameter(str(constant.target))), constant
+
+
+def test_new_constant_without_a_reusable_fake_gets_one_from_its_value():
+    gm, _ = _export(CASES["conv2d_no_bias"][0](), CASES["conv2d_no_bias"][1])
+    conv = next(n for n in gm.graph.nodes if n.target == aten.conv2d.default)
+    value = torch.randn(4, dtype=torch.float64)
+    stored = store_constant(
+        gm, value, template=None, owners={conv}, readers={}, before=conv, fake_like=None
+    )
+    assert _describes(stored, value)
+    # A fake of the wrong dtype is not reused.
+    mean = next(n for n in gm.graph.nodes if "running_mean" in str(n.target))
+    other = store_constant(
+        gm, value, template=None, owners={conv}, readers={}, before=conv, fake_like=mean
+    )
+    assert _describes(other, value) and other.meta["val"] is not mean.meta["val"]
