@@ -33,7 +33,9 @@ __all__ = [
     "assert_node_occurrence",
     "assert_node_order",
     "count_ops",
+    "functional_op_name",
     "ops_in_order",
+    "qdq_and_compute_ops",
 ]
 
 OP_KINDS = ("call_function", "call_method", "call_module")
@@ -127,6 +129,31 @@ def ops_in_order(gm: GraphLike, module_types: bool = True) -> list[Any]:
     """The top-level graph's op targets in node order (call_module as type, see count_ops)."""
     root = _graph_module(gm)
     return [_op_key(root, node, module_types) for node in _op_nodes(root)]
+
+
+def functional_op_name(name: str) -> str:
+    """``aten.relu_.default`` -> ``aten.relu.default``.
+
+    Differential tests compare op sequences with this spelling because our prepare replaces
+    an in-place op whose input nobody else reads by its functional form (so an observer on
+    ``relu_`` cannot alias its input) where the peers keep ``relu_``; both compute the same
+    values. Private ops (``aten._foo``) are left alone.
+    """
+    namespace, op, overload = name.split(".")
+    if op.endswith("_") and not op.startswith("_"):
+        op = op[:-1]
+    return f"{namespace}.{op}.{overload}"
+
+
+def qdq_and_compute_ops(gm: GraphLike) -> list[str]:
+    """The top-level graph's q/dq and aten ops in node order, spelled by
+    :func:`functional_op_name`; bookkeeping (getitem, submodule calls) is dropped."""
+    names = (str(target) for target in ops_in_order(gm))
+    return [
+        functional_op_name(name)
+        for name in names
+        if name.startswith(("aten.", "quantized_decomposed."))
+    ]
 
 
 def _occurrences(gm: GraphModule, key: Any, include_subgraphs: bool) -> int:

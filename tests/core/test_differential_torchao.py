@@ -12,39 +12,12 @@ import warnings
 import pytest
 import torch
 
-from tests.graph_check import ops_in_order
+from tests.graph_check import qdq_and_compute_ops
 from tests.models import ZOO
 from tests.peer_annotation import library, make_int8_quantizer
 
 pytestmark = pytest.mark.torchao
 pytest.importorskip("torchao")
-
-QDQ_PREFIX = "quantized_decomposed."
-
-
-def _functional_name(name: str) -> str:
-    """``aten.relu_.default`` -> ``aten.relu.default``.
-
-    Deliberate difference: our prepare replaces in-place ops whose result is only read
-    through their return value by the functional op (so an observer on ``relu_`` cannot
-    alias its input); torchao keeps ``relu_``. Both compute the same values.
-    """
-    namespace, op, overload = name.split(".")
-    if op.endswith("_") and not op.startswith("_"):
-        op = op[:-1]
-    return f"{namespace}.{op}.{overload}"
-
-
-def _qdq_and_compute_sequence(gm) -> list[str]:
-    """Op order with the names of q/dq ops and real compute, dropping bookkeeping ops."""
-    keep = []
-    for target in ops_in_order(gm):
-        name = str(target)
-        if name.startswith("aten."):
-            keep.append(_functional_name(name))
-        elif name.startswith(QDQ_PREFIX):
-            keep.append(name)
-    return keep
 
 
 def _run_pipeline(
@@ -73,7 +46,7 @@ def test_same_structure_and_bit_identical_outputs(name: str, per_channel: bool) 
         warnings.simplefilter("ignore")
         theirs = _run_pipeline("torchao", model, calibration, per_channel)
         ours = _run_pipeline("pt2e_quant", model, calibration, per_channel)
-    assert _qdq_and_compute_sequence(ours) == _qdq_and_compute_sequence(theirs)
+    assert qdq_and_compute_ops(ours) == qdq_and_compute_ops(theirs)
     test_input = calibration[-1]
     with torch.no_grad():
         ours_out, theirs_out = ours(*test_input), theirs(*test_input)

@@ -42,7 +42,7 @@ from tests.models import ZOO
 pytestmark = [pytest.mark.inductor, pytest.mark.torchao]
 
 #: torchao's quantizer raises "Input partition has more than one output node" on the
-#: non-strict export of these (see test_x86_inductor.test_torchao_crashes_on_non_strict_resnets),
+#: non-strict export of these (see test_x86_inductor_torchao_parity.test_torchao_crashes_on_non_strict_resnets),
 #: so torchao quantizes their strict export; same aten ops, ours keeps the non-strict one.
 PEER_CRASHES_NON_STRICT = (
     "resnet_basic_block",

@@ -1,28 +1,17 @@
-"""The ``quantized_decomposed`` operators exist whenever pt2e_quant is imported, from torch or ours.
+"""What the ``quantized_decomposed`` tests compute with, here and in the child process.
 
-Convert's output is only useful if Inductor / ExecuTorch recognise it, and they match the exact
-overloads torch defines. So: in this process torch's module must be the source; and in a child
-process where that module cannot be imported, our fallback must define the same schemas and
-produce bit-identical results (values, dtypes, strides, errors, Meta shapes, gradients) and
-still trace under ``torch.export``. The child runs once; each test checks one part of its report.
+The fallback tests run each case twice: with torch's kernels in the pytest process and with our
+fallback in a child process that cannot import torch's module. Both sides import this module, so
+they agree on the overload list, the cases, how a case is run and summarised, and the module that
+is exported; it must stay importable without pytest.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 
-import pt2e_quant  # noqa: F401  (the import under test)
-from pt2e_quant import _compat, _decomposed_fallback
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TORCH_MODULE = "torch.ao.quantization.fx._decomposed"
 NAMESPACE = "quantized_decomposed"
 qd = torch.ops.quantized_decomposed
@@ -49,7 +38,7 @@ REQUIRED_OVERLOADS = (
 )
 
 
-def _resolve(qualified: str) -> Any:
+def resolve(qualified: str) -> Any:
     name, overload = qualified.split(".")
     return getattr(getattr(qd, name), overload)
 
@@ -332,9 +321,9 @@ CASES = _build_cases()
 CASE_IDS = [case[0] for case in CASES]
 
 
-def _run(qualified: str, args: tuple, kwargs: dict) -> tuple[str, Any]:
+def run_op(qualified: str, args: tuple, kwargs: dict) -> tuple[str, Any]:
     try:
-        return "ok", _resolve(qualified)(*args, **kwargs)
+        return "ok", resolve(qualified)(*args, **kwargs)
     except Exception as error:  # noqa: BLE001 - the exception type is what is compared
         return "raises", type(error).__name__
 
@@ -343,15 +332,15 @@ def _to_meta(value: Any) -> Any:
     return value.to("meta") if isinstance(value, torch.Tensor) else value
 
 
-def _meta_summary(qualified: str, args: tuple, kwargs: dict) -> tuple[str, Any]:
-    status, out = _run(qualified, tuple(_to_meta(a) for a in args), kwargs)
+def meta_summary(qualified: str, args: tuple, kwargs: dict) -> tuple[str, Any]:
+    status, out = run_op(qualified, tuple(_to_meta(a) for a in args), kwargs)
     if status != "ok":
         return status, out
     outs = out if isinstance(out, tuple) else (out,)
     return status, [(tuple(t.shape), t.dtype, t.stride()) for t in outs]
 
 
-def _grad_of_fake_quant(args: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+def grad_of_fake_quant(args: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     x = args[0].clone().requires_grad_()
     out = qd.fake_quant_per_channel.default(x, *args[1:])
     out.backward(torch.linspace(-1.0, 1.0, out.numel()).reshape(out.shape))
@@ -397,216 +386,5 @@ class QdqModule(torch.nn.Module):
         return qd.convert_element_type.no_fuse(y, torch.bfloat16)
 
 
-def _export_input() -> torch.Tensor:
+def export_input() -> torch.Tensor:
     return torch.randn(3, 8, generator=torch.Generator().manual_seed(11)) * 2
-
-
-# --------------------------------------------------------------------------------------------
-# the child process: torch's module blocked, then pt2e_quant imported
-# --------------------------------------------------------------------------------------------
-
-CHILD_SCRIPT = r"""
-import importlib.abc, sys
-BLOCKED = "torch.ao.quantization.fx._decomposed"
-
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname == BLOCKED:
-            raise ImportError(f"{fullname} is blocked by the test")
-        return None
-
-sys.meta_path.insert(0, _Block())
-import torch
-
-def config():
-    return (torch.get_default_dtype(), torch.is_grad_enabled(),
-            torch.are_deterministic_algorithms_enabled(), torch.get_num_threads(),
-            torch.is_inference_mode_enabled(), torch.is_anomaly_enabled())
-
-report = {"eagerly_imported": BLOCKED in sys.modules,
-          "predefined": hasattr(torch.ops.quantized_decomposed, "quantize_per_tensor"),
-          "config_before": config()}
-import pt2e_quant
-from pt2e_quant import _compat
-from tests.core import test_decomposed_ops as t
-
-report["config_after"] = config()
-report["source"] = _compat.ensure_quantized_decomposed_ops()
-report["source_again"] = _compat.ensure_quantized_decomposed_ops()
-report["torch_module_loaded"] = BLOCKED in sys.modules
-report["namespace"] = _compat.namespace_schemas(t.NAMESPACE)
-report["schemas"] = {q: str(t._resolve(q)._schema) for q in t.REQUIRED_OVERLOADS}
-cases = torch.load(sys.argv[2], weights_only=False)
-report["results"] = {cid: t._run(q, a, k) for cid, q, a, k in cases}
-report["meta"] = {cid: t._meta_summary(q, a, k) for cid, q, a, k in cases}
-fq = next(c for c in cases if c[0] == "fq_channel")
-report["fake_quant_grad"] = t._grad_of_fake_quant(fq[2])
-module, x = t.QdqModule(), t._export_input()
-program = torch.export.export(module, (x,))
-report["export_targets"] = sorted(
-    str(n.target) for n in program.graph.nodes if n.op == "call_function")
-report["export_out"] = program.module()(x)
-report["eager_out"] = module(x)
-report["torch_module_loaded_at_end"] = BLOCKED in sys.modules
-torch.save(report, sys.argv[1])
-"""
-
-
-def _python(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """Run a fresh interpreter that can import this checkout (and ``tests``)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(
-        [sys.executable, *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, f"child failed:\n{proc.stderr[-4000:]}"
-    return proc
-
-
-@pytest.fixture(scope="module")
-def torch_namespace() -> list[str]:
-    """Every schema torch's module defines, from a fresh process.
-
-    Not read in this one: other packages (ExecuTorch) add their own operators to the
-    namespace once imported, and a pytest session may have imported them.
-    """
-    script = (
-        f"import importlib, torch; importlib.import_module({TORCH_MODULE!r}); "
-        "from pt2e_quant._compat import namespace_schemas; "
-        f"print('\\n'.join(namespace_schemas({NAMESPACE!r})))"
-    )
-    return _python("-c", script).stdout.splitlines()
-
-
-@pytest.fixture(scope="module")
-def child(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Report of the child process; one run serves every fallback test.
-
-    The inputs go over in a file (not regenerated there) so both sides see the same bits.
-    """
-    folder = tmp_path_factory.mktemp("decomposed")
-    out, cases = folder / "report.pt", folder / "cases.pt"
-    torch.save(CASES, cases)
-    _python("-c", CHILD_SCRIPT, str(out), str(cases))
-    return torch.load(out, weights_only=False)
-
-
-def assert_bit_identical(actual: Any, expected: Any, where: str) -> None:
-    """Same type, dtype, shape, strides, and the same bits (so -0.0 != 0.0, NaN == NaN)."""
-    if isinstance(expected, (tuple, list)):
-        assert isinstance(actual, (tuple, list)) and len(actual) == len(expected), where
-        for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
-            assert_bit_identical(a, e, f"{where}[{index}]")
-        return
-    if not isinstance(expected, torch.Tensor):
-        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
-        return
-    assert isinstance(actual, torch.Tensor), where
-    assert (actual.dtype, actual.shape) == (expected.dtype, expected.shape), where
-    assert actual.stride() == expected.stride(), f"{where}: strides differ"
-    if expected.is_floating_point():
-        bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-        view = bits[expected.element_size()]
-        actual, expected = actual.contiguous().view(view), expected.contiguous().view(view)
-    mismatches = (actual != expected).sum().item()
-    assert mismatches == 0, f"{where}: {mismatches} of {expected.numel()} elements differ"
-
-
-# --------------------------------------------------------------------------------------------
-# in this process: torch's own module is the source
-# --------------------------------------------------------------------------------------------
-
-
-def test_import_uses_torch_module_and_defines_every_overload() -> None:
-    assert _compat.ensure_quantized_decomposed_ops() == "torch"
-    assert TORCH_MODULE in sys.modules
-    for qualified in REQUIRED_OVERLOADS:
-        assert str(_resolve(qualified)._schema).startswith(f"{NAMESPACE}::"), qualified
-
-
-def test_repeat_calls_do_not_import_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_import(*_args: object, **_kwargs: object) -> None:
-        raise AssertionError("ensure_quantized_decomposed_ops imported again")
-
-    monkeypatch.setattr(importlib, "import_module", no_import)
-    assert [_compat.ensure_quantized_decomposed_ops() for _ in range(3)] == ["torch"] * 3
-
-
-def test_fallback_table_matches_live_schemas() -> None:
-    table = _decomposed_fallback.expected_schemas()
-    assert set(REQUIRED_OVERLOADS) <= set(table)
-    assert {q: str(_resolve(q)._schema) for q in table} == table
-
-
-def test_fallback_table_covers_torch_namespace_exactly(torch_namespace: list[str]) -> None:
-    # If torch adds, drops or changes an overload, the fallback must follow.
-    assert len(torch_namespace) >= len(REQUIRED_OVERLOADS)
-    assert sorted(_decomposed_fallback.expected_schemas().values()) == torch_namespace
-
-
-def test_fallback_defines_nothing_already_defined() -> None:
-    assert _decomposed_fallback.register_missing() == ()
-
-
-# --------------------------------------------------------------------------------------------
-# in the child: our fallback is the source
-# --------------------------------------------------------------------------------------------
-
-
-def test_child_used_the_fallback(child: dict[str, Any]) -> None:
-    # The premise: importing torch alone neither imports the module nor defines the ops.
-    assert child["eagerly_imported"] is False
-    assert child["predefined"] is False
-    assert (child["source"], child["source_again"]) == ("fallback", "fallback")
-    assert child["torch_module_loaded"] is False
-    assert child["torch_module_loaded_at_end"] is False
-
-
-def test_child_import_left_torch_config_alone(child: dict[str, Any]) -> None:
-    assert child["config_after"] == child["config_before"]
-
-
-def test_fallback_schemas_equal_torch(child: dict[str, Any], torch_namespace: list[str]) -> None:
-    expected = {q: str(_resolve(q)._schema) for q in REQUIRED_OVERLOADS}
-    assert child["schemas"] == expected
-    assert child["namespace"] == torch_namespace
-
-
-@pytest.mark.parametrize("case_id", CASE_IDS)
-def test_fallback_output_bit_identical(child: dict[str, Any], case_id: str) -> None:
-    _, qualified, args, kwargs = CASES[CASE_IDS.index(case_id)]
-    expected = _run(qualified, args, kwargs)
-    actual = child["results"][case_id]
-    if actual[0] != expected[0]:
-        pytest.fail(
-            f"{case_id}: fallback {actual[0]} {actual[1] if actual[0] == 'raises' else ''}"
-            f", torch {expected[0]} {expected[1] if expected[0] == 'raises' else ''}"
-        )
-    assert_bit_identical(actual[1], expected[1], case_id)
-
-
-def test_fallback_meta_kernels_match(child: dict[str, Any]) -> None:
-    expected = {cid: _meta_summary(q, a, k) for cid, q, a, k in CASES}
-    differing = [cid for cid in CASE_IDS if child["meta"][cid] != expected[cid]]
-    assert not differing, {cid: (child["meta"][cid], expected[cid]) for cid in differing[:5]}
-
-
-def test_fallback_fake_quant_gradient_matches(child: dict[str, Any]) -> None:
-    args = CASES[CASE_IDS.index("fq_channel")][2]
-    assert_bit_identical(child["fake_quant_grad"], _grad_of_fake_quant(args), "fake_quant")
-
-
-def test_fallback_ops_trace_under_export(child: dict[str, Any]) -> None:
-    module, x = QdqModule(), _export_input()
-    program = torch.export.export(module, (x,))
-    expected_targets = sorted(str(n.target) for n in program.graph.nodes if n.op == "call_function")
-    assert child["export_targets"] == expected_targets
-    assert sum(NAMESPACE in target for target in expected_targets) == 8
-    expected = module(x)
-    assert_bit_identical(child["eager_out"], expected, "eager")
-    assert_bit_identical(child["export_out"], expected, "exported")

@@ -1,0 +1,136 @@
+"""Presets, graph helpers and tiny models shared by the XNNPACKQuantizer tests.
+
+test_xnnpack_patterns.py, test_xnnpack_scoping.py and test_xnnpack_config.py all quantize
+these models with these presets and read the converted graph through these helpers
+(which dequantize feeds a weight, which scale an edge carries); test_xnnpack_executorch_parity.py
+builds its quantizer with ``global_quantizer``. Kept in one place so the files check the same
+graphs; the models are the smallest that exercise one rule each.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.fx import GraphModule, Node
+
+from pt2e_quant import convert_pt2e, prepare_pt2e
+from quantizers.config import QuantizationConfig
+from quantizers.xnnpack import XNNPACKQuantizer, get_symmetric_quantization_config
+
+aten = torch.ops.aten
+qd = torch.ops.quantized_decomposed
+Q, DQ = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
+DQ_CH = qd.dequantize_per_channel.default
+CHOOSE = qd.choose_qparams.tensor
+Q_DYN, DQ_DYN = qd.quantize_per_tensor.tensor, qd.dequantize_per_tensor.tensor
+
+PER_TENSOR = get_symmetric_quantization_config()
+PER_CHANNEL = get_symmetric_quantization_config(is_per_channel=True)
+DYNAMIC = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
+QAT = get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
+
+
+def quantize(model: nn.Module, inputs: tuple, quantizer: XNNPACKQuantizer) -> GraphModule:
+    """Export in eval mode, prepare, calibrate on ``inputs`` once, convert."""
+    exported = torch.export.export(model.eval(), inputs).module()
+    prepared = prepare_pt2e(exported, quantizer)
+    with torch.no_grad():
+        prepared(*inputs)
+    return convert_pt2e(prepared)
+
+
+def prepare(model: nn.Module, inputs: tuple, quantizer: XNNPACKQuantizer) -> GraphModule:
+    return prepare_pt2e(torch.export.export(model.eval(), inputs).module(), quantizer)
+
+
+def global_quantizer(config: QuantizationConfig) -> XNNPACKQuantizer:
+    return XNNPACKQuantizer().set_global(config)
+
+
+def call_nodes(gm: GraphModule, target) -> list[Node]:
+    """The call_function nodes of ``gm`` that call ``target``, in graph order."""
+    return [n for n in gm.graph.nodes if n.op == "call_function" and n.target == target]
+
+
+def weight_dq(node: Node) -> Node | None:
+    """The dequantize feeding ``node``'s weight, or None when the weight stayed float."""
+    weight = node.args[1]
+    return weight if weight.target in (DQ, DQ_CH) else None
+
+
+def input_scale(node: Node, index: int = 0) -> float:
+    dq = node.args[0][index] if isinstance(node.args[0], (list, tuple)) else node.args[index]
+    assert dq.target is DQ, f"{node.name} input {index} is not dequantized"
+    return float(dq.args[1])
+
+
+def output_scale(node: Node) -> float:
+    (q,) = [u for u in node.users if u.target is Q]
+    return float(q.args[1])
+
+
+# ------------------------------------------------------------------------ small models
+
+
+class LinearModel(nn.Module):
+    def __init__(self, relu: bool = False) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 6)
+        self.relu = nn.ReLU() if relu else nn.Identity()
+
+    def forward(self, x):
+        return self.relu(self.linear(x))
+
+
+class ConvModel(nn.Module):
+    def __init__(self, relu: bool = False, dim: int = 2, groups: int = 1, transpose=False):
+        super().__init__()
+        conv = {(1, False): nn.Conv1d, (2, False): nn.Conv2d, (2, True): nn.ConvTranspose2d}
+        self.conv = conv[(dim, transpose)](4, 4, 3, groups=groups)
+        self.relu = nn.ReLU() if relu else nn.Identity()
+        self.dim = dim
+
+    def forward(self, x):
+        return self.relu(self.conv(x))
+
+    def example_inputs(self):
+        return (torch.randn(1, 4, *([6] * self.dim)),)
+
+
+class Binary(nn.Module):
+    def __init__(self, op, relu: bool = False) -> None:
+        super().__init__()
+        self.op, self.relu = op, relu
+
+    def forward(self, x, y):
+        out = self.op(x, y)
+        return torch.relu(out) if self.relu else out
+
+
+class CatOfConvs(nn.Module):
+    """x ─┬─ conv_a ─┐
+    └─ conv_b ─┴─ cat"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_a, self.conv_b = nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        return torch.cat([self.conv_a(x), self.conv_b(x)], dim=1)
+
+
+class ConvPoolHead(nn.Module):
+    """conv ─ max_pool2d ─ adaptive_avg_pool2d ─ flatten ─ unsqueeze ─ linear"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.linear = nn.Conv2d(2, 4, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(self.conv(x), 2)
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        return self.linear(x.unsqueeze(0))
+
+
+X4 = (torch.randn(2, 4),)
+IMAGE = (torch.randn(1, 2, 8, 8),)

@@ -1,0 +1,120 @@
+"""X86InductorQuantizer configs: the default recipe's numbers, its variants, and what validate
+rejects.
+
+Inductor's int8 kernels (onednn qconv / qlinear) take uint8 activations and per-output-channel
+int8 weights with a float bias; a config that asks for anything else would annotate a graph
+Inductor cannot lower, so validate refuses it at prepare time with a message naming the node
+and the field. The default config must match torchao's numbers exactly (the parity tests in
+test_x86_inductor_torchao_parity.py depend on it), and importing the quantizer must leave
+Inductor's global config alone (torchao's import installs a pre-grad pass).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from pt2e_quant import AnnotationError, QuantizationSpec, prepare_pt2e
+from pt2e_quant.fake_quantize import FusedMovingAvgObsFakeQuantize
+from pt2e_quant.observer import (
+    HistogramObserver,
+    MinMaxObserver,
+    PerChannelMinMaxObserver,
+    PlaceholderObserver,
+)
+from quantizers.config import QuantizationConfig
+from quantizers.x86_inductor import X86InductorQuantizer
+from tests.models import export_model
+from tests.quantizers._x86_inductor_pattern_models import ConvUnary, x86_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_default_config() -> None:
+    config = x86_config()
+    act, weight = config.input_activation, config.weight
+    assert (act.dtype, act.quant_min, act.quant_max, act.qscheme) == (
+        torch.uint8,
+        0,
+        255,
+        torch.per_tensor_affine,
+    )
+    assert act.observer_or_fake_quant_ctr.p.func is HistogramObserver
+    assert config.output_activation == act and config.bias is None and not config.is_qat
+    assert (weight.dtype, weight.qscheme, weight.ch_axis) == (
+        torch.int8,
+        torch.per_channel_symmetric,
+        0,
+    )
+    assert weight.observer_or_fake_quant_ctr.p.func is PerChannelMinMaxObserver
+
+
+def test_config_variants() -> None:
+    assert x86_config(reduce_range=True).input_activation.quant_max == 127
+    dynamic = x86_config(is_dynamic=True)
+    assert dynamic.is_dynamic
+    assert dynamic.input_activation.observer_or_fake_quant_ctr.p.func is PlaceholderObserver
+    qat = x86_config(is_qat=True)
+    assert qat.is_qat
+    assert qat.weight.observer_or_fake_quant_ctr.p.func is FusedMovingAvgObsFakeQuantize
+
+
+def test_importing_changes_no_inductor_config() -> None:
+    script = (
+        "import torch, torch._inductor.config as c\n"
+        "before = c.get_config_copy()\n"
+        "import quantizers.x86_inductor\n"
+        "after = c.get_config_copy()\n"
+        "changed = sorted(k for k in before if before[k] != after[k])\n"
+        "assert not changed, changed\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+# ----------------------------------------------------------------------------- validate
+
+
+def _replace(config: QuantizationConfig, **fields) -> QuantizationConfig:
+    return dataclasses.replace(config, **fields)
+
+
+def _prepare_with(config: QuantizationConfig) -> None:
+    model = ConvUnary(nn.ReLU())
+    prepare_pt2e(export_model(model), X86InductorQuantizer().set_global(config))
+
+
+def test_validate_rejects_per_tensor_weights() -> None:
+    weight = QuantizationSpec(
+        dtype=torch.int8,
+        qscheme=torch.per_tensor_symmetric,
+        observer_or_fake_quant_ctr=MinMaxObserver,
+    )
+    with pytest.raises(AnnotationError, match=r"'conv2d'.*per output channel.*ch_axis=0"):
+        _prepare_with(_replace(x86_config(), weight=weight))
+
+
+def test_validate_rejects_int8_activations() -> None:
+    act = QuantizationSpec(
+        dtype=torch.int8,
+        quant_min=-128,
+        quant_max=127,
+        qscheme=torch.per_tensor_affine,
+        observer_or_fake_quant_ctr=HistogramObserver,
+    )
+    with pytest.raises(AnnotationError, match=r"'conv2d'.*input_activation.*uint8"):
+        _prepare_with(_replace(x86_config(), input_activation=act, output_activation=act))
+
+
+def test_validate_rejects_quantized_bias() -> None:
+    bias = QuantizationSpec(dtype=torch.int32, observer_or_fake_quant_ctr=MinMaxObserver)
+    with pytest.raises(AnnotationError, match="float bias"):
+        _prepare_with(_replace(x86_config(), bias=bias))
