@@ -31,6 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.models import ZOO  # noqa: E402
 
+#: Width of the model-name column: the longest zoo name plus a gap.
+NAME_WIDTH = max(map(len, ZOO)) + 2
+
 QUICK_MODELS = ("resnet_basic_block", "tiny_mobilenet_v2", "transformer_encoder_block")
 INDUCTOR_MODELS = ("resnet_basic_block", "tiny_resnet", "tiny_mobilenet_v2")
 
@@ -126,7 +129,7 @@ def _quantize_exported(
 
 
 def time_quantizers(models: list[str], repeats: int) -> None:
-    print(f"{'model':<28}{'backend':<9}{'ours':>9}{'peer':>9}{'ratio':>8}")
+    print(f"{'model':<{NAME_WIDTH}}{'backend':<9}{'ours':>9}{'peer':>9}{'ratio':>8}")
     for name in models:
         for backend in QUANTIZERS:
             times: dict[str, list[float]] = {"ours": [], "peer": []}
@@ -135,7 +138,9 @@ def time_quantizers(models: list[str], repeats: int) -> None:
                     times[side].append(_quantize(side, backend, name)[0])
             ours, peer = (statistics.median(times[s]) for s in ("ours", "peer"))
             mark = "*" if (backend, name) in PEER_ON_STRICT_IR else ""
-            print(f"{name:<28}{backend:<9}{ours:>8.3f}s{peer:>8.3f}s{ours / peer:>8.3f}{mark}")
+            print(
+                f"{name:<{NAME_WIDTH}}{backend:<9}{ours:>8.3f}s{peer:>8.3f}s{ours / peer:>8.3f}{mark}"
+            )
     if PEER_ON_STRICT_IR:
         print("* the peer crashes on the default (non-strict) export; timed on a strict export")
 
@@ -160,7 +165,7 @@ def inductor_latency(models: list[str], rounds: int, calls: int = 50) -> None:
     background load on this shared 2-core machine hits all alike.
     """
     print(
-        f"\n{'model':<28}{'fp32':>10}{'ours int8':>11}{'peer int8':>11}{'ours/peer':>11}{'A/A':>8}"
+        f"\n{'model':<{NAME_WIDTH}}{'fp32':>10}{'ours int8':>11}{'peer int8':>11}{'ours/peer':>11}{'A/A':>8}"
     )
     builds = (("ours", 0), ("peer", 0), ("peer", 1), ("ours", 1))
     for name in models:
@@ -188,7 +193,7 @@ def inductor_latency(models: list[str], rounds: int, calls: int = 50) -> None:
         ours = (median["ours", 0] + median["ours", 1]) / 2
         peer = (median["peer", 0] + median["peer", 1]) / 2
         print(
-            f"{name:<28}{fp32 * 1e3:>8.3f}ms{ours * 1e3:>9.3f}ms{peer * 1e3:>9.3f}ms"
+            f"{name:<{NAME_WIDTH}}{fp32 * 1e3:>8.3f}ms{ours * 1e3:>9.3f}ms{peer * 1e3:>9.3f}ms"
             f"{ours / peer:>11.3f}{median['peer', 1] / median['peer', 0]:>8.3f}"
         )
 
@@ -208,13 +213,13 @@ def pte_sizes(models: list[str]) -> None:
     Every tensor a converted model still holds is serialized, read or not, so this is where
     state left behind by a pass (folded batch norms, observer histograms) would show.
     """
-    print(f"\n{'model':<28}{'ours .pte':>11}{'peer .pte':>11}{'ratio':>8}")
+    print(f"\n{'model':<{NAME_WIDTH}}{'ours .pte':>11}{'peer .pte':>11}{'ratio':>8}")
     for name in models:
         sizes = {
             side: _pte_bytes(*_quantize(side, "xnnpack", name)[1:]) for side in ("ours", "peer")
         }
         print(
-            f"{name:<28}{sizes['ours']:>10}B{sizes['peer']:>10}B{sizes['ours'] / sizes['peer']:>8.3f}"
+            f"{name:<{NAME_WIDTH}}{sizes['ours']:>10}B{sizes['peer']:>10}B{sizes['ours'] / sizes['peer']:>8.3f}"
         )
 
 
