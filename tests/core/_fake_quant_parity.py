@@ -13,6 +13,7 @@ import warnings
 import torch
 
 import pt2e_quant.observer as ours_obs
+from tests.core._observer_parity import assert_same_state
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -41,14 +42,6 @@ def quiet(fn, *args, **kwargs):
 def observer_pair(name: str):
     """The observer class called ``name`` from torch.ao and from pt2e_quant."""
     return getattr(ao_obs, name), getattr(ours_obs, name)
-
-
-def assert_same_state(ref: torch.nn.Module, got: torch.nn.Module) -> None:
-    ref_sd, got_sd = ref.state_dict(), got.state_dict()
-    assert list(ref_sd) == list(got_sd)
-    for key in ref_sd:
-        assert ref_sd[key].dtype == got_sd[key].dtype, key
-        assert torch.equal(ref_sd[key], got_sd[key]), (key, ref_sd[key], got_sd[key])
 
 
 def assert_same_pair(ref, got) -> None:
