@@ -14,7 +14,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from pt2e_quant.aten_args import argument
-from pt2e_quant.train_eval import is_training_mode_op
+from pt2e_quant.train_eval import DROPOUT_OPS, is_training_mode_op
 
 __all__ = ["MAY_RETURN_INPUT", "aliased_arguments", "alias_classes", "written_arguments"]
 
@@ -24,12 +24,8 @@ _aten = torch.ops.aten
 #: input itself: dropout when not training (or with p = 0), ``type_as`` / ``sum_to_size`` /
 #: ``atleast_*d`` when nothing needs converting, ``einsum`` for an identity or permuting
 #: equation. An in-place op on such a result mutates the input too.
-MAY_RETURN_INPUT = frozenset(
+MAY_RETURN_INPUT = DROPOUT_OPS | frozenset(
     {
-        _aten.dropout.default,
-        _aten.feature_dropout.default,
-        _aten.alpha_dropout.default,
-        _aten.feature_alpha_dropout.default,
         _aten.type_as.default,
         _aten.sum_to_size.default,
         _aten.atleast_1d.default,

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-__all__ = ["argument", "set_argument", "attribute", "module_constant"]
+__all__ = ["argument", "set_argument", "attribute", "attribute_owner", "module_constant"]
 
 
 def argument(node: Node, name: str, default: Any = None) -> Any:
@@ -54,6 +54,16 @@ def attribute(gm: GraphModule, dotted: str) -> Any:
         if owner is None:
             return None
     return owner
+
+
+def attribute_owner(gm: GraphModule, dotted: str) -> tuple[Any, str]:
+    """The object holding a get_attr target's last part, and that part: ``(gm.layer1.conv,
+    "weight")`` for ``"layer1.conv.weight"``. The owner is None if its path is absent.
+
+    Passes that rebind or delete a module tensor edit it on its owner, by name.
+    """
+    owner_path, _, leaf = dotted.rpartition(".")
+    return (attribute(gm, owner_path) if owner_path else gm), leaf
 
 
 def module_constant(gm: GraphModule, node: Any) -> torch.Tensor | None:

@@ -24,6 +24,7 @@ from pt2e_quant.model_checks import check_exported_graph_module
 from pt2e_quant.subgraphs import iter_graph_modules
 
 __all__ = [
+    "DROPOUT_OPS",
     "TrainingModeOpWarning",
     "is_training_mode_op",
     "warn_training_mode_ops",
@@ -34,6 +35,16 @@ __all__ = [
 ]
 
 _aten = torch.ops.aten
+
+#: The dropout overloads an export records; each takes its ``train`` flag third.
+DROPOUT_OPS = frozenset(
+    {
+        _aten.dropout.default,
+        _aten.feature_dropout.default,
+        _aten.alpha_dropout.default,
+        _aten.feature_alpha_dropout.default,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -48,10 +59,7 @@ _MODE_FLAGS: dict[object, _ModeFlag] = {
     _aten.batch_norm.default: _ModeFlag(5, "training"),
     _aten.native_batch_norm.default: _ModeFlag(5, "training"),
     _aten._native_batch_norm_legit.default: _ModeFlag(5, "training"),
-    _aten.dropout.default: _ModeFlag(2, "train"),
-    _aten.feature_dropout.default: _ModeFlag(2, "train"),
-    _aten.alpha_dropout.default: _ModeFlag(2, "train"),
-    _aten.feature_alpha_dropout.default: _ModeFlag(2, "train"),
+    **dict.fromkeys(DROPOUT_OPS, _ModeFlag(2, "train")),
 }
 
 # The no-training batch-norm overload has no flag (and drops the training overload's

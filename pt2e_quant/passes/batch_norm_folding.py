@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_quant.aten_args import argument, module_constant
+from pt2e_quant.aten_args import argument, attribute_owner, module_constant
 from pt2e_quant.errors import describe_node
 
 __all__ = [
@@ -214,8 +214,7 @@ def store_constant(
     """
     parameter = torch.nn.Parameter(value, requires_grad=False)
     if template is not None and set(readers.get(str(template.target), ())) <= owners:
-        owner_path, _, leaf = str(template.target).rpartition(".")
-        owner = gm.get_submodule(owner_path) if owner_path else gm
+        owner, leaf = attribute_owner(gm, str(template.target))
         setattr(owner, leaf, parameter)
         return template
     base = str(template.target) if template is not None else f"{before.name}_bias"

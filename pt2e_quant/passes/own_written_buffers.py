@@ -18,7 +18,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from pt2e_quant.aliasing import written_arguments
-from pt2e_quant.aten_args import attribute
+from pt2e_quant.aten_args import attribute_owner
 from pt2e_quant.graph_copy import is_owned_container
 from pt2e_quant.subgraphs import iter_graph_modules
 
@@ -36,8 +36,7 @@ def _written_targets(gm: GraphModule) -> set[str]:
 
 
 def _own(gm: GraphModule, target: str, clones: dict[int, torch.Tensor]) -> bool:
-    parent_path, _, leaf = target.rpartition(".")
-    parent = attribute(gm, parent_path) if parent_path else gm
+    parent, leaf = attribute_owner(gm, target)
     tensor = getattr(parent, leaf, None)
     if not is_owned_container(parent) or not isinstance(tensor, torch.Tensor):
         return False

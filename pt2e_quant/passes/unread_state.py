@@ -19,7 +19,7 @@ from collections.abc import Iterable
 import torch
 from torch.fx import GraphModule
 
-from pt2e_quant.aten_args import attribute
+from pt2e_quant.aten_args import attribute_owner
 from pt2e_quant.graph_copy import is_owned_container
 
 __all__ = ["delete_unread_tensors"]
@@ -48,8 +48,7 @@ def delete_unread_tensors(gm: GraphModule, targets: Iterable[str]) -> None:
     for target in sorted(set(targets) - referenced):
         path = target
         while path and path not in referenced:
-            parent_path, _, leaf = path.rpartition(".")
-            parent = attribute(gm, parent_path) if parent_path else gm
+            parent, leaf = attribute_owner(gm, path)
             child = getattr(parent, leaf, None)
             if not is_owned_container(parent) or child is None:
                 break
@@ -58,4 +57,4 @@ def delete_unread_tensors(gm: GraphModule, targets: Iterable[str]) -> None:
             ):
                 break
             delattr(parent, leaf)
-            path = parent_path
+            path = path.rpartition(".")[0]
