@@ -162,10 +162,13 @@ class _Builder:
             module = _build_plain(spec)
             _check_training_kind(module, spec, self.is_qat, group.members[0])
             return module
+        kind = type(spec)
         raise AnnotationError(
-            f"Unsupported spec type {type(spec).__name__} on the "
-            f"{describe_edge_or_node(group.members[0])}; use one of QuantizationSpec, "
-            "FixedQParamsQuantizationSpec, SharedQuantizationSpec, DerivedQuantizationSpec."
+            f"Unsupported spec type {kind.__module__}.{kind.__qualname__} on the "
+            f"{describe_edge_or_node(group.members[0])}; use one of pt2e_quant's "
+            "QuantizationSpec, FixedQParamsQuantizationSpec, SharedQuantizationSpec, "
+            "DerivedQuantizationSpec (a spec class from torchao or ExecuTorch has the same name "
+            "but is not read here: import it from pt2e_quant instead)."
         )
 
     def _source(self, group: SharingGroup, source: EdgeOrNode) -> torch.nn.Module:

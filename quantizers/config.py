@@ -20,6 +20,7 @@ from pt2e_quant.specs import QuantizationSpec
 
 __all__ = [
     "QuantizationConfig",
+    "checked_config",
     "get_input_act_qspec",
     "get_output_act_qspec",
     "get_weight_qspec",
@@ -39,6 +40,30 @@ class QuantizationConfig:
     def is_dynamic(self) -> bool:
         """Activations are quantized at run time (only weighted ops are quantized then)."""
         return self.input_activation is not None and self.input_activation.is_dynamic
+
+
+def checked_config(config: object, setter: str, factory: str) -> QuantizationConfig | None:
+    """``config`` if it is one of our configs or ``None``; otherwise a TypeError saying which.
+
+    Every setter calls this, so a wrong object fails where it was passed rather than as an
+    attribute error deep in ``annotate``. The likeliest wrong object is a half-done migration:
+    a config built by torchao's or ExecuTorch's helpers has the same class name but carries
+    those libraries' spec classes, so the message names the class's module and the import
+    to change.
+    """
+    if config is None or isinstance(config, QuantizationConfig):
+        return config
+    kind = type(config)
+    got = f"{kind.__module__}.{kind.__qualname__}"
+    hint = f"build it with quantizers.{factory}() or quantizers.config.QuantizationConfig"
+    if kind.__name__ == "QuantizationConfig":
+        hint = (
+            f"this config comes from another library; {hint} (migrating is an import change: "
+            f"`from quantizers import {factory}`)"
+        )
+    raise TypeError(
+        f"{setter}: expected a quantizers.config.QuantizationConfig or None, got {got}; {hint}"
+    )
 
 
 _ACTIVATION_QSCHEMES = (torch.per_tensor_affine, torch.per_tensor_symmetric)

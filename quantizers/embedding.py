@@ -30,7 +30,7 @@ from pt2e_quant.errors import AnnotationError, describe_node, graph_context
 from pt2e_quant.observer import PerChannelMinMaxObserver
 from pt2e_quant.quantizer import Quantizer
 from pt2e_quant.specs import QuantizationSpec
-from quantizers.config import QuantizationConfig
+from quantizers.config import QuantizationConfig, checked_config
 from quantizers.patterns import argument, is_call
 from quantizers.scoping import ScopedConfigs
 
@@ -76,29 +76,36 @@ class EmbeddingQuantizer(Quantizer):
 
     def __init__(self, config: QuantizationConfig | None = None) -> None:
         super().__init__()
+        config = _checked(config, "EmbeddingQuantizer(config)")
         default = get_embedding_quantization_config() if config is None else config
         self.scopes = ScopedConfigs(global_config=default)
 
     def set_global(self, config: QuantizationConfig | None) -> EmbeddingQuantizer:
-        self.scopes.global_config = config
+        self.scopes.global_config = _checked(config, "EmbeddingQuantizer.set_global")
         return self
 
     def set_module_type(
         self, module_type: type[torch.nn.Module], config: QuantizationConfig | None
     ) -> EmbeddingQuantizer:
-        self.scopes.module_type[module_type] = config
+        self.scopes.module_type[module_type] = _checked(
+            config, "EmbeddingQuantizer.set_module_type"
+        )
         return self
 
     def set_module_name(
         self, module_name: str, config: QuantizationConfig | None
     ) -> EmbeddingQuantizer:
-        self.scopes.module_name[module_name] = config
+        self.scopes.module_name[module_name] = _checked(
+            config, "EmbeddingQuantizer.set_module_name"
+        )
         return self
 
     def set_operator_type(
         self, operator: Any, config: QuantizationConfig | None
     ) -> EmbeddingQuantizer:
-        self.scopes.set_operator_type(operator, config)
+        self.scopes.set_operator_type(
+            operator, _checked(config, "EmbeddingQuantizer.set_operator_type")
+        )
         return self
 
     def rule_ops(self) -> frozenset:
@@ -153,3 +160,7 @@ class EmbeddingQuantizer(Quantizer):
                         "be quantized: indices and offsets are integers. Remove that entry "
                         "from input_qspec_map.\n" + graph_context(node)
                     )
+
+
+def _checked(config: object, setter: str) -> QuantizationConfig | None:
+    return checked_config(config, setter, "get_embedding_quantization_config")

@@ -50,7 +50,7 @@ from pt2e_quant.observer import (
 )
 from pt2e_quant.quantizer import Quantizer
 from pt2e_quant.specs import QuantizationSpec, SharedQuantizationSpec
-from quantizers.config import QuantizationConfig
+from quantizers.config import QuantizationConfig, checked_config
 from quantizers.patterns import any_annotated, argument, is_call, is_float_tensor
 from quantizers.scoping import ScopedConfigs
 from quantizers.x86_inductor_rules import (
@@ -153,7 +153,7 @@ class X86InductorQuantizer(Quantizer):
         return self._scoped.global_config
 
     def set_global(self, quantization_config: QuantizationConfig | None) -> X86InductorQuantizer:
-        self._check_mode(quantization_config)
+        quantization_config = self._checked_config(quantization_config, "set_global")
         self._scoped.global_config = quantization_config
         return self
 
@@ -164,7 +164,7 @@ class X86InductorQuantizer(Quantizer):
         self, function_type: Any, quantization_config: QuantizationConfig | None
     ) -> X86InductorQuantizer:
         """Scope by operator: ``F.conv2d``, ``torch.cat``, ``torch.matmul``, ... or an aten op."""
-        self._check_mode(quantization_config)
+        quantization_config = self._checked_config(quantization_config, "set_function_type_qconfig")
         operator = _FUNCTION_TO_ATEN.get(function_type, function_type)
         if getattr(operator, "overloadpacket", operator) not in _QUANTIZABLE_PACKETS:
             supported = ", ".join(sorted(getattr(f, "__name__", str(f)) for f in _FUNCTION_TO_ATEN))
@@ -180,7 +180,7 @@ class X86InductorQuantizer(Quantizer):
         self, module_type: type[torch.nn.Module], quantization_config: QuantizationConfig | None
     ) -> X86InductorQuantizer:
         """Every pattern anchored inside a module of this type (e.g. ``nn.Conv1d``)."""
-        self._check_mode(quantization_config)
+        quantization_config = self._checked_config(quantization_config, "set_module_type_qconfig")
         if not (isinstance(module_type, type) and issubclass(module_type, torch.nn.Module)):
             raise ValueError(
                 f"set_module_type_qconfig expects an nn.Module subclass, got {module_type!r}; "
@@ -193,7 +193,7 @@ class X86InductorQuantizer(Quantizer):
         self, module_name: str, quantization_config: QuantizationConfig | None
     ) -> X86InductorQuantizer:
         """Every pattern anchored inside the submodule ``module_name`` (e.g. ``"layers.0"``)."""
-        self._check_mode(quantization_config)
+        quantization_config = self._checked_config(quantization_config, "set_module_name_qconfig")
         self._scoped.module_name[module_name] = quantization_config
         return self
 
@@ -202,10 +202,16 @@ class X86InductorQuantizer(Quantizer):
     set_module_type = set_module_type_qconfig
     set_module_name = set_module_name_qconfig
 
-    def _check_mode(self, config: QuantizationConfig | None) -> None:
-        """One graph is either static or dynamic, PTQ or QAT: Inductor lowers it as one."""
+    def _checked_config(self, config: object, setter: str) -> QuantizationConfig | None:
+        """``config``, checked to be a config that fits the ones already set: one graph is
+        either static or dynamic, PTQ or QAT, because Inductor lowers it as one."""
+        config = checked_config(
+            config,
+            f"X86InductorQuantizer.{setter}",
+            "get_default_x86_inductor_quantization_config",
+        )
         if config is None:
-            return
+            return None
         for other in self._scoped.all_configs():
             if other.is_qat != config.is_qat:
                 raise ValueError(
@@ -223,6 +229,7 @@ class X86InductorQuantizer(Quantizer):
                     f"one already set has is_dynamic={other.is_dynamic}; static and dynamic "
                     "activation quantization cannot be mixed in one model."
                 )
+        return config
 
     # ------------------------------------------------------- introspection (coverage reports)
 

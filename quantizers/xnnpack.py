@@ -43,7 +43,7 @@ from pt2e_quant.observer import (
 from pt2e_quant.quantizer import Quantizer
 from pt2e_quant.specs import QuantizationSpec, QuantizationSpecBase
 from pt2e_quant.subgraphs import iter_graph_modules
-from quantizers.config import QuantizationConfig
+from quantizers.config import QuantizationConfig, checked_config
 from quantizers.patterns import (
     CONV_OPS,
     CONV_TRANSPOSE_OPS,
@@ -244,27 +244,34 @@ class XNNPACKQuantizer(Quantizer):
 
     # -- configuration (ExecuTorch's names) --------------------------------------------------
 
+    @property
+    def global_config(self) -> QuantizationConfig | None:
+        """The config ``set_global`` set (ExecuTorch's quantizer exposes it under this name)."""
+        return self._scoped.global_config
+
     def set_global(self, quantization_config: QuantizationConfig | None) -> XNNPACKQuantizer:
-        self._scoped.global_config = _checked(quantization_config)
+        self._scoped.global_config = _checked(quantization_config, "set_global")
         return self
 
     def set_operator_type(
         self, operator_type: Any, quantization_config: QuantizationConfig | None
     ) -> XNNPACKQuantizer:
         """``operator_type``: an aten packet or overload, e.g. ``torch.ops.aten.linear``."""
-        self._scoped.set_operator_type(operator_type, _checked(quantization_config))
+        self._scoped.set_operator_type(
+            operator_type, _checked(quantization_config, "set_operator_type")
+        )
         return self
 
     def set_module_type(
         self, module_type: type, quantization_config: QuantizationConfig | None
     ) -> XNNPACKQuantizer:
-        self._scoped.module_type[module_type] = _checked(quantization_config)
+        self._scoped.module_type[module_type] = _checked(quantization_config, "set_module_type")
         return self
 
     def set_module_name(
         self, module_name: str, quantization_config: QuantizationConfig | None
     ) -> XNNPACKQuantizer:
-        self._scoped.module_name[module_name] = _checked(quantization_config)
+        self._scoped.module_name[module_name] = _checked(quantization_config, "set_module_name")
         return self
 
     def set_filter_function(self, filter_fn: Callable[[Node], bool] | None) -> XNNPACKQuantizer:
@@ -333,10 +340,5 @@ class XNNPACKQuantizer(Quantizer):
         return lambda node: probe.config_for(node) is None
 
 
-def _checked(config: QuantizationConfig | None) -> QuantizationConfig | None:
-    if config is not None and not isinstance(config, QuantizationConfig):
-        raise TypeError(
-            f"expected a quantizers.config.QuantizationConfig or None, got {type(config).__name__}"
-            "; build one with get_symmetric_quantization_config()"
-        )
-    return config
+def _checked(config: object, setter: str) -> QuantizationConfig | None:
+    return checked_config(config, f"XNNPACKQuantizer.{setter}", "get_symmetric_quantization_config")

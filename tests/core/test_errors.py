@@ -143,6 +143,32 @@ def test_shared_spec_pointing_at_unannotated_edge() -> None:
         prepare_pt2e(_export(TwoLinearModule()), FunctionQuantizer(annotate))
 
 
+class QuantizationSpec_FromAnotherLibrary:  # noqa: N801 - reads as what it stands for
+    """Stands in for torchao's / ExecuTorch's QuantizationSpec: same role, not our class."""
+
+
+def test_spec_of_another_library_names_its_class_node_and_import() -> None:
+    """A half-migrated quantizer builds specs from torchao's classes; the error must say so
+    instead of "unsupported QuantizationSpec, use QuantizationSpec"."""
+    foreign = QuantizationSpec_FromAnotherLibrary()
+
+    def annotate(gm: GraphModule) -> None:
+        first = next(n for n in gm.graph.nodes if n.target == aten.linear.default)
+        first.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map={first.args[0]: foreign}
+        )
+
+    model = _export(TwoLinearModule())
+    code = model.code
+    with pytest.raises(AnnotationError) as caught:
+        prepare_pt2e(model, FunctionQuantizer(annotate))
+    message = str(caught.value)
+    assert "tests.core.test_errors.QuantizationSpec_FromAnotherLibrary" in message
+    assert "edge 'x' -> 'linear'" in message
+    assert "import it from pt2e_quant" in message
+    assert model.code == code
+
+
 def test_per_channel_axis_out_of_range_names_node() -> None:
     bad_weight = QuantizationSpec(
         dtype=torch.int8,
