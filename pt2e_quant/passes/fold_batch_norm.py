@@ -66,14 +66,22 @@ class _Candidate:
 
 
 def _output_readers(batch_norm: Node) -> list[Node] | None:
-    """Nodes that read the batch norm's normalized output; None if its statistics are read too."""
+    """Nodes that read the batch norm's normalized output; None if its statistics are read too.
+
+    A ``getitem`` of a statistic that nothing reads does not count: export keeps such nodes
+    when the model calls the aten batch norm itself, and dead-code removal drops them once
+    the batch norm is folded.
+    """
     if batch_norm.target not in TUPLE_BATCH_NORMS:
         return list(batch_norm.users)
     readers = []
     for user in batch_norm.users:
-        if user.op != "call_function" or user.target is not operator.getitem or user.args[1] != 0:
+        if user.op != "call_function" or user.target is not operator.getitem:
             return None
-        readers.append(user)
+        if user.args[1] == 0:
+            readers.append(user)
+        elif user.users:
+            return None
     return readers
 
 

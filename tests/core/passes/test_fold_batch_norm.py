@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import warnings
 
 import pytest
@@ -187,6 +188,44 @@ def test_conv_output_read_twice_is_not_folded():
     with pytest.warns(BatchNormNotFoldedWarning, match="also read"):
         assert not run_pass(gm, fold_batch_norm)
     torch.testing.assert_close(gm(x), expected, rtol=0, atol=0)
+
+
+class ConvAtenBatchNorm(nn.Module):
+    """Calls the aten batch norm directly: export keeps its statistic outputs as getitems."""
+
+    def __init__(self, read_mean: bool) -> None:
+        super().__init__()
+        self.conv, self.bn, self.read_mean = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), read_mean
+        _randomize_bn(self.bn)
+
+    def forward(self, x):
+        bn = self.bn
+        out, mean, _ = aten._native_batch_norm_legit_no_training(
+            self.conv(x), bn.weight, bn.bias, bn.running_mean, bn.running_var, 0.1, 1e-5
+        )
+        return (out, mean) if self.read_mean else out
+
+
+def test_unread_statistic_outputs_do_not_stop_folding():
+    gm, x = _export(ConvAtenBatchNorm(read_mean=False), (2, 3, 6, 6))
+    statistics = [n for n in gm.graph.nodes if n.target is operator.getitem and n.args[1] != 0]
+    assert statistics and not any(n.users for n in statistics)  # the case under test
+    expected = gm(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BatchNormNotFoldedWarning)
+        assert run_pass(gm, fold_batch_norm)
+    assert _bn_count(gm) == 0
+    torch.testing.assert_close(gm(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_read_statistic_output_keeps_the_batch_norm_with_a_warning():
+    gm, x = _export(ConvAtenBatchNorm(read_mean=True), (2, 3, 6, 6))
+    expected = gm(x)
+    with pytest.warns(BatchNormNotFoldedWarning, match="saved mean / inverse std"):
+        assert not run_pass(gm, fold_batch_norm)
+    assert _bn_count(gm) == 1
+    for got, want in zip(gm(x), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_weight_passed_as_input_is_not_folded():
