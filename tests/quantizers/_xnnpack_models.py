@@ -134,3 +134,53 @@ class ConvPoolHead(nn.Module):
 
 X4 = (torch.randn(2, 4),)
 IMAGE = (torch.randn(1, 2, 8, 8),)
+
+
+class SharedQParamOp(nn.Module):
+    """producer ─┬─ op ─ consumer ─ out
+                 └────────────────── out
+
+    One qparam-sharing op (a view, pool, relu, ...) between a producer (a linear, or a 1x1
+    conv for a 4-D input) and a linear. The producer's output is also returned, so a ``relu`` is not fused
+    into a ``linear -> relu`` pattern and is quantized as a sharing op instead.
+    """
+
+    def __init__(self, op, input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.op = op
+        image = len(input_shape) == 4
+        self.producer = nn.Conv2d(input_shape[1], 4, 1) if image else nn.Linear(input_shape[-1], 8)
+        with torch.no_grad():
+            features = op(self.producer(torch.zeros(input_shape))).shape[-1]
+        self.consumer = nn.Linear(features, 3)
+        self.input_shape = input_shape
+
+    def forward(self, x):
+        y = self.producer(x)
+        return self.consumer(self.op(y)), y
+
+    def example_inputs(self) -> tuple[torch.Tensor]:
+        return (torch.randn(self.input_shape),)
+
+
+#: ``name: (op, input shape, the aten overload export gives the op)``: every op the XNNPACK
+#: quantizer lets share its producer's qparams (quantizers.xnnpack_rules.SHARED_QPARAM_OPS).
+SHARED_QPARAM_CASES = {
+    "relu": (torch.relu, (2, 4), aten.relu.default),
+    "hardtanh": (nn.functional.hardtanh, (2, 4), aten.hardtanh.default),
+    "max_pool2d": (lambda y: nn.functional.max_pool2d(y, 2), (1, 2, 4, 4), aten.max_pool2d.default),
+    "mean": (lambda y: y.mean(1), (2, 3, 4), aten.mean.dim),
+    "permute": (lambda y: y.permute(0, 2, 1), (2, 3, 4), aten.permute.default),
+    "transpose": (lambda y: y.transpose(1, 2), (2, 3, 4), aten.transpose.int),
+    "squeeze": (lambda y: y.squeeze(1), (2, 1, 4), aten.squeeze.dim),
+    "unsqueeze": (lambda y: y.unsqueeze(0), (2, 4), aten.unsqueeze.default),
+    "view": (lambda y: y.view(2, 2, 4), (2, 4), aten.view.default),
+    "reshape": (lambda y: y.reshape(2, 2, 4), (2, 4), aten.reshape.default),
+    "slice": (lambda y: y[:, 2:6], (2, 4), aten.slice.Tensor),
+    "flatten": (lambda y: y.flatten(1), (2, 3, 4), aten.flatten.using_ints),
+    "dropout": (
+        lambda y: nn.functional.dropout(y, 0.5, training=False),
+        (2, 4),
+        aten.dropout.default,
+    ),
+}

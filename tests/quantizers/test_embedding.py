@@ -126,6 +126,56 @@ def test_embedding_bag_is_quantized() -> None:
     assert_node_occurrence(converted, {qd.dequantize_per_tensor.default: 0})
 
 
+class Bag(nn.Module):
+    """indices, offsets (, per_sample_weights) ─ EmbeddingBag(20, 8, mode) ─ out"""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(20, 8, mode=mode)
+
+    def forward(self, indices, offsets, per_sample_weights=None):
+        return self.bag(indices, offsets, per_sample_weights=per_sample_weights)
+
+
+@pytest.mark.parametrize("mode", ["sum", "max", "mean"])
+def test_embedding_bag_stays_within_its_rows_quantization_steps(mode: str) -> None:
+    """Each pooled output stays within the rounding error of the rows it pools.
+
+    A table row r quantizes with step s_r = (max_r - min_r) / 255 (float qparams, so no
+    zero is forced into the range) and dequantizes within 1.5 s_r (the bound, and why it is
+    not 0.5, is in test_dequantized_table_has_float_qparams_per_row). Pooling moves that
+    bound through linearly: a bag's error is at most sum_i |w_i| 1.5 s_(r_i) for ``sum``
+    with per-sample weights w_i, the mean of 1.5 s_(r_i) for ``mean``, and the largest
+    1.5 s_(r_i) for ``max`` (max is 1-Lipschitz in the sup norm). The steps are computed
+    from the float table, not read from the graph, so a coarser quantization (fewer levels,
+    a larger eps floor, per-column qparams) fails here even where op counts stay the same.
+    There is no torchao peer to compare bits with: torchao's EmbeddingQuantizer annotates
+    ``aten.embedding`` only and leaves a bag float.
+    """
+    torch.manual_seed(0)
+    model = Bag(mode).eval()
+    indices, offsets = torch.randint(0, 20, (12,)), torch.tensor([0, 3, 7, 8])
+    weights = torch.rand(12) * 2 - 1 if mode == "sum" else None
+    inputs = (indices, offsets, weights) if weights is not None else (indices, offsets)
+    converted = _quantize(model, inputs=inputs)
+    (dq,) = [n for n in converted.graph.nodes if n.target == qd.dequantize_per_channel.default]
+    table = model.bag.weight.detach()
+    step = (table.amax(dim=1) - table.amin(dim=1)) / 255
+    torch.testing.assert_close(getattr(converted, dq.args[1].target), step)
+    row_bound = 1.5 * step[indices]  # per looked-up index
+    bags = torch.tensor_split(torch.arange(12), offsets[1:])
+    if mode == "sum":
+        bound = torch.stack([(weights[b].abs() * row_bound[b]).sum() for b in bags])
+    elif mode == "mean":
+        bound = torch.stack([row_bound[b].mean() for b in bags])
+    else:
+        bound = torch.stack([row_bound[b].amax() for b in bags])
+    with torch.no_grad():
+        error = (converted(*inputs) - model(*inputs)).abs().amax(dim=1)
+    assert torch.all(error <= bound + 1e-6), (error, bound)
+    assert error.max() > 0  # it really is quantized
+
+
 def test_decomposed_embedding_bag_is_claimed() -> None:
     model = EmbeddingBagModel().eval()
     program = torch.export.export(model, model.example_inputs()).run_decompositions()

@@ -144,6 +144,58 @@ def test_validate_rejects_quantized_bias() -> None:
         prepare(LinearModel(), X4, global_quantizer(config))
 
 
+def _activation(dtype: torch.dtype, qscheme=torch.per_tensor_affine) -> QuantizationSpec:
+    """An activation spec XNNPACK cannot run: a dtype other than int8, or per-channel."""
+    info = torch.iinfo(dtype) if not dtype.is_floating_point else None
+    return QuantizationSpec(
+        dtype=dtype,
+        quant_min=info.min if info else None,
+        quant_max=info.max if info else None,
+        qscheme=qscheme,
+        ch_axis=1 if qscheme == torch.per_channel_affine else None,
+        observer_or_fake_quant_ctr=HistogramObserver,
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.int16, torch.float16], ids=str)
+def test_validate_rejects_other_activation_dtypes(dtype: torch.dtype) -> None:
+    """Not just uint8: any activation dtype but int8 is refused, naming the edge and the
+    preset that builds a valid config."""
+    spec = _activation(dtype)
+    config = QuantizationConfig(spec, spec, PER_TENSOR.weight, None)
+    with pytest.raises(
+        AnnotationError,
+        match=rf"activation 'x' of 'linear'.*{dtype}\. Use get_symmetric_quantization_config\(\)",
+    ):
+        prepare(LinearModel(), X4, global_quantizer(config))
+
+
+def test_validate_rejects_per_channel_activations() -> None:
+    spec = _activation(torch.int8, torch.per_channel_affine)
+    config = QuantizationConfig(spec, spec, PER_TENSOR.weight, None)
+    with pytest.raises(
+        AnnotationError,
+        match=r"activation qschemes.*activation 'x' of 'linear'.* uses torch\.per_channel_affine"
+        r".*get_symmetric_quantization_config\(is_per_channel=",
+    ):
+        prepare(LinearModel(), X4, global_quantizer(config))
+
+
+@pytest.mark.parametrize(
+    ("output", "found"),
+    [
+        (_activation(torch.int16), r"is annotated as torch\.int16"),
+        (_activation(torch.int8, torch.per_channel_affine), r"uses torch\.per_channel_affine"),
+    ],
+    ids=["int16", "per_channel"],
+)
+def test_validate_checks_the_output_spec(output: QuantizationSpec, found: str) -> None:
+    """The input edges are valid here: only the output spec can be refused."""
+    config = QuantizationConfig(PER_TENSOR.input_activation, output, PER_TENSOR.weight, None)
+    with pytest.raises(AnnotationError, match=rf"the output of 'linear'.* {found}"):
+        prepare(LinearModel(), X4, global_quantizer(config))
+
+
 @pytest.mark.parametrize(
     "config",
     [PER_TENSOR, PER_CHANNEL, DYNAMIC, QAT],

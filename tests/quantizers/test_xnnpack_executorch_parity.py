@@ -21,7 +21,11 @@ from torch.fx import GraphModule, Node
 from quantizers.xnnpack import get_symmetric_quantization_config
 from tests.graph_check import functional_op_name, qdq_and_compute_ops
 from tests.models import ZOO
-from tests.quantizers._xnnpack_models import global_quantizer
+from tests.quantizers._xnnpack_models import (
+    SHARED_QPARAM_CASES,
+    SharedQParamOp,
+    global_quantizer,
+)
 from tests.quantizers._xnnpack_peer_run import (
     PRESETS,
     run_pipeline,
@@ -133,3 +137,79 @@ def test_same_qdq_and_bit_identical_outputs_as_executorch(
         preset == "dynamic" and name == "conv_bn_relu_chain"  # conv -> relu: no dynamic rule
     )
     assert all(torch.equal(a, b) for a, b in zip(ours_out, theirs_out, strict=True))
+
+
+def _shared_qparam_cases():
+    for name in sorted(SHARED_QPARAM_CASES):
+        marks = ()
+        if name == "unsqueeze":
+            reason = (
+                "deliberate difference: ExecuTorch leaves unsqueeze float and re-quantizes "
+                "the view; see test_pools_and_views_share_their_producers_qparams"
+            )
+            marks = pytest.mark.skip(reason=reason)
+        yield pytest.param(name, marks=marks, id=name)
+
+
+@pytest.mark.torchao
+@pytest.mark.executorch
+@pytest.mark.parametrize("name", _shared_qparam_cases())
+def test_qparam_sharing_op_matches_executorch(
+    peer, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Each qparam-sharing op alone between two weighted ops (the zoo reaches most of them
+    only inside larger models, and reshape and slice not at all): same quantized edges and
+    bit-identical outputs as ExecuTorch's quantizer."""
+    peer_module, _ = peer
+    skip_peer_conv_bn_annotators(monkeypatch)
+    op, shape, _ = SHARED_QPARAM_CASES[name]
+    torch.manual_seed(0)
+    model = SharedQParamOp(op, shape).eval()
+    _assert_same_as_executorch(peer_module, {}, model, (torch.randn(shape),))
+
+
+@pytest.mark.torchao
+@pytest.mark.executorch
+def test_narrow_ranges_match_executorch(peer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Non-default range knobs (symmetric -127..127 activations, 7-bit per-channel weights):
+    the same quantized edges, every q/dq with the same range, and bit-identical outputs as
+    ExecuTorch's quantizer given the same knobs."""
+    peer_module, _ = peer
+    skip_peer_conv_bn_annotators(monkeypatch)
+    knobs = {"is_per_channel": True, "act_qmin": -127, "act_qmax": 127}
+    knobs |= {"weight_qmin": -63, "weight_qmax": 63}
+    torch.manual_seed(0)
+    model = ZOO["resnet_basic_block_downsample"]().eval()
+    test_input = tuple(torch.randn_like(t) for t in model.example_inputs())
+    ours = _assert_same_as_executorch(peer_module, knobs, model, test_input)
+    ranges = collections.Counter(
+        tuple(n.args[-3:-1])
+        for n in ours.graph.nodes
+        if str(n.target).startswith("quantized_decomposed.")
+    )
+    assert set(ranges) == {(-127, 127), (-63, 63)}, ranges
+
+
+def _assert_same_as_executorch(
+    peer_module, knobs: dict, model: nn.Module, test_input: tuple
+) -> GraphModule:
+    """Quantize one export of ``model`` with ExecuTorch's quantizer (through torchao) and
+    ours, both given ``get_symmetric_quantization_config(**knobs)``; assert the same
+    quantized edges and bit-identical outputs on ``test_input``; return ours."""
+    from tests.peer_annotation import library
+
+    example = model.example_inputs()
+    exported = torch.export.export(model, example).module()
+    peer_quantizer = peer_module.XNNPACKQuantizer().set_global(
+        peer_module.get_symmetric_quantization_config(**knobs)
+    )
+    config = get_symmetric_quantization_config(**knobs)
+    theirs, theirs_out = run_pipeline(
+        library("torchao"), peer_quantizer, exported, example, test_input, None, False
+    )
+    ours, ours_out = run_pipeline(
+        library("pt2e_quant"), global_quantizer(config), exported, example, test_input, None, False
+    )
+    assert _structure(ours) == _structure(theirs)
+    assert all(torch.equal(a, b) for a, b in zip(ours_out, theirs_out, strict=True))
+    return ours

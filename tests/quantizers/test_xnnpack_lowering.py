@@ -242,3 +242,88 @@ def test_undelegated_ops_skips_the_delegate_and_its_getitems() -> None:
     example = (torch.randn(1, 2, 4, 4),)
     edge = lower(torch.export.export(ConvCumsum().eval(), example).module(), example)
     assert undelegated_ops(edge.exported_program()) == ["aten.cumsum.default"]
+
+
+# --------------------------------------------------------------------- dynamic quantization
+
+
+class DynamicLinear(torch.nn.Module):
+    """x (4, 32) ─ linear(32→16) ─ out, quantized dynamically: choose_qparams on ``x`` at
+    every call, int8 per-channel weights, float output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(32, 16)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+
+DYNAMIC = {"is_per_channel": True, "is_dynamic": True}
+
+
+def _dynamic_lowering(quantizer, lib) -> tuple[GraphModule, Lowered]:
+    """Quantize DynamicLinear with ``quantizer`` through ``lib``'s pipeline, then lower it."""
+    torch.manual_seed(0)
+    model = DynamicLinear().eval()
+    example = (torch.randn(4, 32),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = lib.prepare_pt2e(torch.export.export(model, example).module(), quantizer)
+        prepared(*example)
+        converted = lib.convert_pt2e(prepared)
+        return converted, _lowered(converted, example)
+
+
+@pytest.mark.torchao
+def test_dynamic_linear_delegates_like_executorch_quantizer(peer) -> None:
+    from tests.peer_annotation import library
+
+    peer_quantizer = peer.XNNPACKQuantizer().set_global(
+        peer.get_symmetric_quantization_config(**DYNAMIC)
+    )
+    _, theirs = _dynamic_lowering(peer_quantizer, library("torchao"))
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(**DYNAMIC))
+    converted, mine = _dynamic_lowering(quantizer, library("pt2e_quant"))
+    assert torch.ops.quantized_decomposed.choose_qparams.tensor in {
+        n.target for n in converted.graph.nodes
+    }
+    assert len(mine.undelegated) <= len(theirs.undelegated), (
+        f"ours leaves {sorted(mine.undelegated)}, ExecuTorch's {sorted(theirs.undelegated)}"
+    )
+
+
+def test_dynamic_linear_pte_matches_converted_model_within_activation_steps() -> None:
+    """The runtime's output is within ``s * sum_k |w_ck|`` of our converted model.
+
+    Both sides multiply the same int8 per-channel weights ``w`` (dequantized) by an int8
+    copy of ``x`` quantized at call time. Ours uses one step ``s`` for the whole tensor
+    (choose_qparams over ``x``, the value recomputed below); XNNPACK's dynamic kernels pick
+    their own qparams over a row of ``x`` or the tensor, never a wider range, so a step of at
+    most ``s``. Each side's copy of ``x`` is within half its step of ``x``, so the two copies
+    differ by at most ``s`` per element, and output channel ``c`` by at most
+    ``s * sum_k |w_ck|``; 1e-5 covers float accumulation order. The mean error must also
+    stay under a quarter of that bound: rounding errors of opposite signs cancel, so a mean
+    near the worst case would mean a systematic shift, not rounding.
+    """
+    from tests.peer_annotation import library
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(**DYNAMIC))
+    converted, lowered = _dynamic_lowering(quantizer, library("pt2e_quant"))
+    assert lowered.undelegated == []
+    torch.manual_seed(1)
+    test_input = torch.randn(4, 32)
+    with torch.no_grad():
+        expected = converted(test_input)
+    (actual,) = run_pte(lowered.pte, (test_input,))
+    qd = torch.ops.quantized_decomposed
+    (choose,) = [n for n in converted.graph.nodes if n.target == qd.choose_qparams.tensor]
+    step, _ = qd.choose_qparams.tensor(test_input, *choose.args[1:])
+    (linear,) = [n for n in converted.graph.nodes if n.target == torch.ops.aten.linear.default]
+    weight_dq = linear.args[1]
+    int_weight, scales = (getattr(converted, a.target) for a in weight_dq.args[:2])
+    weight = int_weight.float() * scales[:, None]
+    bound = step * weight.abs().sum(dim=1) + 1e-5  # one per output channel
+    error = (actual - expected).abs()
+    assert torch.all(error <= bound), f"worst {(error / bound).max():.3f} of the bound"
+    assert (error / bound).mean() <= 0.25, f"mean {(error / bound).mean():.3f} of the bound"

@@ -33,6 +33,7 @@ from tests.quantizers._xnnpack_models import (
     PER_TENSOR,
     Q_DYN,
     QAT,
+    SHARED_QPARAM_CASES,
     X4,
     Binary,
     CatOfConvs,
@@ -40,6 +41,7 @@ from tests.quantizers._xnnpack_models import (
     ConvPoolHead,
     LinearModel,
     Q,
+    SharedQParamOp,
     aten,
     call_nodes,
     global_quantizer,
@@ -159,6 +161,37 @@ def test_pools_and_views_share_their_producers_qparams() -> None:
     # re-quantizes a pure view with its own qparams: ours shares, and the linear reads the
     # conv's qparams unchanged.
     assert input_scale(call_nodes(m, aten.linear.default)[0]) == conv_scale
+
+
+@pytest.mark.parametrize("name", sorted(SHARED_QPARAM_CASES))
+def test_qparam_sharing_op_reuses_its_producers_observer_and_qparams(name: str) -> None:
+    """XNNPACK runs a view, pool, relu or dropout on integers only when its input and output
+    carry its producer's qparams (no requantize). So prepare must give the op's input and
+    output the producer's observer (one module, not an equal copy: for pure views an equal
+    copy would even give equal numbers, hiding a lost share), and after convert the op must
+    read the producer's own quantize through a dequantize and feed a quantize with the same
+    scale and zero point."""
+    op, shape, target = SHARED_QPARAM_CASES[name]
+    torch.manual_seed(0)
+    model = SharedQParamOp(op, shape)
+    inputs = model.example_inputs()
+    prepared = prepare(model, inputs, global_quantizer(PER_TENSOR))
+    (node,) = call_nodes(prepared, target)
+    (input_observer, *_), (output_observer,) = node.args, node.users
+    producer = input_observer.args[0]
+    assert producer.target in (aten.linear.default, aten.conv2d.default)
+    observer = prepared.get_submodule(input_observer.target)
+    assert prepared.get_submodule(output_observer.target) is observer
+    with torch.no_grad():
+        prepared(*inputs)
+    m = convert_pt2e(prepared)
+    (node,) = call_nodes(m, target)
+    producer = node.args[0].args[0].args[0]  # op <- dequantize <- quantize <- producer
+    (producer_q,) = [u for u in producer.users if u.target is Q]
+    qparams = producer_q.args[1:3]
+    assert node.args[0].target is DQ and node.args[0].args[1:3] == qparams
+    (op_q,) = node.users
+    assert op_q.target is Q and op_q.args[1:3] == qparams
 
 
 # ------------------------------------------------------------------------------ dynamic
