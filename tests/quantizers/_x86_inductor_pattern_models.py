@@ -256,3 +256,104 @@ PATTERN_MODELS = {
     "cat": ConvCat,
     "cat_with_input": lambda: ConvCat(with_input=True),
 }
+
+
+# ---------------------------------------------- near-misses and post-op forms (not in PATTERN_MODELS)
+
+
+class ConvAddAlpha(nn.Module):
+    """x ─ conv3x3(p1) ─ add(y, alpha=2) ─ relu ─ out: not the fused kernel's plain sum"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return torch.relu(torch.add(self.conv(x), y, alpha=2))
+
+    def example_inputs(self) -> tuple[Tensor, ...]:
+        return (*image(), *image())
+
+
+class ConvBatchNorm(nn.Module):
+    """x ─ conv3x3 ─ batch norm ─ relu ─ out, with a batch norm no post-training fold removes:
+
+    ``"batch_stats"``: ``nn.BatchNorm2d(track_running_stats=False)`` (normalizes with the
+    batch's statistics, so there is nothing constant to fold); ``"aten_legit"``: a direct call
+    of ``aten._native_batch_norm_legit_no_training`` (an op other than ``aten.batch_norm``).
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4, track_running_stats=kind != "batch_stats")
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv(x)
+        if self.kind == "batch_stats":
+            return torch.relu(self.bn(out))
+        bn = self.bn
+        legit = aten._native_batch_norm_legit_no_training
+        return torch.relu(
+            legit(out, bn.weight, bn.bias, bn.running_mean, bn.running_var, 0.1, 1e-5)[0]
+        )
+
+    def example_inputs(self) -> tuple[Tensor, ...]:
+        return (torch.randn(2, 3, 6, 6),)
+
+
+#: Post-ops after a linear: name -> (factory of the activation or None, whether ``+ y`` comes
+#: first). Functional forms leave no module in the export metadata; module forms do.
+LINEAR_POST_OPS = {
+    "F.gelu": (lambda: F.gelu, False),
+    "torch.tanh": (lambda: torch.tanh, False),
+    "F.leaky_relu": (lambda: F.leaky_relu, False),
+    "add_torch.relu": (lambda: torch.relu, True),
+    "add": (lambda: None, True),
+    "nn.GELU": (nn.GELU, False),
+    "nn.Tanh": (nn.Tanh, False),
+    "nn.LeakyReLU": (nn.LeakyReLU, False),
+    "add_nn.ReLU": (nn.ReLU, True),
+}
+
+
+class LinearPostOpThen(nn.Module):
+    """A linear's post-op read by an int8-in/int8-out op::
+
+        "cat":     x ─ Linear ─ [+y] ─ post ─┬─ cat ─ Linear(16→4) ─ out
+                   x ─ Linear ─ [+y] ─ post ─┘
+        "maxpool": x (1,2,4,8) ─ Linear ─ [+y] ─ post ─ max_pool2d ─ conv1x1 ─ out
+        "flatten": x (2,3,8) ─ Linear ─ [+y] ─ post ─ flatten ─ Linear(24→4) ─ out
+
+    Each branch gets its own post-op module (torchao does not fuse one module called twice).
+    """
+
+    def __init__(self, post: str, follower: str) -> None:
+        super().__init__()
+        make, self.add_first = LINEAR_POST_OPS[post]
+        self.act_a, self.act_b = (make() or nn.Identity() for _ in range(2))
+        self.follower = follower
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+        heads = {
+            "cat": nn.Linear(16, 4),
+            "maxpool": nn.Conv2d(2, 2, 1),
+            "flatten": nn.Linear(24, 4),
+        }
+        self.head = heads[follower]
+
+    def _branch(self, linear: nn.Module, act, x: Tensor, y: Tensor) -> Tensor:
+        out = linear(x)
+        return act(out + y if self.add_first else out)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        out = self._branch(self.a, self.act_a, x, y)
+        if self.follower == "cat":
+            return self.head(torch.cat([out, self._branch(self.b, self.act_b, x, y)], 1))
+        if self.follower == "maxpool":
+            return self.head(F.max_pool2d(out, 2))
+        return self.head(torch.flatten(out, 1))
+
+    def example_inputs(self) -> tuple[Tensor, ...]:
+        shape = {"cat": (4, 8), "maxpool": (1, 2, 4, 8), "flatten": (2, 3, 8)}[self.follower]
+        return (torch.randn(shape), torch.randn(shape))

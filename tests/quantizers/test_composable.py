@@ -384,3 +384,26 @@ def test_with_xnnpack_embedding_conv_linear_seed_counts() -> None:
     converted = _quantize(EmbeddingConvLinearModule(), quantizer)
     expected = _counts(q=4, dq=4, q_tensor=1, dq_tensor=1, q_channel=0, dq_channel=3)
     assert_node_occurrence(converted, expected)
+
+
+@pytest.mark.parametrize("scope", ["function_type", "module_name"])
+def test_x86_none_scope_claims_mul_float_ahead_of_a_later_quantizer(scope: str) -> None:
+    """X86's ``None`` scope means "leave float", and it claims the mul: XNNPACK, which on its
+    own quantizes this mul, skips it when composed after, with no overwrite error."""
+    xnnpack = pytest.importorskip("quantizers.xnnpack")
+    x86 = pytest.importorskip("quantizers.x86_inductor")
+    from tests.quantizers._x86_inductor_pattern_models import Mul
+
+    def later() -> Quantizer:
+        return xnnpack.XNNPACKQuantizer().set_global(xnnpack.get_symmetric_quantization_config())
+
+    assert_node_occurrence(_quantize(Mul("same"), later()), _counts(q=3, dq=3))
+    first = x86.X86InductorQuantizer().set_global(
+        x86.get_default_x86_inductor_quantization_config()
+    )
+    if scope == "function_type":
+        first.set_function_type_qconfig(torch.mul, None)
+    else:
+        first.set_module_name_qconfig("", None)  # the root module: every node
+    converted = _quantize(Mul("same"), ComposableQuantizer([first, later()]))
+    assert_node_occurrence(converted, _counts(q=0, dq=0) | {aten.mul.Tensor: 1})

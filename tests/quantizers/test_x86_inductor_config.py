@@ -118,3 +118,44 @@ def test_validate_rejects_quantized_bias() -> None:
     bias = QuantizationSpec(dtype=torch.int32, observer_or_fake_quant_ctr=MinMaxObserver)
     with pytest.raises(AnnotationError, match="float bias"):
         _prepare_with(_replace(x86_config(), bias=bias))
+
+
+_FIX = r"Start from get_default_x86_inductor_quantization_config\(\)"
+
+
+def _weight(dtype: torch.dtype, ch_axis: int) -> QuantizationSpec:
+    info = torch.iinfo(dtype)
+    return QuantizationSpec(
+        dtype=dtype,
+        quant_min=info.min,
+        quant_max=info.max,
+        qscheme=torch.per_channel_symmetric,
+        ch_axis=ch_axis,
+        observer_or_fake_quant_ctr=PerChannelMinMaxObserver.with_args(ch_axis=ch_axis),
+    )
+
+
+def test_validate_rejects_weights_per_input_channel() -> None:
+    """ch_axis=1 quantizes a conv weight per *input* channel: the kernel's per-output-channel
+    scales would be applied to the wrong axis."""
+    config = _replace(x86_config(), weight=_weight(torch.int8, ch_axis=1))
+    with pytest.raises(AnnotationError, match=r"'conv2d'.*ch_axis=1.*per output channel") as err:
+        _prepare_with(config)
+    assert "ch_axis=0" in str(err.value) and err.match(_FIX)
+
+
+def test_validate_rejects_uint8_per_channel_weights() -> None:
+    config = _replace(x86_config(), weight=_weight(torch.uint8, ch_axis=0))
+    with pytest.raises(AnnotationError, match=r"'conv2d'.*weight spec.*dtype=torch\.uint8") as err:
+        _prepare_with(config)
+    assert "take int8 weights" in str(err.value) and err.match(_FIX)
+
+
+def test_validate_rejects_symmetric_uint8_activations() -> None:
+    """Right dtype, wrong scheme: the kernels take an affine (zero-point) uint8 activation."""
+    act = dataclasses.replace(x86_config().input_activation, qscheme=torch.per_tensor_symmetric)
+    config = _replace(x86_config(), input_activation=act, output_activation=act)
+    pattern = r"'conv2d'.*input_activation spec.*per_tensor_symmetric.*per_tensor_affine"
+    with pytest.raises(AnnotationError, match=pattern) as err:
+        _prepare_with(config)
+    assert err.match(_FIX)

@@ -10,11 +10,14 @@ the test says why (test_x86_inductor_torchao_parity.py checks everything else ag
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
 
 from pt2e_quant import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
+from pt2e_quant.annotation import get_annotation, is_annotated
 from pt2e_quant.fake_quantize import FakeQuantizeBase
 from quantizers.x86_inductor import X86InductorQuantizer
 from tests.graph_check import assert_node_occurrence, assert_node_order, ops_in_order
@@ -24,6 +27,8 @@ from tests.quantizers._x86_inductor_pattern_models import (
     DQ_CH,
     PATTERN_MODELS,
     ConvAdd,
+    ConvAddAlpha,
+    ConvBatchNorm,
     ConvPoolConv,
     ConvRelu6Pool,
     ConvUnary,
@@ -197,3 +202,66 @@ def test_qat_conv_bn_relu_observes_the_relu_output() -> None:
     relu = next(n for n in prepared.graph.nodes if n.target == aten.relu.default)
     (user,) = relu.users
     assert user.op == "call_module"
+
+
+def test_conv_add_with_alpha_is_not_fused_and_leaves_the_add_float() -> None:
+    """``add(conv(x), y, alpha=2)`` computes conv + 2*y, not the fused kernel's plain sum:
+    Inductor's binary post-op fusion refuses an add whose alpha is not 1, so quantizing y
+    would only add a float dq -> add. Only the conv's own inputs are quantized.
+
+    Deliberate difference: torchao matches the add by its source partition and quantizes y
+    (2 activation q/dq pairs instead of our 1), and its outputs then differ from ours.
+    """
+    converted = quantize(ConvAddAlpha())
+    assert_node_occurrence(converted, qdq_counts(1, 1, 1))
+    add = next(n for n in converted.graph.nodes if n.target == aten.add.Tensor)
+    assert add.kwargs.get("alpha") == 2
+    assert add.args[1].op == "placeholder", "y must stay float"
+    relu = next(n for n in converted.graph.nodes if n.target == aten.relu.default)
+    assert [user.target for user in relu.users] == ["output"]
+
+
+def _prepared_observers(model, qat: bool) -> tuple:
+    torch.manual_seed(0)
+    model = model.train(qat)
+    exported = torch.export.export(model, model.example_inputs()).module()
+    quantizer = X86InductorQuantizer().set_global(x86_config(is_qat=qat))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the batch norm is not folded / runs in training mode
+        prepared = (prepare_qat_pt2e if qat else prepare_pt2e)(exported, quantizer)
+    relu = next(n for n in prepared.graph.nodes if n.target == aten.relu.default)
+    inputs = [n for n in prepared.graph.nodes if n.op == "call_module" and n.target != "_guards_fn"]
+    return prepared, relu, inputs
+
+
+@pytest.mark.parametrize("qat", [False, True], ids=["ptq", "qat"])
+def test_batch_norm_left_after_the_conv_is_fused_only_under_qat(qat: bool) -> None:
+    """A batch norm over batch statistics survives both folds. Under QAT the recipe's
+    conv -> bn -> relu row claims it and observes the relu's output (as for a foldable bn);
+    post-training, that row is QAT-only: the conv is quantized alone, bn and relu stay
+    float with no observer after them. (torchao's PTQ prepare crashes on this model: its
+    fold reads the missing running statistics.)"""
+    prepared, relu, observers = _prepared_observers(ConvBatchNorm("batch_stats"), qat)
+    (user,) = relu.users
+    assert (user.op == "call_module") is qat
+    assert len(observers) == (3 if qat else 2)  # conv input, weight [, relu output]
+    prepared(*ConvBatchNorm("batch_stats").example_inputs())
+    expected = qdq_counts(2, 2, 1) if qat else qdq_counts(1, 1, 1)
+    assert_node_occurrence(convert_pt2e(prepared), expected)
+
+
+def test_qat_pattern_matches_only_aten_batch_norm() -> None:
+    """QAT's conv -> bn rows are for ``aten.batch_norm``, the op the QAT fold simulates and
+    convert removes. Another batch norm op after a conv (here a direct
+    ``_native_batch_norm_legit_no_training`` call, which returns a tuple) is not part of the
+    pattern: the conv is quantized alone and the batch norm is left unclaimed."""
+    prepared, relu, observers = _prepared_observers(ConvBatchNorm("aten_legit"), qat=True)
+    bn = next(
+        n
+        for n in prepared.graph.nodes
+        if n.target == aten._native_batch_norm_legit_no_training.default
+    )
+    assert not is_annotated(bn) and get_annotation(bn) is None
+    assert len(observers) == 2  # conv input and weight only
+    conv = next(n for n in prepared.graph.nodes if n.target == aten.conv2d.default)
+    assert is_annotated(conv)
