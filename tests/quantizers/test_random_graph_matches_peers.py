@@ -32,6 +32,8 @@ from tests.quantizers._xnnpack_peer_run import skip_peer_conv_bn_annotators
 #: all their disagreements are of the classes below, none of our defects; listed here only
 #: for the class they added (MODEL_INPUT_MUTATION). Seeds 600-899 too: no new class, none of
 #: ours (617 is ALIASED_WRITE with relu_ writing through dropouts into the model input).
+#: Seeds 900-1499 too: one new class (INPLACE_SELF_TAKEN_FOR_BUFFER), none of ours (941 is
+#: ALIASED_WRITE via relu_; 1253 is X86_QAT_FUNCTIONAL_UNARY's miss, on conv1d -> torch.relu).
 ADAPTIVE_POOL_METADATA = (
     "peer bug: ExecuTorch finds adaptive_avg_pool2d through source_fn_stack, which non-strict "
     "export does not record, so it leaves a pool with a float producer float; we match the "
@@ -105,6 +107,14 @@ MODEL_INPUT_MUTATION = (
     "input unchanged (324) or only partly written (529) (checked on both seeds; ours: "
     "tests/core/test_pipeline.py::test_mutating_a_model_input_is_kept_in_place)"
 )
+INPLACE_SELF_TAKEN_FOR_BUFFER = (
+    "peer bug: torchao's prepare skips the observer on an in-place op's written input when "
+    "_is_mutable_buffer_arg finds a buffer among its producers, but collect_producer_nodes "
+    "does not walk list arguments, so behind a cat it never reaches the model input and a "
+    "lifted constant (a scalar mul's) passes for the buffer: add_ reads its first input float "
+    "(seed 1435). We make add_ functional and quantize both inputs; with the peer's producer "
+    "walk following list arguments the seed agrees (checked)"
+)
 
 _PTQ_XNNPACK = ("per_tensor", "per_channel", "dynamic")
 _STATIC_XNNPACK = ("per_tensor", "per_channel", "qat")
@@ -136,6 +146,7 @@ KNOWN: dict[tuple[str, int], dict[str, str]] = {
     ("xnnpack", 160): dict.fromkeys(_STATIC_XNNPACK, ALIASED_WRITE),
     ("xnnpack", 324): dict.fromkeys(("per_tensor", "per_channel"), MODEL_INPUT_MUTATION),
     ("xnnpack", 529): dict.fromkeys(_STATIC_XNNPACK, MODEL_INPUT_MUTATION),
+    ("xnnpack", 1435): dict.fromkeys(_STATIC_XNNPACK, INPLACE_SELF_TAKEN_FOR_BUFFER),
 }
 
 #: Seeds that found our defects, kept as regression cases once fixed:
