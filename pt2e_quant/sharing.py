@@ -184,26 +184,17 @@ def _join_implicitly_shared(
 def _group_spec(
     members: list[EdgeOrNode],
     specs: dict[EdgeOrNode, QuantizationSpecBase],
-    resolved: dict[EdgeOrNode, QuantizationSpecBase],
 ) -> QuantizationSpecBase:
-    """The concrete spec of the first member (graph order) that has one; all must agree on dtype."""
-    concrete = [m for m in members if not isinstance(specs[m], SharedQuantizationSpec)]
-    first = concrete[0] if concrete else members[0]
-    spec = resolved[first]
-    for other in concrete[1:]:
-        other_spec = specs[other]
-        if getattr(other_spec, "dtype", None) != getattr(spec, "dtype", None) or getattr(
-            other_spec, "is_dynamic", False
-        ) != getattr(spec, "is_dynamic", False):
-            raise AnnotationError(
-                f"The {describe_edge_or_node(first)} and the {describe_edge_or_node(other)} "
-                "share one observer (through SharedQuantizationSpec or implicit sharing) but "
-                f"their specs disagree: dtype {getattr(spec, 'dtype', None)} vs "
-                f"{getattr(other_spec, 'dtype', None)}, is_dynamic "
-                f"{getattr(spec, 'is_dynamic', False)} vs {getattr(other_spec, 'is_dynamic', False)}"
-                ". Give them the same dtype or stop sharing.\n" + graph_context(_anchor_node(other))
-            )
-    return spec
+    """The concrete spec of the first member (graph order) that has one.
+
+    Every union joins members whose resolved specs agree on ``_IMPLICIT_SHARING_ATTRS``
+    (an explicit reference resolves to its target's spec; implicit sharing requires
+    :func:`_observe_alike`), so the members of a group can differ only in observer settings
+    those attributes leave out (the observer class, its averaging constant, ...); the first
+    concrete spec in graph order decides those.
+    """
+    # never empty: every reference chain ends at a concrete member it was joined with
+    return next(specs[m] for m in members if not isinstance(specs[m], SharedQuantizationSpec))
 
 
 def plan_sharing(gm: GraphModule) -> SharingPlan:
@@ -221,7 +212,7 @@ def plan_sharing(gm: GraphModule) -> SharingPlan:
         members_by_root.setdefault(uf.find(member), []).append(member)
     plan = SharingPlan(specs=specs, groups=[])
     for members in members_by_root.values():
-        group = SharingGroup(members=members, spec=_group_spec(members, specs, resolved))
+        group = SharingGroup(members=members, spec=_group_spec(members, specs))
         plan.groups.append(group)
         for member in members:
             plan.group_of[member] = group

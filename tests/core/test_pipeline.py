@@ -234,6 +234,70 @@ def test_metadata_ported_to_qdq_nodes() -> None:
             assert qdq.meta.get("stack_trace")
 
 
+class WeightThroughPermute(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(4, 4))
+
+    def forward(self, x):
+        return torch.mm(x, self.w.permute(1, 0))
+
+
+@pytest.mark.parametrize("fold_quantize", [True, False])
+def test_weight_quantize_through_a_permute_carries_the_weights_tag(fold_quantize) -> None:
+    """The weight's quantize (and the permute between) belong with the weight, not the mm:
+    they take its quantization_tag, which the folded int8 constant keeps."""
+    activation, weight = int8_specs(our_observer, per_channel=False)
+
+    def annotate(gm: GraphModule) -> None:
+        for node in gm.graph.nodes:
+            if node.op == "get_attr":
+                node.meta["quantization_tag"] = "weight"
+            elif node.target == aten.mm.default:
+                node.meta["quantization_tag"] = "mm"
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map={node.args[0]: activation, node.args[1]: weight}
+                )
+
+    inputs = (torch.randn(2, 4),)
+    gm = torch.export.export(WeightThroughPermute(), inputs).module()
+    prepared = prepare_pt2e(gm, FunctionQuantizer(annotate))
+    prepared(*inputs)
+    converted = convert_pt2e(prepared, fold_quantize=fold_quantize)
+    (mm,) = converted.graph.find_nodes(op="call_function", target=aten.mm.default)
+    weight_dq = mm.args[1]
+    assert weight_dq.meta["quantization_tag"] == "mm"
+    weight_q = weight_dq.args[0]
+    assert weight_q.meta.get("quantization_tag") == "weight"
+    assert (weight_q.op == "get_attr") is fold_quantize
+    if not fold_quantize:
+        assert weight_q.args[0].target == aten.permute.default
+        assert weight_q.args[0].meta["quantization_tag"] == "weight"
+
+
+def test_dynamic_choose_qparams_carries_the_consumers_metadata() -> None:
+    """choose_qparams, q and dq of a dynamically quantized input are one unit with the
+    linear they feed (lowering partitions them together)."""
+    model = TwoLinearModule().eval()
+    inputs = model.example_inputs()
+    gm = torch.export.export(model, inputs).module()
+    for node in gm.graph.nodes:
+        if node.target == aten.linear.default:
+            node.meta["quantization_tag"] = f"tag_{node.name}"
+    quantizer = ConvLinearQuantizer(*int8_specs(our_observer, dynamic=True))
+    converted = convert_pt2e(prepare_pt2e(gm, quantizer))
+    linears = converted.graph.find_nodes(op="call_function", target=aten.linear.default)
+    assert len(linears) == 2
+    for linear in linears:
+        dq = linear.args[0]
+        q = dq.args[0]
+        choose = q.args[1].args[0]
+        assert choose.target == qd.choose_qparams.tensor
+        for node in (choose, q, dq):
+            assert node.meta.get("quantization_tag") == linear.meta["quantization_tag"]
+            assert node.meta.get("stack_trace") == linear.meta["stack_trace"]
+
+
 def test_debug_handle_follows_output_observer_and_dequantize() -> None:
     model = TwoLinearModule().eval()
     inputs = model.example_inputs()

@@ -124,6 +124,23 @@ def _annotate_all(gm: GraphModule, targets) -> None:
             )
 
 
+def test_a_consumer_annotated_for_its_output_only_gets_its_own_dequantize() -> None:
+    """A backend fuses ``dq -> op -> q`` also for an op whose input edge was quantized by the
+    producer's output spec, so an op annotated only for its output is a pattern too."""
+    from pt2e_quant import QuantizationAnnotation, QuantizationSpec
+    from pt2e_quant.observer import MinMaxObserver
+
+    inputs = (torch.randn(3, 3),)
+    gm = _export(SharedDequantize(), inputs)
+    _annotate_all(gm, (aten.relu.default,))
+    (sigmoid,) = gm.graph.find_nodes(op="call_function", target=aten.sigmoid.default)
+    sigmoid.meta["quantization_annotation"] = QuantizationAnnotation(
+        output_qspec=QuantizationSpec(dtype=torch.int8, observer_or_fake_quant_ctr=MinMaxObserver)
+    )
+    assert run_pass(gm, duplicate_dequantize) is True
+    assert list(sigmoid.args[0].users) == [sigmoid]
+
+
 def test_duplicate_dequantize() -> None:
     inputs = (torch.randn(3, 3),)
     gm = _export(SharedDequantize(), inputs)
@@ -168,6 +185,34 @@ def test_fold_quantized_constants() -> None:
     assert not hasattr(gm, "weight")  # the float weight has no reader left
     assert torch.equal(gm(*inputs), expected)
     assert run_pass(gm, fold_quantized_constants) is False
+
+
+class WeightDecayedInPlace(torch.nn.Module):
+    """A buffer scaled in place on every call, then quantized: not a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.randn(4, 4))
+
+    def forward(self, x):
+        w = self.weight.mul_(0.5)
+        q = qd.quantize_per_tensor.default(w, 0.05, 0, -127, 127, torch.int8)
+        dq = qd.dequantize_per_tensor.default(q, 0.05, 0, -127, 127, torch.int8)
+        return torch.nn.functional.linear(x, dq)
+
+
+def test_a_chain_through_an_in_place_write_is_not_folded() -> None:
+    """Folding would run ``mul_`` once at convert time and drop it from the graph: the buffer
+    would stop changing between calls."""
+    inputs = (torch.randn(2, 4),)
+    gm = _export(WeightDecayedInPlace(), inputs)
+    before = gm.weight.clone()
+    assert run_pass(gm, fold_quantized_constants) is False
+    assert torch.equal(gm.weight, before)
+    assert aten.mul_.Tensor in _targets(gm)
+    gm(*inputs)
+    gm(*inputs)
+    assert torch.equal(gm.weight, before * 0.25)
 
 
 # ---------------------------------------------------------------- control flow helpers

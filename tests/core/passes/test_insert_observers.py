@@ -3,6 +3,9 @@
 After convert an observer is a quantize/dequantize copy. A copy taken before an in-place write
 (through a view, or an op that returns its input) and read after it would miss the write, so
 such edges keep reading the original tensor and stay float, with a warning naming them.
+
+Also pinned here: which readers an output observer feeds (not export's guard check), input
+tensors passed by keyword, and output specs on ops that return a tuple.
 """
 
 from __future__ import annotations
@@ -12,11 +15,18 @@ import warnings
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.fx import GraphModule, Node
 
-from pt2e_quant import convert_pt2e, prepare_pt2e
-from pt2e_quant.passes.insert_observers import AliasedWriteWarning
+from pt2e_quant import QuantizationAnnotation, QuantizationSpec, convert_pt2e, prepare_pt2e
+from pt2e_quant.observer import MinMaxObserver
+from pt2e_quant.passes.insert_observers import OBSERVER_PREFIX, AliasedWriteWarning
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
+from tests.core.quantizer_fixtures import FunctionQuantizer
+from tests.graph_check import count_ops
 from tests.models import ZOO
+from tests.peer_annotation import library
+
+qd = torch.ops.quantized_decomposed
 
 
 class WriteThroughView(nn.Module):
@@ -87,3 +97,191 @@ def test_zoo_models_have_no_aliased_writes(name: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", AliasedWriteWarning)
         prepare_pt2e(exported, _xnnpack())
+
+
+def _uint8_spec() -> QuantizationSpec:
+    return QuantizationSpec(
+        dtype=torch.uint8,
+        quant_min=0,
+        quant_max=255,
+        qscheme=torch.per_tensor_affine,
+        observer_or_fake_quant_ctr=MinMaxObserver,
+    )
+
+
+def _annotate(node: Node, inputs: tuple[Node, ...] = (), output: bool = False) -> None:
+    node.meta["quantization_annotation"] = QuantizationAnnotation(
+        input_qspec_map={arg: _uint8_spec() for arg in inputs},
+        output_qspec=_uint8_spec() if output else None,
+        _annotated=True,
+    )
+
+
+def _prepare_annotating(model: nn.Module, inputs: tuple, annotate) -> GraphModule:
+    """Export ``model`` and prepare it; ``annotate(nodes_by_name)`` sets the annotations."""
+    exported = torch.export.export(model.eval(), inputs).module()
+    quantizer = FunctionQuantizer(lambda gm: annotate({n.name: n for n in gm.graph.nodes}))
+    return prepare_pt2e(exported, quantizer)
+
+
+def _observer_readers(prepared: GraphModule) -> set[str]:
+    """Names of the nodes some observer reads."""
+    return {
+        n.args[0].name
+        for n in prepared.graph.nodes
+        if n.op == "call_module" and n.target.startswith(OBSERVER_PREFIX)
+    }
+
+
+class ReadTheWrite(nn.Module):
+    """``b += x`` stays in place (``a`` is read after it); the sigmoid reads the write's own
+    result, and nothing writes after it."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = x * 2.0
+        b = a.view(-1)
+        b += x
+        return torch.sigmoid(b), a * 0.5
+
+
+def test_a_reader_of_the_write_itself_is_quantized() -> None:
+    """Only writes after the producer make a copy stale: a copy of the in-place op's own
+    result already holds the write, so the sigmoid's input is quantized, without a warning."""
+    x = torch.linspace(-3, 3, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AliasedWriteWarning)
+        prepared = _prepare_annotating(
+            ReadTheWrite(), (x,), lambda n: _annotate(n["sigmoid"], (n["add_"],))
+        )
+    nodes = {n.name: n for n in prepared.graph.nodes}
+    assert nodes["sigmoid"].args[0].op == "call_module"
+
+
+class AddToInputThroughView(nn.Module):
+    """The mul reads the placeholder itself after a write into it through a view."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x.view(-1).add_(1.0)
+        return x * 2
+
+
+def test_an_input_written_in_place_stays_float_without_a_warning() -> None:
+    """Updating an input (or buffer) in place is the model's intent (a cache, a counter), not
+    an accident to warn about; the mul after the write still has to read the written value,
+    which a copy taken at the placeholder would not hold."""
+    x = torch.randn(2, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AliasedWriteWarning)
+        prepared = _prepare_annotating(
+            AddToInputThroughView(), (x,), lambda n: _annotate(n["mul"], (n["x"],))
+        )
+    nodes = {n.name: n for n in prepared.graph.nodes}
+    assert nodes["mul"].args[0] is nodes["x"]
+    assert torch.equal(prepared(x.clone()), AddToInputThroughView()(x.clone()))
+
+
+class OnlyAliasedReaders(nn.Module):
+    """``a``'s readers: a view written into, and a sum after that write."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = x * 2.0
+        b = a.view(-1)
+        b += x.view(-1)
+        return a.sum()
+
+
+def test_an_output_every_reader_must_read_raw_gets_no_observer() -> None:
+    """If no reader may take the quantized copy, an output observer would watch a tensor
+    nobody reads quantized; convert would then emit a dead q/dq pair."""
+    x = torch.randn(2, 4)
+    with pytest.warns(AliasedWriteWarning, match=r"-> 'sum_1' \(written by 'add_'\)"):
+        prepared = _prepare_annotating(
+            OnlyAliasedReaders(), (x,), lambda n: _annotate(n["mul"], output=True)
+        )
+    assert "mul" not in _observer_readers(prepared)
+    assert not [n for n in prepared.graph.nodes if n.name.startswith(OBSERVER_PREFIX)]
+
+
+class MaxOverRows(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        values, _ = torch.max(x, dim=1)
+        return values * 2
+
+
+@pytest.mark.parametrize("name", ["pt2e_quant", pytest.param("torchao", marks=pytest.mark.torchao)])
+def test_an_output_spec_on_a_tuple_valued_op_is_skipped_like_torchao(name: str) -> None:
+    """``max.dim`` returns (values, indices): there is no one tensor to observe. Both
+    libraries skip the output spec (annotate the ``getitem`` to quantize the values) and still
+    quantize the op's input."""
+    if name == "torchao":
+        pytest.importorskip("torchao")
+    lib = library(name)
+    spec = lib.api.QuantizationSpec(
+        dtype=torch.uint8,
+        quant_min=0,
+        quant_max=255,
+        qscheme=torch.per_tensor_affine,
+        observer_or_fake_quant_ctr=lib.observers.MinMaxObserver,
+    )
+
+    def annotate(nodes):
+        nodes["max_1"].meta["quantization_annotation"] = lib.api.QuantizationAnnotation(
+            input_qspec_map={nodes["x"]: spec}, output_qspec=spec, _annotated=True
+        )
+
+    class Annotate(lib.api.Quantizer):
+        def annotate(self, gm):
+            annotate({n.name: n for n in gm.graph.nodes})
+            return gm
+
+        def validate(self, gm):
+            return None
+
+    x = torch.randn(2, 3)
+    exported = torch.export.export(MaxOverRows().eval(), (x,)).module()
+    prepared = lib.prepare_pt2e(exported, Annotate())
+    assert _observer_readers(prepared) == {"x"}
+    prepared(x)
+    converted = lib.convert_pt2e(prepared)
+    assert count_ops(converted)[qd.quantize_per_tensor.default] == 1
+
+
+class LinearOfInput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+
+def test_the_guard_check_keeps_reading_the_raw_input() -> None:
+    """export's ``_guards_fn`` checks the user's inputs; with the input placeholder's output
+    annotated, every real reader takes the observed value, but the guard must not."""
+    x = torch.randn(2, 4)
+    prepared = _prepare_annotating(LinearOfInput(), (x,), lambda n: _annotate(n["x"], output=True))
+    nodes = {n.name: n for n in prepared.graph.nodes}
+    assert nodes["_guards_fn"].args == (nodes["x"],)
+    assert nodes["linear"].args[0].op == "call_module"
+
+
+class AddTwo(nn.Module):
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return x + y
+
+
+def test_an_annotated_input_passed_by_keyword_is_observed() -> None:
+    """A transform may pass a tensor by keyword (``add(x, other=y)``); the annotation keys
+    on the node, not on the position, so the keyword input is observed too."""
+    inputs = (torch.randn(2, 3), torch.randn(2, 3))
+
+    def annotate(nodes):
+        add = nodes["add"]
+        x, y = add.args
+        add.args, add.kwargs = (x,), {"other": y}
+        _annotate(add, (x, y))
+
+    prepared = _prepare_annotating(AddTwo(), inputs, annotate)
+    add = next(n for n in prepared.graph.nodes if n.name == "add")
+    assert add.args[0].op == "call_module" and add.kwargs["other"].op == "call_module"
+    assert _observer_readers(prepared) == {"x", "y"}

@@ -170,3 +170,19 @@ def test_copy_then_delete_leaves_the_original_containers() -> None:
     remove_dead_nodes(working)
     assert not hasattr(working, "box")
     assert hasattr(original, "box") and hasattr(original.box, "orphan")
+
+
+def test_a_container_still_holding_other_state_is_kept() -> None:
+    """Only what the pass orphaned goes: ``box.spare`` is read by no node either, but the
+    pass did not name it (the user may want it in the state_dict), so ``box`` stays."""
+    root = nn.Module()
+    root.box = nn.Module()
+    root.box.orphan = nn.Parameter(torch.ones(3))
+    root.box.register_buffer("spare", torch.zeros(3))
+    gm = _graph_reading(root, ["box.orphan"])
+    gm.box.register_buffer("spare", torch.zeros(3))  # GraphModule copied only what is read
+    (add,) = [n for n in gm.graph.nodes if n.op == "call_function"]
+    add.replace_all_uses_with(add.args[0])
+    remove_dead_nodes(gm)  # erases the add and the get_attr, then deletes box.orphan
+    assert not hasattr(gm.box, "orphan")
+    assert _state_names(gm) == {"box.spare"}
