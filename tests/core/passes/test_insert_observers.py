@@ -285,3 +285,20 @@ def test_an_annotated_input_passed_by_keyword_is_observed() -> None:
     add = next(n for n in prepared.graph.nodes if n.name == "add")
     assert add.args[0].op == "call_module" and add.kwargs["other"].op == "call_module"
     assert _observer_readers(prepared) == {"x", "y"}
+
+
+def test_annotating_the_getitem_quantizes_one_element_of_a_tuple_output() -> None:
+    """What the README tells quantizer writers to do instead: the ``getitem`` is a tensor."""
+    x = torch.randn(2, 3)
+
+    def annotate(nodes):
+        getitem = nodes["getitem"]
+        assert getitem.args == (nodes["max_1"], 0)
+        _annotate(getitem, output=True)
+
+    prepared = _prepare_annotating(MaxOverRows(), (x,), annotate)
+    assert _observer_readers(prepared) == {"getitem"}
+    prepared(x)
+    converted = convert_pt2e(prepared)
+    assert count_ops(converted)[qd.quantize_per_tensor.default] == 1
+    assert (converted(x) - MaxOverRows()(x)).abs().max() < 0.02
