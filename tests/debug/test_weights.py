@@ -10,6 +10,7 @@ from pt2e_quant import convert_pt2e, prepare_pt2e
 from pt2e_quant.debug.comparison import compute_sqnr
 from pt2e_quant.debug.handles import generate_numeric_debug_handle
 from pt2e_quant.debug.weights import extract_weights
+from pt2e_quant.passes.fold_batch_norm import BatchNormNotFoldedWarning
 from pt2e_quant.qdq_ops import is_dequantize
 from quantizers import (
     EmbeddingQuantizer,
@@ -161,3 +162,33 @@ def test_without_handles_matches_by_node_name() -> None:
     weights = extract_weights(ep, quantized)
     assert list(weights) == ["linear", "linear_1"]
     assert all(w.handle is None and w.sqnr > 35 for w in weights.values())
+
+
+class ConvWithInputBiasThenBatchNorm(nn.Module):
+    """conv2d's bias is a forward argument, so prepare cannot fold the batch norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 3, 1, 1))
+        self.bn = nn.BatchNorm2d(4)
+        with torch.no_grad():
+            self.bn.running_var.uniform_(0.01, 0.1)
+            self.bn.weight.uniform_(2, 4)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return self.bn(nn.functional.conv2d(x, self.weight, bias))
+
+    def example_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.randn(1, 3, 4, 4), torch.randn(4)
+
+
+def test_batch_norm_kept_in_both_graphs_compares_the_raw_weights() -> None:
+    """When the quantized graph still runs the batch norm (the fold was refused), its conv
+    quantized the raw weight, so that is what the float side must be too, not a fold."""
+    model = ConvWithInputBiasThenBatchNorm()
+    with pytest.warns(BatchNormNotFoldedWarning, match="is not folded"):
+        ep, quantized = _quantize(model, _xnnpack(per_channel=True))
+    assert any("batch_norm" in str(n.target) for n in quantized.graph.nodes)
+    (conv,) = extract_weights(ep, quantized).values()
+    assert not conv.bn_folded and conv.note is None
+    assert conv.sqnr > 35
