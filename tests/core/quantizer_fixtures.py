@@ -15,6 +15,7 @@ import torch
 from torch.fx import GraphModule
 
 from pt2e_quant import FixedQParamsQuantizationSpec, QuantizationSpec, Quantizer
+from pt2e_quant.observer import MinMaxObserver
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,17 @@ def seed_specs(lib: ModuleType) -> SeedSpecs:
             zero_point=0,
         ),
     )
+
+
+#: uint8 per-tensor affine activations observed by min/max: the plainest static spec, for
+#: tests about where observers go rather than about which observer
+UINT8_MINMAX = QuantizationSpec(
+    dtype=torch.uint8,
+    quant_min=0,
+    quant_max=255,
+    qscheme=torch.per_tensor_affine,
+    observer_or_fake_quant_ctr=MinMaxObserver,
+)
 
 
 class FunctionQuantizer(Quantizer):

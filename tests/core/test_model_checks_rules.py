@@ -17,22 +17,12 @@ from torch import nn
 from pt2e_quant import (
     ModelAlreadyQuantizedError,
     QuantizationAnnotation,
-    QuantizationSpec,
     convert_pt2e,
     prepare_pt2e,
 )
-from pt2e_quant.observer import MinMaxObserver
-from tests.core.quantizer_fixtures import FunctionQuantizer
+from tests.core.quantizer_fixtures import UINT8_MINMAX, FunctionQuantizer
 
 aten = torch.ops.aten
-
-ACT = QuantizationSpec(
-    dtype=torch.uint8,
-    quant_min=0,
-    quant_max=255,
-    qscheme=torch.per_tensor_affine,
-    observer_or_fake_quant_ctr=MinMaxObserver,
-)
 
 
 class MulInsideCond(nn.Module):
@@ -46,7 +36,9 @@ def _quantize_mul(gm: torch.fx.GraphModule) -> None:
     for node in gm.graph.nodes:
         if node.target is aten.mul.Tensor:
             node.meta["quantization_annotation"] = QuantizationAnnotation(
-                input_qspec_map={node.args[0]: ACT}, output_qspec=ACT, _annotated=True
+                input_qspec_map={node.args[0]: UINT8_MINMAX},
+                output_qspec=UINT8_MINMAX,
+                _annotated=True,
             )
 
 

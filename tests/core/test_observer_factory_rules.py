@@ -13,9 +13,9 @@ from torch import nn
 
 from pt2e_quant import (
     AnnotationError,
-    FixedQParamsQuantizationSpec,
     QuantizationAnnotation,
     QuantizationSpec,
+    observer,
     prepare_pt2e,
     prepare_qat_pt2e,
 )
@@ -25,7 +25,7 @@ from pt2e_quant.observer import (
     MovingAveragePerChannelMinMaxObserver,
     PlaceholderObserver,
 )
-from tests.core.quantizer_fixtures import FunctionQuantizer
+from tests.core.quantizer_fixtures import FunctionQuantizer, seed_specs
 
 aten = torch.ops.aten
 
@@ -154,14 +154,7 @@ class Sigmoid(nn.Module):
 
 
 def _fixed_output(gm: torch.fx.GraphModule) -> None:
-    spec = FixedQParamsQuantizationSpec(
-        dtype=torch.uint8,
-        quant_min=0,
-        quant_max=255,
-        qscheme=torch.per_tensor_affine,
-        scale=1.0 / 256.0,
-        zero_point=0,
-    )
+    spec = seed_specs(observer).fixed  # sigmoid's 1/256 grid
     for node in gm.graph.nodes:
         if node.target is aten.sigmoid.default:
             node.meta["quantization_annotation"] = QuantizationAnnotation(

@@ -214,14 +214,20 @@ def test_fp16_spec_becomes_cast_round_trip() -> None:
     assert torch.allclose(expected, converted(*inputs), atol=1e-2)
 
 
-def test_metadata_ported_to_qdq_nodes() -> None:
-    """stack_trace and quantization_tag of the op reach its input dq and output q."""
+def _two_linears_tagged() -> tuple[GraphModule, tuple]:
+    """TwoLinearModule exported, each linear tagged ``tag_<name>`` (a partitioner's label)."""
     model = TwoLinearModule().eval()
     inputs = model.example_inputs()
     gm = torch.export.export(model, inputs).module()
     for node in gm.graph.nodes:
         if node.target == aten.linear.default:
             node.meta["quantization_tag"] = f"tag_{node.name}"
+    return gm, inputs
+
+
+def test_metadata_ported_to_qdq_nodes() -> None:
+    """stack_trace and quantization_tag of the op reach its input dq and output q."""
+    gm, inputs = _two_linears_tagged()
     prepared = prepare_pt2e(gm, ConvLinearQuantizer(*int8_specs(our_observer)))
     prepared(*inputs)
     converted = convert_pt2e(prepared)
@@ -278,12 +284,7 @@ def test_weight_quantize_through_a_permute_carries_the_weights_tag(fold_quantize
 def test_dynamic_choose_qparams_carries_the_consumers_metadata() -> None:
     """choose_qparams, q and dq of a dynamically quantized input are one unit with the
     linear they feed (lowering partitions them together)."""
-    model = TwoLinearModule().eval()
-    inputs = model.example_inputs()
-    gm = torch.export.export(model, inputs).module()
-    for node in gm.graph.nodes:
-        if node.target == aten.linear.default:
-            node.meta["quantization_tag"] = f"tag_{node.name}"
+    gm, _ = _two_linears_tagged()
     quantizer = ConvLinearQuantizer(*int8_specs(our_observer, dynamic=True))
     converted = convert_pt2e(prepare_pt2e(gm, quantizer))
     linears = converted.graph.find_nodes(op="call_function", target=aten.linear.default)

@@ -17,20 +17,12 @@ from pt2e_quant import (
     convert_pt2e,
     prepare_pt2e,
 )
-from pt2e_quant.observer import MinMaxObserver, PerChannelMinMaxObserver
-from tests.core.quantizer_fixtures import FunctionQuantizer
+from pt2e_quant.observer import PerChannelMinMaxObserver
+from tests.core.quantizer_fixtures import UINT8_MINMAX, FunctionQuantizer
 from tests.graph_check import count_ops
 
 aten = torch.ops.aten
 qd = torch.ops.quantized_decomposed
-
-ACT = QuantizationSpec(
-    dtype=torch.uint8,
-    quant_min=0,
-    quant_max=255,
-    qscheme=torch.per_tensor_affine,
-    observer_or_fake_quant_ctr=MinMaxObserver,
-)
 
 
 def _per_channel(ch_axis: int) -> QuantizationSpec:
@@ -87,7 +79,7 @@ def _keyword_input_add(gm: torch.fx.GraphModule) -> None:
             x, y = node.args
             node.args, node.kwargs = (x,), {"other": y}
             node.meta["quantization_annotation"] = QuantizationAnnotation(
-                input_qspec_map={x: ACT, y: ACT}, _annotated=True
+                input_qspec_map={x: UINT8_MINMAX, y: UINT8_MINMAX}, _annotated=True
             )
 
 

@@ -14,24 +14,14 @@ from torch import nn
 
 from pt2e_quant import (
     QuantizationAnnotation,
-    QuantizationSpec,
     SharedQuantizationSpec,
     convert_pt2e,
     prepare_pt2e,
 )
-from pt2e_quant.observer import MinMaxObserver
-from tests.core.quantizer_fixtures import FunctionQuantizer
+from tests.core.quantizer_fixtures import UINT8_MINMAX, FunctionQuantizer
 
 aten = torch.ops.aten
 qd = torch.ops.quantized_decomposed
-
-ACT = QuantizationSpec(
-    dtype=torch.uint8,
-    quant_min=0,
-    quant_max=255,
-    qscheme=torch.per_tensor_affine,
-    observer_or_fake_quant_ctr=MinMaxObserver,
-)
 
 
 class AccumulateThenRelu(nn.Module):
@@ -50,7 +40,7 @@ def _share_update_with_relu_input(gm: torch.fx.GraphModule) -> None:
     relu = next(n for n in gm.graph.nodes if n.target is aten.relu.default)
     x = relu.args[0]
     relu.meta["quantization_annotation"] = QuantizationAnnotation(
-        input_qspec_map={x: ACT}, _annotated=True
+        input_qspec_map={x: UINT8_MINMAX}, _annotated=True
     )
     update = next(n for n in gm.graph.nodes if n.target is aten.add_.Tensor)
     update.meta["quantization_annotation"] = QuantizationAnnotation(

@@ -17,11 +17,10 @@ import torch
 from torch import Tensor, nn
 from torch.fx import GraphModule, Node
 
-from pt2e_quant import QuantizationAnnotation, QuantizationSpec, convert_pt2e, prepare_pt2e
-from pt2e_quant.observer import MinMaxObserver
+from pt2e_quant import QuantizationAnnotation, convert_pt2e, prepare_pt2e
 from pt2e_quant.passes.insert_observers import OBSERVER_PREFIX, AliasedWriteWarning
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
-from tests.core.quantizer_fixtures import FunctionQuantizer
+from tests.core.quantizer_fixtures import UINT8_MINMAX, FunctionQuantizer
 from tests.graph_check import count_ops
 from tests.models import ZOO
 from tests.peer_annotation import library
@@ -99,20 +98,10 @@ def test_zoo_models_have_no_aliased_writes(name: str) -> None:
         prepare_pt2e(exported, _xnnpack())
 
 
-def _uint8_spec() -> QuantizationSpec:
-    return QuantizationSpec(
-        dtype=torch.uint8,
-        quant_min=0,
-        quant_max=255,
-        qscheme=torch.per_tensor_affine,
-        observer_or_fake_quant_ctr=MinMaxObserver,
-    )
-
-
 def _annotate(node: Node, inputs: tuple[Node, ...] = (), output: bool = False) -> None:
     node.meta["quantization_annotation"] = QuantizationAnnotation(
-        input_qspec_map={arg: _uint8_spec() for arg in inputs},
-        output_qspec=_uint8_spec() if output else None,
+        input_qspec_map={arg: UINT8_MINMAX for arg in inputs},
+        output_qspec=UINT8_MINMAX if output else None,
         _annotated=True,
     )
 
