@@ -13,6 +13,7 @@ from pt2e_quant import (
     DerivedQuantizationSpec,
     QuantizationAnnotation,
     Quantizer,
+    SharedQuantizationSpec,
     convert_pt2e,
     prepare_pt2e,
 )
@@ -361,3 +362,50 @@ def test_rows_are_frozen_values():
     with pytest.raises(AttributeError):
         row.value = 1.0  # type: ignore[misc]
     assert row.describe_value() == "SQNR 20.0 dB" and not row.failed
+
+
+class _PoolSharingWithConvTwice(Quantizer):
+    """conv quantized (input, weight, output); max-pool's input edge AND output both share
+    with the conv's output, so two unit members point at the same target outside the unit."""
+
+    def annotate(self, model: GraphModule) -> GraphModule:
+        config = get_symmetric_quantization_config()
+        for node in model.graph.nodes:
+            if node.target == aten.conv2d.default:
+                specs = {node.args[0]: config.input_activation, node.args[1]: config.weight}
+                set_annotation(node, QuantizationAnnotation(specs, config.output_activation))
+            elif node.target == aten.max_pool2d.default:
+                conv = node.args[0]
+                shared = SharedQuantizationSpec(conv)
+                set_annotation(node, QuantizationAnnotation({conv: shared}, shared))
+        return model
+
+    def validate(self, model: GraphModule) -> None:
+        return None
+
+
+class ConvThenPool2(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.max_pool2d(self.conv(x), 2)
+
+
+def test_two_members_sharing_one_outside_target_keep_sharing_each_other():
+    """The pool's input edge takes over the conv output's spec; its output, pointing at the
+    same conv output, must share with that edge (as in the full model: one scale in and out),
+    not get an observer of its own (a 2x2 max-pool's output has a narrower range)."""
+    torch.manual_seed(0)
+    model = ConvThenPool2().eval()
+    inputs = (torch.randn(1, 2, 6, 6),)
+    gm = torch.export.export(model, inputs).module()
+    ranking = sensitivity(gm, _PoolSharingWithConvTwice(), [inputs], progress=False)
+    pool = next(row for row in ranking if row.node_names == ("max_pool2d",))
+    assert not pool.failed and pool.notes == ()
+    prepared = prepare_pt2e(gm, single_layer_quantizer(_PoolSharingWithConvTwice(), pool))
+    prepared(*inputs)
+    quantizes, _ = _qdq(convert_pt2e(prepared))
+    assert [q.args[0].name for q in quantizes] == ["conv2d", "max_pool2d"]
+    assert quantizes[0].args[1:] == quantizes[1].args[1:]
