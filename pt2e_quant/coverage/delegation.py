@@ -7,12 +7,15 @@ node_configs}.py`` (``ALL_PARTITIONER_CONFIGS`` and each config's
 edge lowering (``conv2d`` reaches the partitioner as ``convolution``, ``adaptive_avg_pool2d``
 to 1x1 as ``mean.dim``):
 
-* a statically quantized op is delegated as int8 when its config supports ``STATIC_QUANT``,
-  every input is a dequantize and its only user is a quantize, possibly through one fused
-  activation (relu / hardtanh); in a prepared model observers stand for the q/dq ops;
+* an op is delegated as int8 when its config supports ``STATIC_QUANT``, every input is a
+  dequantize and its only user is a quantize, possibly through one fused activation (relu /
+  hardtanh); in a prepared model observers stand for the q/dq ops. The partitioner reads the
+  graph, not the annotations: an op the quantizer left float but that sits between a dq and
+  a q (a max-pool scoped out between two quantized convs) runs int8 all the same;
 * a float op is delegated in fp32 when its config supports ``FP32``;
-* conv is 1-D or 2-D only; ``add`` needs ``alpha == 1``; ``cat`` needs at least two inputs;
-  ``max_pool2d`` no ``ceil_mode``; ``mean.dim`` a 4-D input reduced over dims 2, 3, keepdim.
+* conv is 1-D or 2-D only (the table lists no other); ``add`` needs ``alpha == 1``; ``cat``
+  needs at least two inputs; ``max_pool2d`` no ``ceil_mode``; ``mean.dim`` a 4-D input
+  reduced over dims 2, 3, keepdim.
 
 Prediction strings: ``"xnnpack int8"``, ``"xnnpack fp32"``, ``"not delegated"``; a fused
 activation reads ``"xnnpack int8 (fused)"``.
@@ -79,10 +82,8 @@ _FP32_ONLY = {
 }
 
 _FUSED_ACTIVATIONS = {_aten.relu.default, _aten.hardtanh.default}
-#: ops whose weight-rank constraint applies (only the ones in _STATIC_QUANT ever reach it)
-_CONVS = CONV_OPS | CONV_TRANSPOSE_OPS
 #: ops whose ``bias`` input may stay float inside an int8 pattern
-_WEIGHTED = _CONVS | LINEAR_OPS
+_WEIGHTED = CONV_OPS | CONV_TRANSPOSE_OPS | LINEAR_OPS
 
 
 def _constraints_hold(node: Node) -> bool:
@@ -94,7 +95,7 @@ def _constraints_hold(node: Node) -> bool:
     if node.target == _aten.max_pool2d.default:
         return not argument(node, "ceil_mode", False)
     if node.target == _aten.mean.dim:
-        value = node.args[0].meta.get("val")
+        value = _value_behind(node.args[0])
         dims = sorted(d % 4 for d in node.args[1]) if value is not None else []
         return (
             value is not None
@@ -104,11 +105,16 @@ def _constraints_hold(node: Node) -> bool:
         )
     if node.target == _aten.adaptive_avg_pool2d.default:
         return list(node.args[1]) == [1, 1]
-    if node.target in _CONVS:
-        weight = argument(node, "weight")
-        value = weight.meta.get("val") if isinstance(weight, Node) else None
-        return value is None or value.dim() <= 4
     return True
+
+
+def _value_behind(arg: object) -> torch.Tensor | None:
+    """The example value of the tensor ``arg`` carries: q/dq ops and observers have no
+    ``val`` of their own, so look through them to the op they quantize."""
+    while isinstance(arg, Node) and "val" not in arg.meta and arg.args:
+        arg = arg.args[0]
+    value = arg.meta.get("val") if isinstance(arg, Node) else None
+    return value if isinstance(value, torch.Tensor) else None
 
 
 def _ends_in_quantize(node: Node) -> bool:
@@ -144,9 +150,9 @@ def _int8_pattern(node: Node) -> bool:
     )
 
 
-def predict_xnnpack(node: Node, quantized: bool) -> str:
+def predict_xnnpack(node: Node) -> str:
     """What the XNNPACK partitioner will do with ``node`` (see the module docstring)."""
-    if node.target in _STATIC_QUANT and quantized:
+    if node.target in _STATIC_QUANT:
         if _is_fused_activation(node):
             return INT8 + " (fused)"
         if _int8_pattern(node):

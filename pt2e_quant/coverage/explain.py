@@ -75,7 +75,7 @@ def explain(
             reason = float_reason(node, quantizer, kind)
         prediction = None
         if backend == "xnnpack":
-            prediction = predict_xnnpack(node, status.quantized)
+            prediction = predict_xnnpack(node)
         elif backend == "x86":
             prediction = predict_x86(node, status)
         rows.append(

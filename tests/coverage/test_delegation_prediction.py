@@ -22,9 +22,11 @@ from collections import Counter
 import pytest
 import torch
 
+from pt2e_quant import convert_pt2e, prepare_pt2e
 from pt2e_quant.coverage import explain
 from pt2e_quant.coverage.delegation import INT8
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
+from tests.coverage.test_prediction_constraints import ConvPoolConv, ConvThen
 from tests.ptq import quantize_zoo_model
 
 pytestmark = pytest.mark.executorch
@@ -72,6 +74,7 @@ OUR_FAMILIES = {
     "hardtanh": "activation",
     "max_pool2d": "pool",
     "adaptive_avg_pool2d": "pool",
+    "mean": "pool",
 }
 
 
@@ -108,12 +111,7 @@ def _delegated_families(edge_program) -> Counter:
     return found
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_predicted_int8_ops_are_the_delegated_ones(name: str) -> None:
-    quantizer = XNNPACKQuantizer().set_global(
-        get_symmetric_quantization_config(is_per_channel=True)
-    )
-    converted, example = quantize_zoo_model(name, quantizer)
+def _assert_predictions_match_the_partitioner(converted, example, quantizer) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = explain(converted, quantizer)
@@ -127,3 +125,30 @@ def test_predicted_int8_ops_are_the_delegated_ones(name: str) -> None:
     assert sum(predicted.values()) > 0
     assert predicted == _delegated_families(edge.exported_program())
     assert report.counts["xnnpack int8"] == sum(predicted.values())
+
+
+def _xnnpack() -> XNNPACKQuantizer:
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_predicted_int8_ops_are_the_delegated_ones(name: str) -> None:
+    quantizer = _xnnpack()
+    converted, example = quantize_zoo_model(name, quantizer)
+    _assert_predictions_match_the_partitioner(converted, example, quantizer)
+
+
+@pytest.mark.parametrize("case", ["mean_keepdim", "pool_scoped_out"])
+def test_predictions_match_on_a_kept_mean_and_an_unclaimed_op(case: str) -> None:
+    """A keepdim mean (its shape check looks behind the dq) and a max-pool the quantizer left
+    float between two quantized convs: the partitioner takes both as int8."""
+    quantizer = _xnnpack()
+    if case == "mean_keepdim":
+        model = ConvThen(lambda m, y, x: y.mean((2, 3), keepdim=True))
+    else:
+        model = ConvPoolConv()
+        quantizer.set_module_name("pool", None)
+    example = (torch.randn(1, 3, 8, 8),)
+    prepared = prepare_pt2e(torch.export.export(model.eval(), example).module(), quantizer)
+    prepared(*example)
+    _assert_predictions_match_the_partitioner(convert_pt2e(prepared), example, quantizer)
