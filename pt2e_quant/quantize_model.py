@@ -236,7 +236,7 @@ def _export_failure_message(error: Exception, strict: bool, dynamic_shapes: Any)
     elif "dynamic" in lowered or "constraint" in lowered or "specializ" in lowered:
         fix = "check dynamic_shapes against the shapes the model really accepts"
     elif dynamic_shapes is None:
-        fix = "if input sizes vary, pass dynamic_shapes; with strict=True, try strict=False"
+        fix = "if input sizes vary, pass dynamic_shapes; else run the model eagerly to see why"
     else:
         fix = "check example_inputs and dynamic_shapes match forward()'s signature"
     return (

@@ -1,0 +1,103 @@
+"""explain()'s quantized flag and float reason when a float input is not what it seems.
+
+Pins three readings of the graph: a float *constant* (a weight) is never "the float input"
+that blocked a pattern; a float op inside a cond body reads a float *op* there, which is not
+the body boundary; and an op that reads a float integer-valued producer directly is not
+"fused" into it.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pt2e_quant import convert_pt2e, prepare_pt2e
+from pt2e_quant.coverage import CoverageReport, explain
+from quantizers import (
+    ComposableQuantizer,
+    EmbeddingQuantizer,
+    XNNPACKQuantizer,
+    get_symmetric_quantization_config,
+)
+
+
+def _xnnpack() -> XNNPACKQuantizer:
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+
+
+def _explain(model: nn.Module, example: tuple, quantizer) -> CoverageReport:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_pt2e(torch.export.export(model.eval(), example).module(), quantizer)
+        prepared(*example)
+        return explain(convert_pt2e(prepared), quantizer)
+
+
+class GroupedTransposed(nn.Module):
+    """x ─ conv ─ conv_transpose(groups=2) ─ out: XNNPACK has no rule for grouped ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+        self.up = nn.ConvTranspose2d(4, 4, 2, groups=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.up(self.conv(x))
+
+
+def test_float_weight_is_not_reported_as_the_float_input() -> None:
+    """The activation arrives quantized and the weight is a float constant, as every weight
+    is before quantization; the user must read "pattern not matched", not be sent looking
+    for a float producer that does not exist."""
+    report = _explain(GroupedTransposed(), (torch.randn(1, 4, 4, 4),), _xnnpack())
+    (row,) = [r for r in report.rows if r.op == "conv_transpose2d"]
+    assert (row.quantized, row.reason) == (False, "pattern not matched by any xnnpack rule")
+
+
+class CondPool(nn.Module):
+    """cond(x.sum() > 0, max_pool2d(hardswish(x)), max_pool2d(x)), pools of size 1."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cond(
+            x.sum() > 0,
+            lambda x: F.max_pool2d(F.hardswish(x), 1),
+            lambda x: F.max_pool2d(x, 1),
+            (x,),
+        )
+
+
+def test_float_producer_inside_a_body_is_not_the_body_boundary() -> None:
+    """Only a body *input* that enters float is blamed on the sub-graph; a pool fed by a
+    float hardswish in the same body is an ordinary "input not quantized"."""
+    report = _explain(CondPool(), (torch.randn(1, 2, 4, 4),), _xnnpack())
+    reasons = {r.node: r.reason for r in report.rows}
+    assert reasons["true_graph_0.max_pool2d"] == "input not quantized ('hardswish' is float)"
+    assert reasons["false_graph_0.max_pool2d"] == (
+        "inside a cond sub-graph (its input 'x' enters it float)"
+    )
+
+
+class ShiftedEmbedding(nn.Module):
+    """int64 i ─ add(1) ─ embedding ─ out: the embedding reads an unannotated compute op."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+
+    def forward(self, i: Tensor) -> Tensor:
+        return self.emb(i + 1)
+
+
+def test_op_reading_an_unclaimed_compute_op_is_not_fused_into_it() -> None:
+    """The weight-only embedding is quantized even though its indices come straight from an
+    integer add that no quantizer claimed; that add is no pattern anchor to fuse into."""
+    quantizer = ComposableQuantizer([EmbeddingQuantizer(), _xnnpack()])
+    report = _explain(ShiftedEmbedding(), (torch.arange(3),), quantizer)
+    assert [(r.op, r.quantized, r.reason) for r in report.rows] == [
+        ("add", False, "unsupported dtype torch.int64"),
+        ("embedding", True, None),
+    ]
