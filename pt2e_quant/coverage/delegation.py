@@ -27,7 +27,12 @@ import torch
 from torch.fx import Node
 
 from pt2e_quant.aten_args import argument
-from pt2e_quant.coverage.evidence import is_quantized_edge, is_quantizing_user, tensor_inputs
+from pt2e_quant.coverage.evidence import (
+    example_value,
+    is_quantized_edge,
+    is_quantizing_user,
+    tensor_inputs,
+)
 from quantizers.patterns import CONV_OPS, CONV_TRANSPOSE_OPS, LINEAR_OPS
 
 __all__ = ["INT8", "FP32", "NOT_DELEGATED", "predict_xnnpack"]
@@ -95,7 +100,7 @@ def _constraints_hold(node: Node) -> bool:
     if node.target == _aten.max_pool2d.default:
         return not argument(node, "ceil_mode", False)
     if node.target == _aten.mean.dim:
-        value = _value_behind(node.args[0])
+        value = example_value(node.args[0])
         dims = sorted(d % 4 for d in node.args[1]) if value is not None else []
         return (
             value is not None
@@ -106,15 +111,6 @@ def _constraints_hold(node: Node) -> bool:
     if node.target == _aten.adaptive_avg_pool2d.default:
         return list(node.args[1]) == [1, 1]
     return True
-
-
-def _value_behind(arg: object) -> torch.Tensor | None:
-    """The example value of the tensor ``arg`` carries: q/dq ops and observers have no
-    ``val`` of their own, so look through them to the op they quantize."""
-    while isinstance(arg, Node) and "val" not in arg.meta and arg.args:
-        arg = arg.args[0]
-    value = arg.meta.get("val") if isinstance(arg, Node) else None
-    return value if isinstance(value, torch.Tensor) else None
 
 
 def _ends_in_quantize(node: Node) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch.fx import GraphModule, Node
 
 from pt2e_quant.annotation import get_annotation, is_annotated
@@ -32,6 +33,7 @@ from quantizers.patterns import is_float_tensor
 
 __all__ = [
     "Status",
+    "example_value",
     "graph_has_annotations",
     "is_quantized_edge",
     "is_quantizing_user",
@@ -53,6 +55,15 @@ def _is_observer(node: object) -> bool:
         return False
     module = node.graph.owning_module.get_submodule(str(node.target))
     return isinstance(module, (ObserverBase, FakeQuantizeBase))
+
+
+def example_value(arg: object) -> torch.Tensor | None:
+    """The example tensor behind ``arg``: q/dq ops and observers carry no ``val`` of their
+    own, so look through them to the op whose value they quantize."""
+    while isinstance(arg, Node) and "val" not in arg.meta and arg.args:
+        arg = arg.args[0]
+    value = arg.meta.get("val") if isinstance(arg, Node) else None
+    return value if isinstance(value, torch.Tensor) else None
 
 
 def is_quantized_edge(producer: object) -> bool:

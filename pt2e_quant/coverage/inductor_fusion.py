@@ -15,11 +15,10 @@ qconv (<anchor>)"`` for a post-op the recipe fused into it; None for everything 
 
 from __future__ import annotations
 
-import torch
 from torch.fx import Node
 
 from pt2e_quant.aten_args import argument
-from pt2e_quant.coverage.evidence import Status
+from pt2e_quant.coverage.evidence import Status, example_value
 from pt2e_quant.qdq_ops import is_dequantize
 from quantizers.patterns import LINEAR_OPS
 from quantizers.x86_inductor_rules import CONV1D_OPS, CONV2D_OPS
@@ -56,10 +55,8 @@ def _prepacks(node: Node) -> bool:
     stored = weight.args[0]
     if not isinstance(stored, Node) or stored.op not in ("get_attr", "placeholder"):
         return False
-    value = activation.meta.get("val")
-    if value is None:
-        value = activation.args[0].meta.get("val") if isinstance(activation.args[0], Node) else None
-    if isinstance(value, torch.Tensor) and value.device.type != "cpu":
+    value = example_value(activation)
+    if value is not None and value.device.type != "cpu":
         return False
     return node.target in LINEAR_OPS or value is None or value.dim() in (3, 4)
 

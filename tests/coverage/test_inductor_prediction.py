@@ -54,3 +54,23 @@ def test_predicted_int8_kernels_are_the_fused_ones(name: str) -> None:
     assert counts.get("int8 qconv", 0) + counts.get("int8 qlinear", 0) > 0
     assert counts.get("int8 qconv", 0) == counters.get("qconv_weight_prepack_matcher_count", 0)
     assert counts.get("int8 qlinear", 0) == counters.get("qlinear_weight_prepack_matcher_count", 0)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 8), (3, 8)], ids=["batched", "unbatched"])
+def test_conv1d_prediction_follows_the_input_rank(shape: tuple[int, ...]) -> None:
+    """Inductor's prepack pattern wants a 3-D or 4-D activation: an unbatched conv1d (2-D
+    input) stays q/dq + float conv. The rank is read behind the activation's dequantize,
+    which carries no example value of its own."""
+    from pt2e_quant import convert_pt2e, prepare_pt2e
+
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    example = (torch.randn(*shape),)
+    model = torch.nn.Conv1d(3, 4, 1).eval()
+    prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
+    prepared(*example)
+    converted = convert_pt2e(prepared)
+    with torch._inductor.config.patch(freezing=True):
+        (row,) = explain(converted, quantizer).rows
+    fused = _fusion_counters(converted, example).get("qconv_weight_prepack_matcher_count", 0)
+    assert row.quantized
+    assert (row.prediction == "int8 qconv") is (fused == 1) is (len(shape) == 3)
