@@ -16,14 +16,19 @@ from pt2e_quant import Quantizer, convert_pt2e, prepare_pt2e
 from tests.models import ZOO
 
 
+def quantize_once(model: torch.nn.Module, example: tuple, quantizer: Quantizer) -> GraphModule:
+    """``model`` exported in eval mode, prepared, calibrated once on ``example``, converted."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # export / observer chatter is not what these tests check
+        prepared = prepare_pt2e(torch.export.export(model.eval(), example).module(), quantizer)
+        with torch.no_grad():
+            prepared(*example)
+        return convert_pt2e(prepared)
+
+
 def quantize_zoo_model(name: str, quantizer: Quantizer) -> tuple[GraphModule, tuple]:
     """(converted model, example inputs) of ``ZOO[name]`` calibrated once on its example."""
     torch.manual_seed(0)
-    model = ZOO[name]().eval()
+    model = ZOO[name]()
     example = model.example_inputs()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # export / observer chatter is not what these tests check
-        prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
-        with torch.no_grad():
-            prepared(*example)
-        return convert_pt2e(prepared), example
+    return quantize_once(model, example, quantizer), example

@@ -22,12 +22,11 @@ from collections import Counter
 import pytest
 import torch
 
-from pt2e_quant import convert_pt2e, prepare_pt2e
 from pt2e_quant.coverage import explain
 from pt2e_quant.coverage.delegation import INT8
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.coverage.test_prediction_constraints import ConvPoolConv, ConvThen
-from tests.ptq import quantize_zoo_model
+from tests.ptq import quantize_once, quantize_zoo_model
 
 pytestmark = pytest.mark.executorch
 pytest.importorskip("executorch")
@@ -149,6 +148,5 @@ def test_predictions_match_on_a_kept_mean_and_an_unclaimed_op(case: str) -> None
         model = ConvPoolConv()
         quantizer.set_module_name("pool", None)
     example = (torch.randn(1, 3, 8, 8),)
-    prepared = prepare_pt2e(torch.export.export(model.eval(), example).module(), quantizer)
-    prepared(*example)
-    _assert_predictions_match_the_partitioner(convert_pt2e(prepared), example, quantizer)
+    converted = quantize_once(model, example, quantizer)
+    _assert_predictions_match_the_partitioner(converted, example, quantizer)

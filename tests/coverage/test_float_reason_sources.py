@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pt2e_quant import convert_pt2e, prepare_pt2e
 from pt2e_quant.coverage import CoverageReport, explain
 from quantizers import (
     ComposableQuantizer,
@@ -22,6 +21,7 @@ from quantizers import (
     XNNPACKQuantizer,
     get_symmetric_quantization_config,
 )
+from tests.ptq import quantize_once
 
 
 def _xnnpack() -> XNNPACKQuantizer:
@@ -30,11 +30,10 @@ def _xnnpack() -> XNNPACKQuantizer:
 
 def _explain(model: nn.Module, example: tuple, quantizer) -> CoverageReport:
     torch.manual_seed(0)
+    converted = quantize_once(model, example, quantizer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = prepare_pt2e(torch.export.export(model.eval(), example).module(), quantizer)
-        prepared(*example)
-        return explain(convert_pt2e(prepared), quantizer)
+        return explain(converted, quantizer)
 
 
 class GroupedTransposed(nn.Module):

@@ -19,7 +19,7 @@ import torch
 
 from pt2e_quant.coverage import explain
 from quantizers import X86InductorQuantizer, get_default_x86_inductor_quantization_config
-from tests.ptq import quantize_zoo_model
+from tests.ptq import quantize_once, quantize_zoo_model
 
 pytestmark = pytest.mark.inductor
 
@@ -61,14 +61,9 @@ def test_conv1d_prediction_follows_the_input_rank(shape: tuple[int, ...]) -> Non
     """Inductor's prepack pattern wants a 3-D or 4-D activation: an unbatched conv1d (2-D
     input) stays q/dq + float conv. The rank is read behind the activation's dequantize,
     which carries no example value of its own."""
-    from pt2e_quant import convert_pt2e, prepare_pt2e
-
     quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
     example = (torch.randn(*shape),)
-    model = torch.nn.Conv1d(3, 4, 1).eval()
-    prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
-    prepared(*example)
-    converted = convert_pt2e(prepared)
+    converted = quantize_once(torch.nn.Conv1d(3, 4, 1), example, quantizer)
     with torch._inductor.config.patch(freezing=True):
         (row,) = explain(converted, quantizer).rows
     fused = _fusion_counters(converted, example).get("qconv_weight_prepack_matcher_count", 0)

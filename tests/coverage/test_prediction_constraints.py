@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pt2e_quant import convert_pt2e, prepare_pt2e
 from pt2e_quant.coverage import CoverageReport, explain
 from quantizers import (
     X86InductorQuantizer,
@@ -24,15 +23,15 @@ from quantizers import (
     get_default_x86_inductor_quantization_config,
     get_symmetric_quantization_config,
 )
+from tests.ptq import quantize_once
 
 
 def _explain(model: nn.Module, example: tuple, quantizer) -> CoverageReport:
     torch.manual_seed(0)
+    converted = quantize_once(model, example, quantizer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = prepare_pt2e(torch.export.export(model.eval(), example).module(), quantizer)
-        prepared(*example)
-        return explain(convert_pt2e(prepared), quantizer)
+        return explain(converted, quantizer)
 
 
 class ConvThen(nn.Module):
