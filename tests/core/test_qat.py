@@ -35,6 +35,7 @@ from quantizers import (
     get_symmetric_quantization_config,
 )
 from tests.graph_check import count_ops, ops_in_order
+from tests.models import CondLinear, ScanLinear, WhileLinear
 
 aten = torch.ops.aten
 qd = torch.ops.quantized_decomposed
@@ -469,3 +470,24 @@ def test_grouped_transposed_conv_bn_is_simulated_and_folded_per_output_channel()
     converted = convert_pt2e(prepared)
     assert aten.batch_norm.default not in count_ops(converted)
     torch.testing.assert_close(converted(x), reference.eval()(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "model_cls", [CondLinear, ScanLinear, WhileLinear], ids=lambda c: c.__name__
+)
+def test_qat_trains_through_control_flow_bodies(model_cls) -> None:
+    """A fake-quantized linear inside a cond / scan / while_loop body trains: the prepared
+    model runs the bodies as Python (the higher-order ops themselves cannot run fake-quant
+    modules under autograd), so the loss reaches the body's weights."""
+    torch.manual_seed(0)
+    model = model_cls()
+    inputs = model.example_inputs()
+    exported = torch.export.export(model.train(), inputs).module()
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_qat=True))
+    prepared = prepare_qat_pt2e(exported, quantizer)
+    assert any(isinstance(m, FakeQuantizeBase) for m in prepared.modules())
+    out = prepared(*inputs)
+    (out[0] if isinstance(out, (tuple, list)) else out).sum().backward()
+    grads = {name for name, p in prepared.named_parameters() if p.grad is not None}
+    # the body's linear (for cond: the taken branch's) has a weight and a bias gradient
+    assert {name.rpartition(".")[2] for name in grads} == {"weight", "bias"}, grads
