@@ -13,6 +13,7 @@ import torch
 from torch.fx import GraphModule
 
 from pt2e_quant import Quantizer, convert_pt2e, prepare_pt2e
+from pt2e_quant.coverage import CoverageReport, explain
 from tests.models import ZOO
 
 
@@ -32,3 +33,14 @@ def quantize_zoo_model(name: str, quantizer: Quantizer) -> tuple[GraphModule, tu
     model = ZOO[name]()
     example = model.example_inputs()
     return quantize_once(model, example, quantizer), example
+
+
+def explain_quantized(
+    model: torch.nn.Module, example: tuple, quantizer: Quantizer
+) -> CoverageReport:
+    """The coverage report of ``model`` after :func:`quantize_once` (seeded, warnings off)."""
+    torch.manual_seed(0)
+    converted = quantize_once(model, example, quantizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return explain(converted, quantizer)

@@ -8,32 +8,21 @@ the body boundary; and an op that reads a float integer-valued producer directly
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pt2e_quant.coverage import CoverageReport, explain
 from quantizers import (
     ComposableQuantizer,
     EmbeddingQuantizer,
     XNNPACKQuantizer,
     get_symmetric_quantization_config,
 )
-from tests.ptq import quantize_once
+from tests.ptq import explain_quantized
 
 
 def _xnnpack() -> XNNPACKQuantizer:
     return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-
-
-def _explain(model: nn.Module, example: tuple, quantizer) -> CoverageReport:
-    torch.manual_seed(0)
-    converted = quantize_once(model, example, quantizer)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return explain(converted, quantizer)
 
 
 class GroupedTransposed(nn.Module):
@@ -52,7 +41,7 @@ def test_float_weight_is_not_reported_as_the_float_input() -> None:
     """The activation arrives quantized and the weight is a float constant, as every weight
     is before quantization; the user must read "pattern not matched", not be sent looking
     for a float producer that does not exist."""
-    report = _explain(GroupedTransposed(), (torch.randn(1, 4, 4, 4),), _xnnpack())
+    report = explain_quantized(GroupedTransposed(), (torch.randn(1, 4, 4, 4),), _xnnpack())
     (row,) = [r for r in report.rows if r.op == "conv_transpose2d"]
     assert (row.quantized, row.reason) == (False, "pattern not matched by any xnnpack rule")
 
@@ -72,7 +61,7 @@ class CondPool(nn.Module):
 def test_float_producer_inside_a_body_is_not_the_body_boundary() -> None:
     """Only a body *input* that enters float is blamed on the sub-graph; a pool fed by a
     float hardswish in the same body is an ordinary "input not quantized"."""
-    report = _explain(CondPool(), (torch.randn(1, 2, 4, 4),), _xnnpack())
+    report = explain_quantized(CondPool(), (torch.randn(1, 2, 4, 4),), _xnnpack())
     reasons = {r.node: r.reason for r in report.rows}
     assert reasons["true_graph_0.max_pool2d"] == "input not quantized ('hardswish' is float)"
     assert reasons["false_graph_0.max_pool2d"] == (
@@ -95,7 +84,7 @@ def test_op_reading_an_unclaimed_compute_op_is_not_fused_into_it() -> None:
     """The weight-only embedding is quantized even though its indices come straight from an
     integer add that no quantizer claimed; that add is no pattern anchor to fuse into."""
     quantizer = ComposableQuantizer([EmbeddingQuantizer(), _xnnpack()])
-    report = _explain(ShiftedEmbedding(), (torch.arange(3),), quantizer)
+    report = explain_quantized(ShiftedEmbedding(), (torch.arange(3),), quantizer)
     assert [(r.op, r.quantized, r.reason) for r in report.rows] == [
         ("add", False, "unsupported dtype torch.int64"),
         ("embedding", True, None),

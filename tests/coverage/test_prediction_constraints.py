@@ -8,7 +8,6 @@ prepacks into a oneDNN qconv just like conv2d.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import pytest
@@ -16,22 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pt2e_quant.coverage import CoverageReport, explain
 from quantizers import (
     X86InductorQuantizer,
     XNNPACKQuantizer,
     get_default_x86_inductor_quantization_config,
     get_symmetric_quantization_config,
 )
-from tests.ptq import quantize_once
-
-
-def _explain(model: nn.Module, example: tuple, quantizer) -> CoverageReport:
-    torch.manual_seed(0)
-    converted = quantize_once(model, example, quantizer)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return explain(converted, quantizer)
+from tests.ptq import explain_quantized
 
 
 class ConvThen(nn.Module):
@@ -60,7 +50,7 @@ def test_quantized_op_breaking_an_xnnpack_constraint_is_predicted_fp32(op: str) 
     """The op is quantized (q/dq around it) yet XNNPACK will not take it as int8: predicting
     "xnnpack int8" would hide a float island from the user."""
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config())
-    report = _explain(ConvThen(TAILS[op]), (torch.randn(1, 3, 4, 4),), quantizer)
+    report = explain_quantized(ConvThen(TAILS[op]), (torch.randn(1, 3, 4, 4),), quantizer)
     (row,) = [r for r in report.rows if r.op == op]
     assert (row.quantized, row.prediction) == (True, "xnnpack fp32")
     assert report.rows[0].prediction == "xnnpack int8"  # the conv before it still is int8
@@ -70,7 +60,7 @@ def test_x86_conv1d_is_predicted_as_an_int8_qconv() -> None:
     """Inductor's prepack pattern covers 3-D (conv1d) inputs as well as 4-D ones, so a
     quantized conv1d is reported as the int8 kernel it becomes."""
     quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
-    report = _explain(nn.Conv1d(3, 4, 1), (torch.randn(1, 3, 8),), quantizer)
+    report = explain_quantized(nn.Conv1d(3, 4, 1), (torch.randn(1, 3, 8),), quantizer)
     assert [(r.op, r.quantized, r.prediction) for r in report.rows] == [
         ("conv1d", True, "int8 qconv")
     ]
@@ -81,7 +71,7 @@ def test_quantized_mean_meeting_the_constraint_is_predicted_int8() -> None:
     input's shape behind its dequantize (q/dq nodes carry no example value of their own)."""
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config())
     tail = lambda m, y, x: y.mean((2, 3), keepdim=True)  # noqa: E731
-    report = _explain(ConvThen(tail), (torch.randn(1, 3, 4, 4),), quantizer)
+    report = explain_quantized(ConvThen(tail), (torch.randn(1, 3, 4, 4),), quantizer)
     assert [(r.op, r.quantized, r.prediction) for r in report.rows] == [
         ("conv2d", True, "xnnpack int8"),
         ("mean", True, "xnnpack int8"),
@@ -105,6 +95,6 @@ def test_an_op_left_float_between_a_dq_and_a_q_is_predicted_int8() -> None:
     as XNNPACK's int8 max-pool, so the report must not promise fp32 there."""
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config())
     quantizer.set_module_name("pool", None)
-    report = _explain(ConvPoolConv(), (torch.randn(1, 3, 4, 4),), quantizer)
+    report = explain_quantized(ConvPoolConv(), (torch.randn(1, 3, 4, 4),), quantizer)
     (pool,) = [r for r in report.rows if r.op == "max_pool2d"]
     assert (pool.quantized, pool.prediction) == (False, "xnnpack int8")

@@ -25,6 +25,7 @@ __all__ = [
     "GroupwiseConv2d",
     "SigmoidAddModel",
     "SigmoidModel",
+    "SingleLinear",
     "ThreeAdd",
     "TwoLinearModule",
 ]
@@ -249,6 +250,26 @@ class TwoLinearModule(nn.Module):
 
     def example_inputs(self) -> tuple[Tensor, ...]:
         return (torch.randn(2, 8),)
+
+
+class SingleLinear(nn.Module):
+    """One linear behind a forward argument named ``x`` (a bare ``nn.Linear`` would export
+    its placeholder as ``input``): the smallest graph with an activation, weight and bias.
+
+    ::
+
+        x (2,4) ─ Linear(4→4) ─ out (2,4)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+    def example_inputs(self) -> tuple[Tensor, ...]:
+        return (torch.randn(2, 4),)
 
 
 def _cond_true(x: Tensor, pred2: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from pt2e_quant.passes.insert_observers import OBSERVER_PREFIX, AliasedWriteWarn
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.core.quantizer_fixtures import UINT8_MINMAX, FunctionQuantizer
 from tests.graph_check import count_ops
-from tests.models import ZOO
+from tests.models import ZOO, SingleLinear
 from tests.peer_annotation import library
 
 qd = torch.ops.quantized_decomposed
@@ -235,20 +235,11 @@ def test_an_output_spec_on_a_tuple_valued_op_is_skipped_like_torchao(name: str) 
     assert count_ops(converted)[qd.quantize_per_tensor.default] == 1
 
 
-class LinearOfInput(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = nn.Linear(4, 4)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear(x)
-
-
 def test_the_guard_check_keeps_reading_the_raw_input() -> None:
     """export's ``_guards_fn`` checks the user's inputs; with the input placeholder's output
     annotated, every real reader takes the observed value, but the guard must not."""
     x = torch.randn(2, 4)
-    prepared = _prepare_annotating(LinearOfInput(), (x,), lambda n: _annotate(n["x"], output=True))
+    prepared = _prepare_annotating(SingleLinear(), (x,), lambda n: _annotate(n["x"], output=True))
     nodes = {n.name: n for n in prepared.graph.nodes}
     assert nodes["_guards_fn"].args == (nodes["x"],)
     assert nodes["linear"].args[0].op == "call_module"

@@ -7,25 +7,16 @@ float (pass-through) observer must not touch the numeric-debug handle of the nod
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
 from torch.fx import GraphModule
 
 import pt2e_quant.observer as our_observer
 from pt2e_quant import QuantizationAnnotation, QuantizationSpec, convert_pt2e, prepare_pt2e
 from pt2e_quant.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY
 from tests.core.quantizer_fixtures import ConvLinearQuantizer, FunctionQuantizer, int8_specs
+from tests.models import SingleLinear
 
 aten = torch.ops.aten
 qd = torch.ops.quantized_decomposed
-
-
-class _Linear(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = nn.Linear(4, 4)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear(x)
 
 
 def _handle(node: torch.fx.Node) -> int | None:
@@ -36,7 +27,7 @@ def test_bf16_dynamic_dequantize_keeps_model_dtype() -> None:
     """A bfloat16 model with dynamic activation quantization: the dynamic dequantize must
     produce bfloat16 (``out_dtype``), or the linear sees float32 next to bf16 weights."""
     torch.manual_seed(0)
-    model = _Linear().eval().to(torch.bfloat16)
+    model = SingleLinear().eval().to(torch.bfloat16)
     x = torch.randn(2, 4, dtype=torch.bfloat16)
     gm = torch.export.export(model, (x,)).module()
     quantizer = ConvLinearQuantizer(*int8_specs(our_observer, dynamic=True))
@@ -58,7 +49,7 @@ def test_dropping_a_float_observer_keeps_its_inputs_debug_handle() -> None:
         dtype=torch.float32, observer_or_fake_quant_ctr=our_observer.PlaceholderObserver
     )
     x = torch.randn(2, 4)
-    gm = torch.export.export(_Linear().eval(), (x,)).module()
+    gm = torch.export.export(SingleLinear().eval(), (x,)).module()
 
     def annotate(model: GraphModule) -> None:
         for node in model.graph.nodes:

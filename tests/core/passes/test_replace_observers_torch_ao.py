@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.ao.quantization.fake_quantize as ao_fake_quantize
 import torch.ao.quantization.observer as ao_observer
-from torch import Tensor, nn
+from torch import Tensor
 from torch.fx import GraphModule
 
 from pt2e_quant import (
@@ -25,26 +25,18 @@ from pt2e_quant import (
     prepare_qat_pt2e,
 )
 from pt2e_quant.passes.replace_observers import UncalibratedObserverWarning
-from tests.core.quantizer_fixtures import FunctionQuantizer
+from tests.core.quantizer_fixtures import FunctionQuantizer, int8_specs
+from tests.models import SingleLinear
 
 aten = torch.ops.aten
 qd = torch.ops.quantized_decomposed
-
-
-class _Linear(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = nn.Linear(4, 4)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear(x)
 
 
 def _prepare(spec: QuantizationSpec, edge: str, qat: bool = False) -> tuple[GraphModule, Tensor]:
     """Export a linear and annotate only its input ``"x"`` or its ``"weight"`` with ``spec``."""
     torch.manual_seed(0)
     x = torch.randn(2, 4)
-    gm = torch.export.export(_Linear().eval(), (x,)).module()
+    gm = torch.export.export(SingleLinear().eval(), (x,)).module()
 
     def annotate(model: GraphModule) -> None:
         for node in model.graph.nodes:
@@ -65,14 +57,7 @@ def _quantize_args(gm: GraphModule) -> list[tuple]:
 def test_uncalibrated_torch_ao_per_channel_observer_warns() -> None:
     """A torch.ao per-channel observer that saw nothing holds *empty* min/max tensors (not
     ±inf); convert must still report it, or the user ships weights with scale 1.0 unwarned."""
-    spec = QuantizationSpec(
-        dtype=torch.int8,
-        quant_min=-127,
-        quant_max=127,
-        qscheme=torch.per_channel_symmetric,
-        ch_axis=0,
-        observer_or_fake_quant_ctr=ao_observer.PerChannelMinMaxObserver,
-    )
+    _, spec = int8_specs(ao_observer)  # per-channel symmetric, torch.ao's observer
     prepared, _ = _prepare(spec, "weight")
     with pytest.warns(UncalibratedObserverWarning, match="never saw data.*'linear_weight'"):
         convert_pt2e(prepared)
