@@ -2,7 +2,8 @@
 
 * :mod:`tests.models.seed_models`: tiny exact architectures whose node counts tests assert.
 * :mod:`tests.models.zoo`: scaled-down real architectures (ResNet, MobileNet, EfficientNet,
-  transformer, LSTM, ...) plus control-flow models, and the :data:`ZOO` registry.
+  transformer, LSTM, ...) and the :data:`ZOO` registry.
+* :mod:`tests.models.control_flow`: models with no_grad / cond / scan / while_loop bodies.
 
 Every model has ``example_inputs()`` returning a tuple of small tensors. Import from the
 package, e.g. ``from tests.models import ZOO, ConvWithBNRelu, export_model``.
@@ -14,12 +15,14 @@ import torch
 from torch import Tensor, nn
 from torch.fx import GraphModule
 
+from tests.models.control_flow import *  # noqa: F403
+from tests.models.control_flow import __all__ as _control_flow_all
 from tests.models.seed_models import *  # noqa: F403
 from tests.models.seed_models import __all__ as _seed_all
 from tests.models.zoo import *  # noqa: F403
 from tests.models.zoo import __all__ as _zoo_all
 
-__all__ = [*_seed_all, *_zoo_all, "export_model"]
+__all__ = [*_seed_all, *_zoo_all, *_control_flow_all, "export_model"]
 
 
 def export_model(
