@@ -84,6 +84,13 @@ _FUNCTION_TO_ATEN: dict[Callable, Any] = {
 }
 _QUANTIZABLE_PACKETS = frozenset(op.overloadpacket for op in QUANTIZABLE_OPS)
 
+#: The shared scoping names its setters as XNNPACK spells them; these are torchao's x86 names.
+_X86_SETTER_NAMES = {
+    "set_operator_type": "set_function_type_qconfig",
+    "set_module_type": "set_module_type_qconfig",
+    "set_module_name": "set_module_name_qconfig",
+}
+
 
 @functools.lru_cache
 def get_default_x86_inductor_quantization_config(
@@ -242,12 +249,15 @@ class X86InductorQuantizer(Quantizer):
         return POST_OPS
 
     def scope_decision(self, node: Node) -> tuple[QuantizationConfig | None, str]:
-        """The config the scoping gives ``node`` and the setter that decided it. matmul needs
-        an explicit scope: the global config leaves it float (see :meth:`_explicit_config`)."""
+        """The config the scoping gives ``node`` and the setter that decided it, named as
+        this quantizer spells it (``set_module_name_qconfig('head')``) so a coverage report
+        points at the user's own recipe line. matmul needs an explicit scope: the global
+        config leaves it float (see :meth:`_explicit_config`)."""
         config, setter = self._scoped.decide(node)
         if is_call(node, MATMUL_OPS) and setter == "set_global":
             return None, "set_global, which leaves matmul float unless scoped explicitly"
-        return config, setter
+        name, paren, rest = setter.partition("(")
+        return config, _X86_SETTER_NAMES.get(name, name) + paren + rest
 
     # ---------------------------------------------------------------------- annotation
 

@@ -15,7 +15,9 @@ from torch import Tensor, nn
 from quantizers import (
     ComposableQuantizer,
     EmbeddingQuantizer,
+    X86InductorQuantizer,
     XNNPACKQuantizer,
+    get_default_x86_inductor_quantization_config,
     get_symmetric_quantization_config,
 )
 from tests.ptq import explain_quantized
@@ -88,4 +90,42 @@ def test_op_reading_an_unclaimed_compute_op_is_not_fused_into_it() -> None:
     assert [(r.op, r.quantized, r.reason) for r in report.rows] == [
         ("add", False, "unsupported dtype torch.int64"),
         ("embedding", True, None),
+    ]
+
+
+def test_an_op_in_scope_of_one_composed_quantizer_is_not_blamed_on_another_ones_scope() -> None:
+    """The first XNNPACK quantizer has the grouped transposed conv in scope, the second scopes
+    it out; the op stayed float because no rule matches it, not because of the second one's
+    setter, so the scope check must stop at the first quantizer that keeps the op."""
+    quantizer = ComposableQuantizer([_xnnpack(), _xnnpack().set_module_name("up", None)])
+    report = explain_quantized(GroupedTransposed(), (torch.randn(1, 4, 4, 4),), quantizer)
+    (row,) = [r for r in report.rows if r.op == "conv_transpose2d"]
+    assert (row.quantized, row.reason) == (False, "pattern not matched by any xnnpack/xnnpack rule")
+
+
+class ConvRelu(nn.Module):
+    """x ─ conv ─ relu ─ out: one x86 fusion pattern."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.conv(x))
+
+
+def test_an_op_fused_into_a_float_anchor_reports_the_anchors_reason() -> None:
+    """X86 claims a scoped-out conv+relu as float, so the relu's anchor is the conv; the
+    relu is float for the conv's reason (its scope), and "fused into" would claim a fusion
+    that never ran."""
+    quantizer = (
+        X86InductorQuantizer()
+        .set_global(get_default_x86_inductor_quantization_config())
+        .set_module_name_qconfig("conv", None)
+    )
+    report = explain_quantized(ConvRelu(), (torch.randn(1, 3, 4, 4),), quantizer)
+    filtered = "filtered by scope setter (set_module_name_qconfig('conv'))"
+    assert [(r.node, r.quantized, r.reason) for r in report.rows] == [
+        ("conv2d", False, filtered),
+        ("relu", False, filtered),
     ]
