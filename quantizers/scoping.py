@@ -65,6 +65,13 @@ class ScopedConfigs:
     module_type: dict[Any, QuantizationConfig | None] = field(default_factory=dict)
     module_name: dict[str, QuantizationConfig | None] = field(default_factory=dict)
     filter_fn: Callable[[Node], bool] | None = None
+    #: how the owning quantizer spells its setters, where it differs from XNNPACK's names
+    #: (X86: ``set_module_name`` -> ``set_module_name_qconfig``); errors and coverage reports
+    #: name the setter the user actually called
+    setter_names: dict[str, str] = field(default_factory=dict)
+
+    def _setter(self, name: str) -> str:
+        return self.setter_names.get(name, name)
 
     def set_operator_type(self, operator: Any, config: QuantizationConfig | None) -> None:
         """``operator`` is an aten packet (``torch.ops.aten.conv2d``) or overload."""
@@ -90,17 +97,19 @@ class ScopedConfigs:
                 f"{describe_node(node)} has no nn_module_stack metadata, so module-name / "
                 "module-type scoping cannot tell which module it belongs to. Quantize a model "
                 "straight from torch.export.export(...).module(), or scope with "
-                "set_operator_type / set_global instead."
+                f"{self._setter('set_operator_type')} / set_global instead."
             )
         # The innermost enclosing module decides, so nested scopes override outer ones.
         for path, _ in reversed(entries):
             if path in self.module_name:
-                return self.module_name[path], f"set_module_name({path!r})"
+                return self.module_name[path], f"{self._setter('set_module_name')}({path!r})"
         type_names = {_type_name(tp): tp for tp in self.module_type}
         for _, type_name in reversed(entries):
             if type_name in type_names:
                 tp = type_names[type_name]
-                return self.module_type[tp], f"set_module_type({getattr(tp, '__name__', tp)})"
+                return self.module_type[tp], (
+                    f"{self._setter('set_module_type')}({getattr(tp, '__name__', tp)})"
+                )
         return UNSET, ""
 
     def config_for(self, node: Node) -> QuantizationConfig | None:
@@ -119,5 +128,5 @@ class ScopedConfigs:
         if node.op == "call_function":
             packet = _operator_packet(node.target)
             if packet in self.operator_type:
-                return self.operator_type[packet], f"set_operator_type({packet})"
+                return self.operator_type[packet], f"{self._setter('set_operator_type')}({packet})"
         return self.global_config, "set_global"

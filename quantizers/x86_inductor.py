@@ -84,7 +84,7 @@ _FUNCTION_TO_ATEN: dict[Callable, Any] = {
 }
 _QUANTIZABLE_PACKETS = frozenset(op.overloadpacket for op in QUANTIZABLE_OPS)
 
-#: The shared scoping names its setters as XNNPACK spells them; these are torchao's x86 names.
+#: torchao's x86 spelling of the scoping setters (the shared scoping uses XNNPACK's names).
 _X86_SETTER_NAMES = {
     "set_operator_type": "set_function_type_qconfig",
     "set_module_type": "set_module_type_qconfig",
@@ -147,7 +147,7 @@ class X86InductorQuantizer(Quantizer):
 
     def __init__(self) -> None:
         super().__init__()
-        self._scoped = ScopedConfigs()
+        self._scoped = ScopedConfigs(setter_names=_X86_SETTER_NAMES)
         # (anchor, config, has_weight) per graph, from the last annotate() of that graph
         self._applied: weakref.WeakKeyDictionary[
             Graph, list[tuple[Node, QuantizationConfig, bool]]
@@ -250,14 +250,12 @@ class X86InductorQuantizer(Quantizer):
 
     def scope_decision(self, node: Node) -> tuple[QuantizationConfig | None, str]:
         """The config the scoping gives ``node`` and the setter that decided it, named as
-        this quantizer spells it (``set_module_name_qconfig('head')``) so a coverage report
-        points at the user's own recipe line. matmul needs an explicit scope: the global
-        config leaves it float (see :meth:`_explicit_config`)."""
+        this quantizer spells it (``set_module_name_qconfig('head')``). matmul needs an
+        explicit scope: the global config leaves it float (see :meth:`_explicit_config`)."""
         config, setter = self._scoped.decide(node)
         if is_call(node, MATMUL_OPS) and setter == "set_global":
             return None, "set_global, which leaves matmul float unless scoped explicitly"
-        name, paren, rest = setter.partition("(")
-        return config, _X86_SETTER_NAMES.get(name, name) + paren + rest
+        return config, setter
 
     # ---------------------------------------------------------------------- annotation
 

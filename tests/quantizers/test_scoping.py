@@ -292,6 +292,20 @@ def test_missing_module_stack_with_module_scoping_raises_naming_the_node() -> No
         scopes.config_for(relu)
 
 
+def test_missing_module_stack_advice_names_the_quantizers_own_setter() -> None:
+    """An X86 user is pointed at set_function_type_qconfig, the setter X86 has."""
+    gm = export_model(Outer(), (torch.randn(2, 4),))
+    relu = _nodes(gm)["relu"]
+    del relu.meta["nn_module_stack"]
+    for setter_names, advice in (
+        ({}, "set_operator_type / set_global"),
+        ({"set_operator_type": "set_function_type_qconfig"}, "set_function_type_qconfig / "),
+    ):
+        scopes = ScopedConfigs(module_name={"block1": NAME}, setter_names=setter_names)
+        with pytest.raises(AnnotationError, match=advice):
+            scopes.config_for(relu)
+
+
 def test_non_call_nodes_without_module_stack_fall_through(graph: GraphModule) -> None:
     weight = next(n for n in graph.graph.nodes if n.op == "get_attr")
     assert "nn_module_stack" not in weight.meta
