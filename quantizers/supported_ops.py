@@ -314,6 +314,8 @@ _CODE_LIMITS: dict[tuple[str, str], tuple[bool, str]] = {
     ("xnnpack", "conv_transpose1d"): (True, "groups=1 only"),
     ("xnnpack", "conv_transpose2d"): (True, "groups=1 only"),
     ("xnnpack", "conv_transpose3d"): (True, "groups=1 only"),
+    ("xnnpack", "add"): (True, "float32 operands only"),
+    ("xnnpack", "mul"): (True, "float32 operands only"),
     ("xnnpack_dynamic", "conv1d"): (False, "dynamic conv is 2-D only"),
     ("xnnpack_dynamic", "conv2d"): (True, "not depthwise, not followed by relu"),
     ("xnnpack_dynamic", "conv3d"): (False, "dynamic conv is 2-D only"),

@@ -165,7 +165,20 @@ def _annotate_weighted(anchor: Node, chain: list[Node], config: QuantizationConf
         inputs[bias] = config.bias
     _claim(anchor, QuantizationAnnotation(input_qspec_map=inputs))
     _claim_output(anchor, chain, config.output_activation)
+    _claim_parameter_producers(weight, bias)
     return True
+
+
+def _claim_parameter_producers(*parameters: object) -> None:
+    """Claim the ops that compute a weight or bias (``w * 0.5``, ``w + lora_delta``).
+
+    Their value is already quantized as a weight by this pattern; left unclaimed, the mul /
+    add rules would quantize it again as an activation, and the weight would be rounded
+    twice (ExecuTorch claims them the same way).
+    """
+    for node in parameters:
+        if isinstance(node, Node) and node.op == "call_function":
+            _claim(node, get_annotation(node))
 
 
 # -------------------------------------------------------------------------- binary ops
@@ -181,8 +194,13 @@ def _constant_value(node: Node) -> torch.Tensor | None:
 
 
 def _observable(node: Node) -> bool:
-    """A float tensor an observer can watch (not an out-of-histc-range scalar constant)."""
-    if not is_float_tensor(node):
+    """A float32 tensor an observer can watch (not an out-of-histc-range scalar constant).
+
+    float32 only, as in ExecuTorch: an add / mul on float16 or float64 values stays float
+    (XNNPACK has no int8 kernel to hand them to, and no quantize op takes float64).
+    """
+    value = node.meta.get("val")
+    if not isinstance(value, torch.Tensor) or value.dtype != torch.float32:
         return False
     value = _constant_value(node)
     return value is None or value.numel() != 1 or abs(value.item()) <= _HISTC_LIMIT

@@ -184,3 +184,39 @@ SHARED_QPARAM_CASES = {
         aten.dropout.default,
     ),
 }
+
+
+class ComputedWeight(nn.Module):
+    """conv2d(x, w * 0.5) or linear(x, w + delta): a weight some op computes from parameters."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        shape = (4, 4, 3, 3) if kind == "conv_scaled" else (4, 4)
+        self.w = nn.Parameter(torch.randn(shape))
+        self.delta = nn.Parameter(torch.randn(shape) * 0.1)
+
+    def forward(self, x):
+        if self.kind == "conv_scaled":
+            return nn.functional.conv2d(x, self.w * 0.5)
+        return nn.functional.linear(x, self.w + self.delta)
+
+    def example_inputs(self) -> tuple[torch.Tensor]:
+        return (torch.randn(1, 4, 6, 6) if self.kind == "conv_scaled" else torch.randn(2, 4),)
+
+
+class NonFloat32Binary(nn.Module):
+    """linear ─ cast to ``dtype`` ─ add / mul with itself: float32 ops around a float16 /
+    float64 binary op."""
+
+    def __init__(self, op, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.op, self.dtype = op, dtype
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.linear(x).to(self.dtype)
+        return self.op(y, y)
+
+    def example_inputs(self) -> tuple[torch.Tensor]:
+        return (torch.randn(2, 4),)

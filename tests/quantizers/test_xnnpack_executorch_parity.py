@@ -23,6 +23,8 @@ from tests.graph_check import functional_op_name, qdq_and_compute_ops
 from tests.models import ZOO
 from tests.quantizers._xnnpack_models import (
     SHARED_QPARAM_CASES,
+    ComputedWeight,
+    NonFloat32Binary,
     SharedQParamOp,
     global_quantizer,
 )
@@ -166,6 +168,33 @@ def test_qparam_sharing_op_matches_executorch(
     torch.manual_seed(0)
     model = SharedQParamOp(op, shape).eval()
     _assert_same_as_executorch(peer_module, {}, model, (torch.randn(shape),))
+
+
+#: Models the zoo and the random graphs do not reach: weights computed from parameters, and
+#: add / mul on float16 / float64 values next to float32 patterns.
+_EDGE_MODELS = {
+    "conv_scaled_weight": lambda: ComputedWeight("conv_scaled"),
+    "linear_lora_weight": lambda: ComputedWeight("linear_lora"),
+    "float16_add": lambda: NonFloat32Binary(torch.add, torch.float16),
+    "float64_mul": lambda: NonFloat32Binary(torch.mul, torch.float64),
+}
+
+
+@pytest.mark.torchao
+@pytest.mark.executorch
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
+@pytest.mark.parametrize("name", sorted(_EDGE_MODELS))
+def test_edge_models_match_executorch(
+    peer, monkeypatch: pytest.MonkeyPatch, name: str, per_channel: bool
+) -> None:
+    """A computed weight is quantized once, as a weight; a non-float32 add / mul stays float:
+    the same quantized edges and bit-identical outputs as ExecuTorch's quantizer."""
+    peer_module, _ = peer
+    skip_peer_conv_bn_annotators(monkeypatch)
+    torch.manual_seed(0)
+    model = _EDGE_MODELS[name]().eval()
+    test_input = tuple(torch.randn_like(t) for t in model.example_inputs())
+    _assert_same_as_executorch(peer_module, {"is_per_channel": per_channel}, model, test_input)
 
 
 @pytest.mark.torchao

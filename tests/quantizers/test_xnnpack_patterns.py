@@ -37,9 +37,11 @@ from tests.quantizers._xnnpack_models import (
     X4,
     Binary,
     CatOfConvs,
+    ComputedWeight,
     ConvModel,
     ConvPoolHead,
     LinearModel,
+    NonFloat32Binary,
     Q,
     SharedQParamOp,
     aten,
@@ -281,3 +283,37 @@ def test_qat_conv_transpose_bn_weight_axis_is_1() -> None:
     (conv,) = call_nodes(prepared, aten.conv_transpose2d.input)
     weight_fake_quant = prepared.get_submodule(conv.args[1].target)
     assert weight_fake_quant.ch_axis == 1
+
+
+@pytest.mark.parametrize("kind", ["conv_scaled", "linear_lora"])
+def test_computed_weight_is_quantized_once_as_a_weight(kind: str) -> None:
+    """``w * 0.5`` / ``w + delta`` feeding a weight is part of the weight, not an activation
+    op: no activation observer on it, so the folded int8 weight is the float weight rounded
+    once with the weight's own scale."""
+    torch.manual_seed(0)
+    model = ComputedWeight(kind).eval()
+    converted = quantize(model, model.example_inputs(), global_quantizer(PER_TENSOR))
+    anchor = aten.conv2d.default if kind == "conv_scaled" else aten.linear.default
+    (op,) = call_nodes(converted, anchor)
+    dq = weight_dq(op)
+    assert dq is not None
+    assert len(call_nodes(converted, Q)) == 2  # the activation input and output only
+    int8 = getattr(converted, dq.args[0].target)
+    scale = float(dq.args[1])
+    expected = model.w * 0.5 if kind == "conv_scaled" else model.w + model.delta
+    rounded_once = torch.clamp(torch.round(expected.detach() * (1.0 / scale)), -127, 127)
+    assert torch.equal(int8.to(torch.float32), rounded_once)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+@pytest.mark.parametrize("op", [torch.add, torch.mul], ids=["add", "mul"])
+def test_non_float32_binary_op_stays_float(op, dtype: torch.dtype) -> None:
+    """Only float32 add / mul operands are quantized (as in ExecuTorch): no quantize op takes
+    float64, and a float16 one would be quantized where XNNPACK has nothing to run it on."""
+    torch.manual_seed(0)
+    model = NonFloat32Binary(op, dtype).eval()
+    inputs = model.example_inputs()
+    converted = quantize(model, inputs, global_quantizer(PER_TENSOR))
+    (binary,) = [n for n in converted.graph.nodes if n.target in (aten.add.Tensor, aten.mul.Tensor)]
+    assert [a.target for a in binary.args] == [aten.to.dtype] * 2  # no dequantize between
+    assert converted(*inputs).dtype == dtype
