@@ -72,6 +72,10 @@ class FusedMovingAvgObsFakeQuantize(FakeQuantize):
     def _kernel(
         self, x: torch.Tensor, observe: torch.Tensor, fake_quant: torch.Tensor
     ) -> torch.Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):
+            # The kernel takes float32 only; convert's quantize op also widens half values to
+            # float32 first, so training sees the same rounding the converted model does.
+            return self._kernel(x.float(), observe, fake_quant).to(x.dtype)
         if x.dim() == 0:
             # the kernel checks ch_axis < dim even per tensor, so a scalar (e.g. a lifted
             # constant operand) goes through as a 1-element vector

@@ -130,6 +130,32 @@ def _check_training_kind(
     )
 
 
+#: What the ``quantized_decomposed`` quantize ops accept; they reject float64 and integers.
+_QUANTIZABLE_VALUE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _check_value_dtypes(group: SharingGroup) -> None:
+    """Fail at prepare, naming the edge, on a value no quantize op can take.
+
+    Otherwise a float64 (or integer) value annotated with an integer spec calibrates or
+    trains, then fails deep inside convert (or the first training step) with a kernel's
+    dtype assertion that names nothing. Float specs are exempt: they insert casts.
+    """
+    if not is_quantized_dtype(getattr(group.spec, "dtype", None)):
+        return
+    for member in group.members:
+        value = (member[0] if isinstance(member, tuple) else member).meta.get("val")
+        if not isinstance(value, torch.Tensor) or value.dtype in _QUANTIZABLE_VALUE_DTYPES:
+            continue
+        raise AnnotationError(
+            f"The spec on the {describe_edge_or_node(member)} quantizes a {value.dtype} value, "
+            "but quantize ops take float32, float16 or bfloat16 values only. Cast the model "
+            "to float32 before export (model.float()), or leave this op float (for a built-in "
+            "quantizer, scope it out with a None config, e.g. set_module_name(name, None)).\n"
+            + graph_context(_anchor_node(member))
+        )
+
+
 class _Builder:
     def __init__(self, plan: SharingPlan, is_qat: bool) -> None:
         self.plan = plan
@@ -191,6 +217,7 @@ def build_observers(
     device = _model_device(gm)
     mapping: dict[EdgeOrNode, torch.nn.Module] = {}
     for group in plan.groups:
+        _check_value_dtypes(group)
         observer = builder.for_group(group)
         for member in group.members:
             mapping[member] = observer

@@ -8,8 +8,8 @@ Static per-tensor (Python float scale, int zero point, as Inductor and ExecuTorc
 
 Per-channel observers keep scale / zero point as buffers (``_scale_0``, ``_zero_point_0``) read
 by get_attr; dynamic observers become ``choose_qparams.tensor -> quantize_per_tensor.tensor ->
-dequantize_per_tensor.tensor``; float16 observers become a cast to fp16 and back; other float
-observers (e.g. a float32 placeholder for a bias) disappear.
+dequantize_per_tensor.tensor``; float16 observers become a cast to fp16 and back to the value's
+dtype; other float observers (e.g. a float32 placeholder for a bias) disappear.
 """
 
 from __future__ import annotations
@@ -135,9 +135,12 @@ class _Replacer:
         )
 
     def _cast_round_trip(self, node: Node) -> Node:
+        """fp16 and back to the value's own dtype (torchao always casts back to float32,
+        which turns a float64 or bfloat16 value into a float32 one mid-graph)."""
         x = node.args[0]
         half = self.graph.call_function(qdq_ops.CONVERT_ELEMENT_TYPE, (x, torch.float16))
-        return self.graph.call_function(qdq_ops.CONVERT_ELEMENT_TYPE, (half, torch.float32))
+        back = self._dq_kwargs(x).get("out_dtype", torch.float32)
+        return self.graph.call_function(qdq_ops.CONVERT_ELEMENT_TYPE, (half, back))
 
 
 def replace_observers(gm: GraphModule) -> bool:

@@ -129,3 +129,23 @@ def test_fused_requires_moving_average_observer():
     # torch.ao's moving-average observers are accepted.
     mixed = ours.FusedMovingAvgObsFakeQuantize(observer=ao_obs.MovingAverageMinMaxObserver)
     run_parity_script(quiet(ao.FusedMovingAvgObsFakeQuantize), mixed)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
+def test_fused_takes_half_inputs_as_float32(dtype: torch.dtype, per_channel: bool):
+    """torch's fused kernel takes float32 only; a float16 / bfloat16 batch is fake-quantized
+    in float32 (as the converted model's quantize op widens it) and comes back in its own
+    dtype, with the same statistics and a gradient that reaches the input."""
+    make = ours.default_fused_per_channel_wt_fake_quant if per_channel else None
+    make = make or ours.default_fused_act_fake_quant
+    x = torch.randn(3, 4)
+    wide, half = make(), make()
+    expected = wide(x.to(dtype).float())
+    source = x.to(dtype).requires_grad_()
+    out = half(source)
+    assert out.dtype == dtype
+    assert torch.equal(out, expected.to(dtype))
+    assert_same_state(wide, half)
+    out.sum().backward()
+    assert source.grad is not None and source.grad.dtype == dtype

@@ -15,6 +15,7 @@ from pt2e_quant import (
     AnnotationError,
     QuantizationAnnotation,
     QuantizationSpec,
+    convert_pt2e,
     observer,
     prepare_pt2e,
     prepare_qat_pt2e,
@@ -25,7 +26,7 @@ from pt2e_quant.observer import (
     MovingAveragePerChannelMinMaxObserver,
     PlaceholderObserver,
 )
-from tests.core.quantizer_fixtures import FunctionQuantizer, seed_specs
+from tests.core.quantizer_fixtures import UINT8_MINMAX, FunctionQuantizer, seed_specs
 
 aten = torch.ops.aten
 
@@ -173,3 +174,66 @@ def test_fixed_qparams_spec_fake_quantizes_in_qat():
     out = prepared(x)
     torch.testing.assert_close(out * 256, torch.round(out * 256), rtol=0, atol=1e-4)
     assert not torch.equal(out, torch.sigmoid(x))
+
+
+class CastThenLinear(nn.Module):
+    """x ─ to(dtype) ─ linear (a float64 layer for float64; a float32 one otherwise)."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self.linear = nn.Linear(4, 3).to(dtype if dtype.is_floating_point else torch.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.to(self.dtype)
+        return self.linear(y if self.dtype.is_floating_point else y.float())
+
+
+def _annotate_cast_output(spec: QuantizationSpec) -> FunctionQuantizer:
+    """Puts ``spec`` on the output of the cast, whatever dtype it produces."""
+
+    def annotate(gm: torch.fx.GraphModule) -> None:
+        for node in gm.graph.nodes:
+            if node.target in (aten.to.dtype, aten._to_copy.default):
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    output_qspec=spec, _annotated=True
+                )
+
+    return FunctionQuantizer(annotate)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.int32], ids=["float64", "int32"])
+def test_value_no_quantize_op_takes_is_refused_at_prepare(dtype: torch.dtype) -> None:
+    """No quantize op takes float64 or integer values: prepare says so, naming the value,
+    instead of calibrating and then failing inside convert with a kernel assertion."""
+    x = torch.randn(2, 4)
+    gm = torch.export.export(CastThenLinear(dtype).eval(), (x,)).module()
+    before = gm.code
+    with pytest.raises(AnnotationError, match=rf"output of 'to' quantizes a {dtype} value"):
+        prepare_pt2e(gm, _annotate_cast_output(UINT8_MINMAX))
+    assert gm.code == before
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_values_are_quantized(dtype: torch.dtype) -> None:
+    """float16 / bfloat16 values quantize (the quantize op widens them to float32) and the
+    dequantize gives back the value's own dtype."""
+    x = torch.randn(2, 4)
+    model = CastThenLinear(dtype).eval()
+    gm = torch.export.export(model, (x,)).module()
+    prepared = prepare_pt2e(gm, _annotate_cast_output(UINT8_MINMAX))
+    prepared(x)
+    converted = convert_pt2e(prepared)
+    dq = next(n for n in converted.graph.nodes if "dequantize" in str(n.target))
+    assert dq.kwargs == {"out_dtype": dtype}
+    assert converted(x).dtype == dtype
+
+
+def test_float_spec_on_a_float64_value_is_exempt() -> None:
+    """A float16 spec inserts casts, not quantize ops, so a float64 value may carry one."""
+    spec = QuantizationSpec(dtype=torch.float16, observer_or_fake_quant_ctr=PlaceholderObserver)
+    x = torch.randn(2, 4)
+    gm = torch.export.export(CastThenLinear(torch.float64).eval(), (x,)).module()
+    prepared = prepare_pt2e(gm, _annotate_cast_output(spec))
+    prepared(x)
+    assert convert_pt2e(prepared)(x).dtype == torch.float64
