@@ -317,3 +317,26 @@ def test_non_float32_binary_op_stays_float(op, dtype: torch.dtype) -> None:
     (binary,) = [n for n in converted.graph.nodes if n.target in (aten.add.Tensor, aten.mul.Tensor)]
     assert [a.target for a in binary.args] == [aten.to.dtype] * 2  # no dequantize between
     assert converted(*inputs).dtype == dtype
+
+
+class ConvCalledTwice(nn.Module):
+    """One Conv2d applied to x and to -x: two conv nodes reading one weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        return self.conv(x), self.conv(-x)
+
+
+def test_conv_module_called_twice_is_quantized_at_both_calls() -> None:
+    """Deliberate difference: ExecuTorch's conv pattern counts the shared weight as part of
+    the first call's pattern, so it skips the second call and leaves that conv float."""
+    torch.manual_seed(0)
+    converted = quantize(
+        ConvCalledTwice(), (torch.randn(1, 4, 4, 4),), global_quantizer(PER_TENSOR)
+    )
+    convs = call_nodes(converted, aten.conv2d.default)
+    assert len(convs) == 2
+    assert all(weight_dq(conv) is not None and conv.args[0].target is DQ for conv in convs)
