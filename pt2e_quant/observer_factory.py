@@ -151,8 +151,8 @@ def _check_value_dtypes(group: SharingGroup) -> None:
             f"The spec on the {describe_edge_or_node(member)} quantizes a {value.dtype} value, "
             "but quantize ops take float32, float16 or bfloat16 values only. Cast the model "
             "to float32 before export (model.float()), or leave this op float (for a built-in "
-            "quantizer, scope it out with a None config, e.g. set_module_name(name, None)).\n"
-            + graph_context(_anchor_node(member))
+            "quantizer, give its module a None config: set_module_name(name, None), or "
+            "set_module_name_qconfig(name, None) on X86).\n" + graph_context(_anchor_node(member))
         )
 
 
