@@ -30,7 +30,8 @@ _QVALUE_BOUNDS.update(
         for dtype in (torch.float8_e5m2, torch.float8_e4m3fn)
     }
 )
-_FLOAT_INPUTS = (torch.float32, torch.float16, torch.bfloat16)
+#: The values torch's quantize / choose_qparams kernels accept (float64 and integers are refused).
+QUANTIZE_INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 # --- checks shared by the real and the Meta kernels (same exception types as torch's) -------
@@ -76,7 +77,7 @@ def _check_axis(x: Tensor, axis: int) -> None:
 
 
 def _check_float_input(x: Tensor) -> None:
-    if x.dtype not in _FLOAT_INPUTS:
+    if x.dtype not in QUANTIZE_INPUT_DTYPES:
         raise AssertionError(f"Expecting a float32/float16/bfloat16 input, got {x.dtype}")
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule
 
+from pt2e_quant._decomposed_kernels import QUANTIZE_INPUT_DTYPES
 from pt2e_quant.errors import AnnotationError, graph_context
 from pt2e_quant.qdq_ops import is_quantized_dtype
 from pt2e_quant.sharing import SharingGroup, SharingPlan, _anchor_node, describe_edge_or_node
@@ -130,10 +131,6 @@ def _check_training_kind(
     )
 
 
-#: What the ``quantized_decomposed`` quantize ops accept; they reject float64 and integers.
-_QUANTIZABLE_VALUE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
 def _check_value_dtypes(group: SharingGroup) -> None:
     """Fail at prepare, naming the edge, on a value no quantize op can take.
 
@@ -145,7 +142,7 @@ def _check_value_dtypes(group: SharingGroup) -> None:
         return
     for member in group.members:
         value = (member[0] if isinstance(member, tuple) else member).meta.get("val")
-        if not isinstance(value, torch.Tensor) or value.dtype in _QUANTIZABLE_VALUE_DTYPES:
+        if not isinstance(value, torch.Tensor) or value.dtype in QUANTIZE_INPUT_DTYPES:
             continue
         raise AnnotationError(
             f"The spec on the {describe_edge_or_node(member)} quantizes a {value.dtype} value, "

@@ -92,11 +92,14 @@ class _Replacer:
             copy_debug_handle(node, out)
         self.graph.erase_node(node)
 
-    def _dq_kwargs(self, input_node: Any) -> dict[str, Any]:
+    def _value_dtype(self, input_node: Any) -> torch.dtype:
+        """The dtype of the observed value, which dequantize / the fp16 round trip restore."""
         val = input_node.meta.get("val") if isinstance(input_node, Node) else None
-        if isinstance(val, torch.Tensor) and val.dtype != torch.float32:
-            return {"out_dtype": val.dtype}
-        return {}
+        return val.dtype if isinstance(val, torch.Tensor) else torch.float32
+
+    def _dq_kwargs(self, input_node: Any) -> dict[str, Any]:
+        dtype = self._value_dtype(input_node)
+        return {} if dtype == torch.float32 else {"out_dtype": dtype}
 
     def _static(self, node: Node, module: torch.nn.Module, dtype: torch.dtype) -> Node:
         if not observer_saw_data(module):
@@ -139,8 +142,7 @@ class _Replacer:
         which turns a float64 or bfloat16 value into a float32 one mid-graph)."""
         x = node.args[0]
         half = self.graph.call_function(qdq_ops.CONVERT_ELEMENT_TYPE, (x, torch.float16))
-        back = self._dq_kwargs(x).get("out_dtype", torch.float32)
-        return self.graph.call_function(qdq_ops.CONVERT_ELEMENT_TYPE, (half, back))
+        return self.graph.call_function(qdq_ops.CONVERT_ELEMENT_TYPE, (half, self._value_dtype(x)))
 
 
 def replace_observers(gm: GraphModule) -> bool:

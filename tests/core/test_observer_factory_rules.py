@@ -26,7 +26,7 @@ from pt2e_quant.observer import (
     MovingAveragePerChannelMinMaxObserver,
     PlaceholderObserver,
 )
-from tests.core.quantizer_fixtures import UINT8_MINMAX, FunctionQuantizer, seed_specs
+from tests.core.quantizer_fixtures import UINT8_MINMAX, FunctionQuantizer, int8_specs, seed_specs
 
 aten = torch.ops.aten
 
@@ -104,13 +104,7 @@ class _ReportsAnotherDevice(torch.Tensor):
         return torch.device("cuda", 0)
 
 
-_MINMAX_WEIGHT = QuantizationSpec(
-    dtype=torch.int8,
-    quant_min=-127,
-    quant_max=127,
-    qscheme=torch.per_tensor_symmetric,
-    observer_or_fake_quant_ctr=MinMaxObserver,
-)
+_MINMAX_WEIGHT = int8_specs(observer, per_channel=False)[1]
 
 
 def test_model_spread_over_two_devices_is_refused_naming_them():
