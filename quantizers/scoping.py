@@ -87,7 +87,7 @@ class ScopedConfigs:
                 found.append(config)
         return found
 
-    def _module_scope(self, node: Node) -> tuple[Any, str]:
+    def module_decision(self, node: Node) -> tuple[Any, str]:
         """(config, the setter call that chose it) of the innermost scoped module, or UNSET."""
         if not self.module_name and not self.module_type:
             return UNSET, ""
@@ -122,11 +122,18 @@ class ScopedConfigs:
         leaves a node float, so users find the line of their recipe that did it."""
         if self.filter_fn is not None and not self.filter_fn(node):
             return None, "set_filter_function"
-        scoped, setter = self._module_scope(node)
+        scoped, setter = self.module_decision(node)
         if scoped is not UNSET:
             return scoped, setter
+        scoped, setter = self.operator_decision(node)
+        if scoped is not UNSET:
+            return scoped, setter
+        return self.global_config, "set_global"
+
+    def operator_decision(self, node: Node) -> tuple[Any, str]:
+        """(config, setter) of ``set_operator_type`` for ``node``'s op, or UNSET."""
         if node.op == "call_function":
             packet = _operator_packet(node.target)
             if packet in self.operator_type:
                 return self.operator_type[packet], f"{self._setter('set_operator_type')}({packet})"
-        return self.global_config, "set_global"
+        return UNSET, ""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import numbers
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,7 @@ from pt2e_quant.specs import QuantizationSpec, QuantizationSpecBase
 from pt2e_quant.subgraphs import iter_graph_modules
 from quantizers.config import QuantizationConfig, checked_config
 from quantizers.patterns import (
+    BATCH_NORM_OPS,
     CONV_OPS,
     CONV_TRANSPOSE_OPS,
     LINEAR_OPS,
@@ -321,12 +323,43 @@ class XNNPACKQuantizer(Quantizer):
             return
         if any_annotated([anchor, *chain]):
             return
-        config = self._scoped.config_for(anchor)
-        if config is None or (config.is_dynamic and not rule.dynamic):
-            return
-        if any(self._scoped.config_for(n) != config for n in chain):
-            return  # a fused relu the user scoped differently: do not pull it in
-        rule.annotate(anchor, chain, config)
+        config = self._pattern_config(rule, anchor, chain)
+        if config is not None:
+            rule.annotate(anchor, chain, config)
+
+    def _pattern_config(
+        self, rule: Rule, anchor: Node, chain: list[Node]
+    ) -> QuantizationConfig | None:
+        """The config a pattern is quantized with, None to leave it to a later rule.
+
+        ExecuTorch annotates scope by scope (module names, module types, operator types,
+        global), each pass claiming the patterns whose nodes all lie in that scope. Reproduced
+        here per pattern:
+
+        * the filter function must accept every node of the pattern;
+        * a module scope claims a pattern whose fused relu lies in the same scope; a relu
+          outside it leaves the pattern to a smaller rule (the lone conv / linear). A fused
+          batch norm folds into the conv, so it follows the conv's scope;
+        * outside module scopes, an operator-type config covers the whole pattern anchored at
+          that operator (conv + relu under ``set_operator_type(aten.conv2d, ...)``); a dynamic
+          one takes only the patterns dynamic quantization has and leaves the rest to the
+          global config, as ExecuTorch's later global pass does.
+        """
+        scoped = self._scoped
+        nodes = [anchor, *chain]
+        if scoped.filter_fn is not None and not all(scoped.filter_fn(n) for n in nodes):
+            return None
+        config, setter = scoped.module_decision(anchor)
+        folded = BATCH_NORM_OPS | {operator.getitem}
+        if any(scoped.module_decision(n)[1] != setter for n in chain if n.target not in folded):
+            return None
+        if setter:
+            return config if config is not None and _fits(rule, config) else None
+        config, setter = scoped.operator_decision(anchor)
+        if setter and (config is None or _fits(rule, config)):
+            return config
+        config = scoped.global_config
+        return config if config is not None and _fits(rule, config) else None
 
     def _excluded_predicate(self) -> Callable[[Node], bool]:
         """Nodes the filter function or a ``None`` module scope keep float.
@@ -338,6 +371,11 @@ class XNNPACKQuantizer(Quantizer):
         marker = QuantizationConfig(None, None, None, None)
         probe = dataclasses.replace(self._scoped, global_config=marker, operator_type={})
         return lambda node: probe.config_for(node) is None
+
+
+def _fits(rule: Rule, config: QuantizationConfig) -> bool:
+    """Dynamic quantization has only the lone linear / conv patterns."""
+    return rule.dynamic or not config.is_dynamic
 
 
 def _checked(config: object, setter: str) -> QuantizationConfig | None:

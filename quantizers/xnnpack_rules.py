@@ -4,8 +4,9 @@
 is ExecuTorch's ``SUPPORTED_PATTERNS`` order and it matters: a node claimed by an earlier rule
 (``linear -> relu``) is skipped by later ones (``linear``). Each rule is anchored at one op (the
 conv, the add, ...) whose config, found through the quantizer's scoping, decides how the whole
-pattern is quantized; a fused ``relu`` only joins the pattern when the scoping gives it the
-same config. Patterns are recognised from aten targets and data flow only.
+pattern is quantized (``XNNPACKQuantizer._pattern_config``: an operator-type config covers the
+anchor's fused relu / batch norm, and a fused relu only joins when it sits in the anchor's
+module scope). Patterns are recognised from aten targets and data flow only.
 
 After the table has run, :func:`propagate_shared_qparams` lets ops that move values without
 changing them (max_pool2d, view, permute, ...) reuse their producer's qparams, so XNNPACK can

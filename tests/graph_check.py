@@ -36,6 +36,7 @@ __all__ = [
     "functional_op_name",
     "ops_in_order",
     "qdq_and_compute_ops",
+    "quantized_edges",
 ]
 
 OP_KINDS = ("call_function", "call_method", "call_module")
@@ -154,6 +155,32 @@ def qdq_and_compute_ops(gm: GraphLike) -> list[str]:
         for name in names
         if name.startswith(("aten.", "quantized_decomposed."))
     ]
+
+
+def _edge_op_name(node: Node) -> str:
+    name = str(node.target)
+    if node.op == "call_function" and name.startswith(("aten.", "quantized_decomposed.")):
+        return functional_op_name(name)
+    return name if node.op == "call_function" else node.op  # getitem; input, constant, output
+
+
+def quantized_edges(gm: GraphModule) -> collections.Counter:
+    """Each q/dq and compute op with what feeds it and what reads it, as a multiset.
+
+    Finer than op counts (it says which edges are quantized), but blind to node order on
+    purpose: torchao's QAT conv-bn rewrite re-inserts the subgraphs it replaces, which
+    reorders independent branches (a ResNet's downsample conv and its conv1) and moves each
+    folded weight's dequantize next to its conv, computing the same thing.
+    """
+    return collections.Counter(
+        (
+            _edge_op_name(n),
+            tuple(map(_edge_op_name, n.all_input_nodes)),
+            tuple(sorted(map(_edge_op_name, n.users))),
+        )
+        for n in gm.graph.nodes
+        if n.op == "call_function" and str(n.target).startswith(("aten.", "quantized_decomposed."))
+    )
 
 
 def _occurrences(gm: GraphModule, key: Any, include_subgraphs: bool) -> int:

@@ -16,10 +16,10 @@ import collections
 import pytest
 import torch
 from torch import nn
-from torch.fx import GraphModule, Node
+from torch.fx import GraphModule
 
 from quantizers.xnnpack import get_symmetric_quantization_config
-from tests.graph_check import functional_op_name, qdq_and_compute_ops
+from tests.graph_check import qdq_and_compute_ops, quantized_edges
 from tests.models import ZOO
 from tests.quantizers._xnnpack_models import (
     SHARED_QPARAM_CASES,
@@ -33,32 +33,6 @@ from tests.quantizers._xnnpack_peer_run import (
     run_pipeline,
     skip_peer_conv_bn_annotators,
 )
-
-
-def _op_name(node: Node) -> str:
-    name = str(node.target)
-    if node.op == "call_function" and name.startswith(("aten.", "quantized_decomposed.")):
-        return functional_op_name(name)
-    return name if node.op == "call_function" else node.op  # getitem; input, constant, output
-
-
-def _structure(gm: GraphModule) -> collections.Counter:
-    """Each q/dq and compute op with what feeds it and what reads it, as a multiset.
-
-    Finer than op counts (it says which edges are quantized), but blind to node order on
-    purpose: torchao's QAT conv-bn rewrite re-inserts the subgraphs it replaces, which
-    reorders independent branches (a ResNet's downsample conv and its conv1) and moves each
-    folded weight's dequantize next to its conv, computing the same thing.
-    """
-    return collections.Counter(
-        (
-            _op_name(n),
-            tuple(map(_op_name, n.all_input_nodes)),
-            tuple(sorted(map(_op_name, n.users))),
-        )
-        for n in gm.graph.nodes
-        if n.op == "call_function" and str(n.target).startswith(("aten.", "quantized_decomposed."))
-    )
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +108,7 @@ def test_same_qdq_and_bit_identical_outputs_as_executorch(
         pt2e_quant.move_exported_model_to_eval,
         qat,
     )
-    assert _structure(ours) == _structure(theirs)
+    assert quantized_edges(ours) == quantized_edges(theirs)
     assert any(n.startswith("quantized_decomposed.") for n in qdq_and_compute_ops(ours)) or (
         preset == "dynamic" and name == "conv_bn_relu_chain"  # conv -> relu: no dynamic rule
     )
@@ -239,6 +213,6 @@ def _assert_same_as_executorch(
     ours, ours_out = run_pipeline(
         library("pt2e_quant"), global_quantizer(config), exported, example, test_input, None, False
     )
-    assert _structure(ours) == _structure(theirs)
+    assert quantized_edges(ours) == quantized_edges(theirs)
     assert all(torch.equal(a, b) for a, b in zip(ours_out, theirs_out, strict=True))
     return ours

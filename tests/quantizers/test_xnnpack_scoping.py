@@ -10,9 +10,12 @@ quantization in through a fused relu or a qparams-sharing pool.
 from __future__ import annotations
 
 import pytest
+import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.fx import GraphModule
 
+from pt2e_quant import convert_pt2e, move_exported_model_to_eval, prepare_qat_pt2e
 from quantizers.xnnpack import XNNPACKQuantizer
 from tests.graph_check import assert_node_order, count_ops
 from tests.quantizers._xnnpack_models import (
@@ -21,6 +24,7 @@ from tests.quantizers._xnnpack_models import (
     IMAGE,
     PER_CHANNEL,
     PER_TENSOR,
+    QAT,
     X4,
     ConvPoolHead,
     LinearModel,
@@ -135,3 +139,29 @@ def test_fused_relu_in_another_scope_is_not_pulled_in() -> None:
 def test_setters_reject_foreign_configs() -> None:
     with pytest.raises(TypeError, match="get_symmetric_quantization_config"):
         XNNPACKQuantizer().set_global({"input_activation": None})
+
+
+class ConvBnRelu(nn.Module):
+    """conv ─ bn ─ F.relu, conv and bn sibling modules, the relu in neither."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+def test_scoped_qat_conv_takes_its_batch_norm_from_a_sibling_module() -> None:
+    """``set_module_name("conv", QAT)``: the batch norm folds into the conv, so it follows the
+    conv's scope (the relu outside it does not). Split apart, the conv's output would be
+    quantized before a batch norm that is never folded. (ExecuTorch leaves this conv float.)"""
+    exported = torch.export.export(ConvBnRelu().train(), IMAGE).module()
+    prepared = prepare_qat_pt2e(exported, XNNPACKQuantizer().set_module_name("conv", QAT))
+    prepared(*IMAGE)
+    converted = move_exported_model_to_eval(convert_pt2e(prepared))
+    assert count_ops(converted)[aten.batch_norm.default] == 0
+    (conv,) = call_nodes(converted, aten.conv2d.default)
+    assert weight_dq(conv).target is DQ_CH
+    assert [u.target for u in conv.users] == [Q]
