@@ -16,7 +16,13 @@ from torch.fx import GraphModule, Node
 from pt2e_quant.aten_args import argument
 from pt2e_quant.train_eval import DROPOUT_OPS, is_training_mode_op
 
-__all__ = ["MAY_RETURN_INPUT", "aliased_arguments", "alias_classes", "written_arguments"]
+__all__ = [
+    "MAY_RETURN_INPUT",
+    "aliased_arguments",
+    "alias_classes",
+    "first_writer",
+    "written_arguments",
+]
 
 _aten = torch.ops.aten
 
@@ -90,3 +96,37 @@ def written_arguments(node: Node) -> Iterator[object]:
     if is_training_mode_op(node):
         yield argument(node, "running_mean")
         yield argument(node, "running_var")
+
+
+def _aliases_of_result(node: Node) -> list[Node]:
+    schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
+    if schema is None:
+        return []
+    return [value for value in aliased_arguments(node, schema) if isinstance(value, Node)]
+
+
+def first_writer(node: Node) -> Node | None:
+    """The first op (in graph order) that writes into ``node``'s storage, through any alias.
+
+    A local walk: up to the values ``node`` is a view of, then down through every view of
+    those, so a report can ask about one value without building :func:`alias_classes` for
+    the whole graph.
+    """
+    members = {node}
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        related = _aliases_of_result(current) + [
+            user for user in current.users if current in _aliases_of_result(user)
+        ]
+        for other in related:
+            if other not in members:
+                members.add(other)
+                pending.append(other)
+    writers = {
+        user
+        for member in members
+        for user in member.users
+        if any(isinstance(arg, Node) and arg in members for arg in written_arguments(user))
+    }
+    return next((n for n in node.graph.nodes if n in writers), None) if writers else None

@@ -113,8 +113,13 @@ def _check_training_kind(
     Fake-quant modules in ``prepare_pt2e`` would train-simulate nothing and calibrate with
     moving averages; plain observers in ``prepare_qat_pt2e`` pass values through unrounded, so
     training would never see quantization error. Float specs are exempt: they insert nothing.
+    So are float-qparams specs (embedding tables, weight-only) under QAT: torchao composes
+    ``EmbeddingQuantizer`` with a QAT quantizer this way, the table trains in float and is
+    quantized once at convert, and there is no QAT variant of that config to ask for.
     """
     if not is_quantized_dtype(spec.dtype) or _is_fake_quantize(module) == is_qat:
+        return
+    if is_qat and getattr(spec, "qscheme", None) == torch.per_channel_affine_float_qparams:
         return
     where = describe_edge_or_node(member)
     kind = type(module).__name__

@@ -28,6 +28,7 @@ from pt2e_quant.annotation import (
 )
 from pt2e_quant.errors import AnnotationError, describe_node, graph_context
 from pt2e_quant.observer import PerChannelMinMaxObserver
+from pt2e_quant.passes.fold_quantized_constants import foldable_constant_nodes
 from pt2e_quant.quantizer import Quantizer
 from pt2e_quant.specs import QuantizationSpec
 from quantizers.config import QuantizationConfig, checked_config
@@ -131,10 +132,13 @@ class EmbeddingQuantizer(Quantizer):
     def validate(self, model: GraphModule) -> None:
         """Reject embedding annotations that cannot become a stored quantized table.
 
-        * The table must be a stored tensor (a constant or a graph input): a table computed
-          in the graph would be quantized at run time with qparams observed in calibration.
+        * The table must be stored (a constant or a graph input) or computed from module
+          constants alone (``self.weight.float()``, ``self.weight[:n]``), which convert
+          pre-computes as torchao does. A table computed from the model's inputs would be
+          quantized at run time with qparams observed in calibration.
         * The indices are integers and cannot carry a quantization spec.
         """
+        constants: set[Node] | None = None
         for node in model.graph.nodes:
             annotation = get_annotation(node) if is_call(node, EMBEDDING_OPS) else None
             if annotation is None:
@@ -144,14 +148,17 @@ class EmbeddingQuantizer(Quantizer):
                 "get_attr",
                 "placeholder",
             ):
-                raise AnnotationError(
-                    f"The table of embedding {describe_node(node)} is quantized, but it is "
-                    f"computed in the graph by {describe_node(weight)} instead of being a "
-                    "module constant, so its per-row qparams observed in calibration would not "
-                    "fit the values seen at run time. Make the table a parameter or buffer, or "
-                    "leave this embedding float (set_module_name(name, None)).\n"
-                    + graph_context(node)
-                )
+                if constants is None:
+                    constants = foldable_constant_nodes(model)
+                if weight not in constants:
+                    raise AnnotationError(
+                        f"The table of embedding {describe_node(node)} is quantized, but it "
+                        f"is computed in the graph by {describe_node(weight)} from the "
+                        "model's inputs, so its per-row qparams observed in calibration "
+                        "would not fit the values seen at run time. Compute the table from "
+                        "parameters or buffers only, or leave this embedding float "
+                        "(set_module_name(name, None)).\n" + graph_context(node)
+                    )
             for key, spec in annotation.input_qspec_map.items():
                 if key is not weight and spec is not None:
                     raise AnnotationError(

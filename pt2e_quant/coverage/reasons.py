@@ -9,9 +9,12 @@ Checked in this order, the first that holds is reported:
    its scoping to leave the node float (``quantizer.scope_decision(node)``);
 4. ``inside a <cond/scan/...> sub-graph``: the op reads a body input that arrives float, and
    quantization does not propagate across the higher-order op's boundary;
-5. ``input not quantized``: a rule exists and the op is in scope, but one of its float inputs
+5. ``written in place by <op>``: the rule annotated the op, but an input it quantizes is
+   written in place (through an alias, or a parameter the model updates, like
+   ``nn.Embedding(max_norm=...)``'s table), so prepare left that edge float;
+6. ``input not quantized``: a rule exists and the op is in scope, but one of its float inputs
    comes from a float producer, so the pattern did not apply;
-6. ``pattern not matched by any <backend> rule``: all of the above look fine, yet no rule
+7. ``pattern not matched by any <backend> rule``: all of the above look fine, yet no rule
    matched (a shape or argument the rule excludes, e.g. a grouped transposed conv).
 
 Without a quantizer only the dtype and the input checks can be made; other float ops read
@@ -26,6 +29,8 @@ from typing import Any
 import torch
 from torch.fx import Node
 
+from pt2e_quant.aliasing import first_writer
+from pt2e_quant.annotation import get_annotation
 from pt2e_quant.coverage.evidence import is_quantized_edge, tensor_inputs
 from pt2e_quant.quantizer import Quantizer
 
@@ -37,6 +42,7 @@ _KINDS = (
     ("no rule", "no rule"),
     ("filtered by scope", "filtered by scope"),
     ("inside a", "inside sub-graph"),
+    ("written in place", "written in place"),
     ("input not quantized", "input not quantized"),
     ("pattern not matched", "pattern not matched"),
     ("no quantizer", "no quantizer given"),
@@ -117,6 +123,19 @@ def _float_input(node: Node) -> Node | None:
     return None
 
 
+def _written_input(node: Node) -> str | None:
+    annotation = get_annotation(node)
+    if annotation is None:
+        return None
+    for arg, spec in annotation.input_qspec_map.items():
+        if spec is not None and isinstance(arg, Node) and (writer := first_writer(arg)):
+            return (
+                f"written in place by '{writer.name}' (its input '{arg.name}'; a quantized "
+                "copy would miss the write)"
+            )
+    return None
+
+
 def float_reason(node: Node, quantizer: Quantizer | None, body_kind: str | None) -> str:
     """Why ``node`` (a float compute op) was not quantized; ``body_kind`` names the
     higher-order op whose body holds it (None in the top graph)."""
@@ -130,6 +149,9 @@ def float_reason(node: Node, quantizer: Quantizer | None, body_kind: str | None)
         reason = _no_rule(node, leaves) or _scope_filter(node, leaves)
         if reason is not None:
             return reason
+    written = _written_input(node)
+    if written is not None:
+        return written
     source = _float_input(node)
     if source is not None and body_kind is not None and source.op == "placeholder":
         return f"inside a {body_kind} sub-graph (its input '{source.name}' enters it float)"

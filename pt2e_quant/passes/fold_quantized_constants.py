@@ -24,16 +24,18 @@ from pt2e_quant import qdq_ops
 from pt2e_quant.aten_args import attribute
 from pt2e_quant.passes.driver import remove_dead_nodes
 
-__all__ = ["fold_quantized_constants", "FROZEN_PARAM_PREFIX"]
+__all__ = ["fold_quantized_constants", "foldable_constant_nodes", "FROZEN_PARAM_PREFIX"]
 
 FROZEN_PARAM_PREFIX = "_frozen_param"
 
 
-def _constant_nodes(gm: GraphModule) -> set[Node]:
-    """Nodes computed from module tensors alone, found in one forward scan.
+def foldable_constant_nodes(gm: GraphModule) -> set[Node]:
+    """Nodes computed from module tensors alone by pure calls, found in one forward scan.
 
-    Deciding this by a boolean scan first means the (costly) evaluation below only ever runs
-    on weight chains, never on the activations of the whole graph.
+    A quantize op on one of these is pre-computed at convert, so quantizers may treat such a
+    value as a weight (an embedding table read through ``weight.float()``). Deciding this by a
+    boolean scan first means the (costly) evaluation below only ever runs on weight chains,
+    never on the activations of the whole graph.
     """
     constant: set[Node] = set()
     impure: dict[Any, bool] = {}
@@ -96,7 +98,7 @@ def _replace_with_constant(gm: GraphModule, node: Node, value: torch.Tensor) -> 
 
 def fold_quantized_constants(gm: GraphModule) -> bool:
     """Fold every quantize op whose input is constant; True if any was folded."""
-    constant = _constant_nodes(gm)
+    constant = foldable_constant_nodes(gm)
     evaluator = _ConstantEvaluator(gm, constant)
     folded: list[tuple[Node, torch.Tensor]] = []
     for node in gm.graph.nodes:

@@ -87,7 +87,9 @@ class _Inserter:
         writer = self.aliased_writes.writer_between(producer, consumer)
         if writer is None:
             return False
-        if producer.op == "call_function":  # inputs and buffers written in place are expected
+        # A model input written in place is the caller's business; a parameter or buffer the
+        # model rewrites (nn.Embedding(max_norm=...)) silently loses its quantization: say so.
+        if producer.op != "placeholder":
             self.kept_float[producer, consumer] = writer
         return True
 
@@ -151,7 +153,9 @@ class _Inserter:
         warn_user(
             f"{edges}{more} stay float: the tensor is written in place through an alias, "
             "and a quantize/dequantize copy would miss that write. Write the op out of place "
-            "(e.g. y = y + x instead of a view's +=) to quantize these edges.",
+            "(e.g. y = y + x instead of a view's +=) to quantize these edges; a parameter or "
+            "buffer the model itself rewrites (e.g. nn.Embedding(max_norm=...)) cannot be "
+            "stored quantized.",
             AliasedWriteWarning,
         )
 

@@ -129,3 +129,29 @@ def test_an_op_fused_into_a_float_anchor_reports_the_anchors_reason() -> None:
         ("conv2d", False, filtered),
         ("relu", False, filtered),
     ]
+
+
+class RenormalisedEmbedding(nn.Module):
+    """``nn.Embedding(max_norm=1)``: every lookup first rescales the rows it reads, in place::
+
+    weight ─ detach ─ embedding_renorm_(·, i)   (writes the table)
+    weight ─ embedding(·, i) ─ out
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4, max_norm=1.0)
+
+    def forward(self, i: Tensor) -> Tensor:
+        return self.emb(i)
+
+
+def test_a_table_the_model_rewrites_is_reported_as_written_in_place() -> None:
+    """The rule matched the lookup; prepare kept the table float because a stored quantized
+    table would never be renormalised. "pattern not matched" would send the user looking
+    for a rule problem."""
+    report = explain_quantized(RenormalisedEmbedding(), (torch.arange(3),), EmbeddingQuantizer())
+    (row,) = report.rows
+    assert row.quantized is False
+    assert row.reason.startswith("written in place by 'embedding_renorm_' (its input 'emb_weight'")
+    assert report.summary().endswith("(1 written in place)")

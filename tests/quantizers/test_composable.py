@@ -340,10 +340,10 @@ def test_embedding_validate_runs_inside_composition() -> None:
             super().__init__()
             self.weight = torch.nn.Parameter(torch.randn(10, 4))
 
-        def forward(self, indices):
-            return torch.nn.functional.embedding(indices, self.weight * 2)
+        def forward(self, indices, gain):
+            return torch.nn.functional.embedding(indices, self.weight * gain)
 
-    gm = export_model(ComputedTable(), (torch.randint(0, 10, (5,)),))
+    gm = export_model(ComputedTable(), (torch.randint(0, 10, (5,)), torch.tensor(2.0)))
     composed = ComposableQuantizer([EmbeddingQuantizer(), Claiming(LINEAR)])
     with pytest.raises(AnnotationError, match="computed in the graph"):
         prepare_pt2e(gm, composed)
@@ -407,3 +407,86 @@ def test_x86_none_scope_claims_mul_float_ahead_of_a_later_quantizer(scope: str) 
         first.set_module_name_qconfig("", None)  # the root module: every node
     converted = _quantize(Mul("same"), ComposableQuantizer([first, later()]))
     assert_node_occurrence(converted, _counts(q=0, dq=0) | {aten.mul.Tensor: 1})
+
+
+class EmbeddingLinear(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(12, 8)
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, tokens):
+        return self.fc(self.emb(tokens))
+
+
+@pytest.mark.torchao
+@pytest.mark.executorch
+def test_qat_with_embedding_quantizer_matches_torchao() -> None:
+    """torchao's recipe ``ComposableQuantizer([EmbeddingQuantizer(), XNNPACK QAT])`` under
+    ``prepare_qat_pt2e``: the table trains in float and is quantized once at convert (the
+    embedding config has no QAT variant), the linear trains with fake-quant. Same quantized
+    edges and bit-identical outputs after two SGD steps as torchao with ExecuTorch's
+    quantizer."""
+    pytest.importorskip("torchao")
+    pytest.importorskip("executorch")
+    from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as peer_xnnpack
+    from torchao.quantization.pt2e import move_exported_model_to_eval as peer_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e as peer_convert
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e as peer_prepare_qat
+    from torchao.quantization.pt2e.quantizer.composable_quantizer import (
+        ComposableQuantizer as PeerComposable,
+    )
+    from torchao.quantization.pt2e.quantizer.embedding_quantizer import (
+        EmbeddingQuantizer as PeerEmbedding,
+    )
+
+    import pt2e_quant
+    from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
+    from tests.graph_check import quantized_edges
+
+    torch.manual_seed(0)
+    model = EmbeddingLinear().train()
+    batches = [(torch.randint(0, 12, (2, 5)),) for _ in range(3)]
+    exported = torch.export.export(model, batches[0]).module()
+    knobs = {"is_per_channel": True, "is_qat": True}
+    sides = {
+        "ours": (
+            pt2e_quant.prepare_qat_pt2e,
+            pt2e_quant.convert_pt2e,
+            pt2e_quant.move_exported_model_to_eval,
+            ComposableQuantizer(
+                [
+                    EmbeddingQuantizer(),
+                    XNNPACKQuantizer().set_global(get_symmetric_quantization_config(**knobs)),
+                ]
+            ),
+        ),
+        "peer": (
+            peer_prepare_qat,
+            peer_convert,
+            peer_to_eval,
+            PeerComposable(
+                [
+                    PeerEmbedding(),
+                    peer_xnnpack.XNNPACKQuantizer().set_global(
+                        peer_xnnpack.get_symmetric_quantization_config(**knobs)
+                    ),
+                ]
+            ),
+        ),
+    }
+    results = {}
+    for side, (prepare_qat, convert, to_eval, quantizer) in sides.items():
+        prepared = prepare_qat(copy.deepcopy(exported), quantizer)
+        optimizer = torch.optim.SGD(prepared.parameters(), lr=0.1)
+        for batch in batches[:2]:
+            optimizer.zero_grad()
+            prepared(*batch).square().mean().backward()
+            optimizer.step()
+        converted = to_eval(convert(prepared))
+        with torch.no_grad():
+            results[side] = (converted, converted(*batches[2]))
+    (ours, ours_out), (theirs, theirs_out) = results["ours"], results["peer"]
+    assert quantized_edges(ours) == quantized_edges(theirs)
+    assert sum(n.target == qd.dequantize_per_channel.default for n in ours.graph.nodes) == 2
+    assert torch.equal(ours_out, theirs_out)

@@ -32,9 +32,27 @@ def _quantize(model: nn.Module, quantizer=None, inputs=None):
 
 
 class ComputedTable(nn.Module):
-    """An embedding whose table is computed in the graph::
+    """An embedding whose table is computed from a model input::
 
-    indices ─ embedding(weight * 2) ─ out
+    indices, gain ─ embedding(weight * gain) ─ out
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(10, 4))
+
+    def forward(self, indices: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        return F.embedding(indices, self.weight * gain)
+
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        return (torch.randint(0, 10, (6,)), torch.rand(()) + 0.5)
+
+
+class DerivedTable(nn.Module):
+    """An embedding whose table is a pure function of its parameter (a dtype cast, a row slice
+    and a scale), so it is a constant that convert pre-computes::
+
+    indices ─ embedding((weight.float()[:8]) * 2) ─ out
     """
 
     def __init__(self) -> None:
@@ -42,10 +60,10 @@ class ComputedTable(nn.Module):
         self.weight = nn.Parameter(torch.randn(10, 4))
 
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
-        return F.embedding(indices, self.weight * 2)
+        return F.embedding(indices, self.weight.float()[:8] * 2)
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
-        return (torch.randint(0, 10, (6,)),)
+        return (torch.randint(0, 8, (6,)),)
 
 
 class TwoTables(nn.Module):
@@ -223,9 +241,21 @@ def test_global_none_quantizes_nothing() -> None:
     assert_node_occurrence(converted, {qd.dequantize_per_channel.default: 0})
 
 
-def test_validate_rejects_table_computed_in_graph() -> None:
-    with pytest.raises(AnnotationError, match=r"'embedding'.*computed in the graph.*'mul'"):
+def test_validate_rejects_table_computed_from_inputs() -> None:
+    with pytest.raises(AnnotationError, match=r"'embedding'.*computed in the graph.*'mul'.*inputs"):
         _quantize(ComputedTable())
+
+
+def test_table_derived_from_parameter_is_stored_quantized() -> None:
+    """``weight.float()[:8] * 2`` is constant: convert stores it as uint8 rows, so only the
+    dequantize and the lookup run."""
+    ops = _qdq_and_compute(_quantize(DerivedTable()))
+    assert ops[-2:] == [
+        "quantized_decomposed.dequantize_per_channel.default",
+        "aten.embedding.default",
+    ]
+    assert "aten.mul.Tensor" not in ops
+    assert not any("quantize_per" in op and "dequantize" not in op for op in ops)
 
 
 def test_computed_table_can_be_excluded() -> None:
@@ -272,7 +302,7 @@ def _run(lib_name: str, model: nn.Module, calibration: list[tuple]):
 
 
 @pytest.mark.torchao
-@pytest.mark.parametrize("model_cls", [EmbeddingModule, TwoTables])
+@pytest.mark.parametrize("model_cls", [EmbeddingModule, TwoTables, DerivedTable])
 def test_same_as_torchao(model_cls) -> None:
     pytest.importorskip("torchao")
     torch.manual_seed(0)
