@@ -36,6 +36,13 @@ __all__ = [
 _EPS_F32 = torch.finfo(torch.float32).eps
 _F32_MAX = torch.finfo(torch.float32).max
 
+
+def _capped(scale: torch.Tensor) -> torch.Tensor:
+    """``scale`` with inf (a range too wide to express) replaced by the largest finite value
+    of float32, or of the scale's own dtype when that is narrower (float16 / bfloat16)."""
+    return scale.clamp(max=min(_F32_MAX, torch.finfo(scale.dtype).max))
+
+
 PER_TENSOR_QSCHEMES = (torch.per_tensor_affine, torch.per_tensor_symmetric)
 PER_CHANNEL_QSCHEMES = (
     torch.per_channel_affine,
@@ -365,8 +372,9 @@ class UniformQuantizationObserverBase(ObserverBase):
         """scale / zero_point for a (per-tensor or per-channel) min/max range.
 
         The arithmetic is torch.ao's, operation for operation, so results agree bit for bit.
-        Scales are additionally capped at the largest float32 so a range wider than float32
-        can express still yields a finite scale (torch.ao would return inf there).
+        Scales are additionally capped at the largest float32 (or the statistics' own dtype's
+        largest value, for float16 / bfloat16 buffers) so a range wider than float32 can
+        express still yields a finite scale (torch.ao would return inf there).
         """
         if min_val.numel() == 0 or max_val.numel() == 0:
             return self._default_qparams(min_val.device)
@@ -384,7 +392,7 @@ class UniformQuantizationObserverBase(ObserverBase):
 
         if self.qscheme in SYMMETRIC_QSCHEMES:
             bound = torch.max(-min_neg, max_pos)
-            scale = torch.max(bound / (float(qmax - qmin) / 2), self.eps).clamp(max=_F32_MAX)
+            scale = _capped(torch.max(bound / (float(qmax - qmin) / 2), self.eps))
             zero_point = torch.full(
                 min_neg.shape,
                 self._symmetric_zero_point(),
@@ -394,12 +402,12 @@ class UniformQuantizationObserverBase(ObserverBase):
         elif self.qscheme == torch.per_channel_affine_float_qparams:
             scale = (max_val - min_val) / float(qmax - qmin)
             scale = torch.where(scale > self.eps, scale, torch.ones_like(scale))
-            scale = scale.clamp(max=_F32_MAX)
+            scale = _capped(scale)
             # A float zero point maps min_val exactly onto the first quantized value.
             zero_point = -min_val / scale
         else:
             scale = torch.max((max_pos - min_neg) / float(qmax - qmin), self.eps)
-            scale = scale.clamp(max=_F32_MAX)
+            scale = _capped(scale)
             zero_point = qmin - torch.round(min_neg / scale).to(torch.int)
             zero_point = torch.clamp(zero_point, qmin, qmax)
 

@@ -155,9 +155,9 @@ class HistogramObserver(UniformQuantizationObserverBase):
             return x_orig
         x = x_orig.detach()
         x_min, x_max = torch.aminmax(x)
-        if not bool(torch.isfinite(x_min) & torch.isfinite(x_max)):
+        if not bool(self._storable(x_min) & self._storable(x_max)):
             self._report_non_finite()
-            x = x[torch.isfinite(x)]
+            x = x[self._storable(x)]
             if x.numel() == 0:
                 return x_orig
             x_min, x_max = torch.aminmax(x)
@@ -178,6 +178,12 @@ class HistogramObserver(UniformQuantizationObserverBase):
             )
             self._store(merged, new_min, new_max)
         return x_orig
+
+    def _storable(self, values: torch.Tensor) -> torch.Tensor:
+        """Finite, and finite once stored in the statistics' dtype: a float64 batch holding
+        1e39 must not turn ``max_val`` into inf (the value is dropped as an Inf would be).
+        The batch itself keeps its dtype, as torch.ao's histogram does."""
+        return torch.isfinite(values) & (values.abs() <= torch.finfo(self.min_val.dtype).max)
 
     def _start_histogram(self, x: torch.Tensor, x_min: torch.Tensor, x_max: torch.Tensor) -> None:
         self.min_val.resize_(x_min.shape)

@@ -127,6 +127,20 @@ class MinMaxObserver(UniformQuantizationObserverBase):
         self.max_val.fill_(float("-inf"))
 
 
+def _uncrossed(new_min: torch.Tensor, new_max: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Undo a rounding crossover of averaged extremes.
+
+    Averaging both extremes towards a constant batch (``m + c * (v - m)`` and
+    ``M + c * (v - M)``) can leave min one rounding step above max; read as "never
+    calibrated", that would give scale 1.0. Crossed finite pairs are swapped back; every
+    other value is untouched, and an unseen channel (+inf / -inf) stays unseen.
+    """
+    crossed = (new_min > new_max) & torch.isfinite(new_min) & torch.isfinite(new_max)
+    if not bool(crossed.any()):
+        return new_min, new_max
+    return torch.where(crossed, new_max, new_min), torch.where(crossed, new_min, new_max)
+
+
 class MovingAverageMinMaxObserver(MinMaxObserver):
     """Like MinMaxObserver, but the range follows an exponential moving average of batch
     extremes, so a few outlier batches in QAT do not widen it for good.
@@ -173,6 +187,7 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
             c = self.averaging_constant
             new_min = running_min + c * (low - running_min)
             new_max = running_max + c * (high - running_max)
+            new_min, new_max = _uncrossed(new_min, new_max)
         self.min_val.copy_(new_min)
         self.max_val.copy_(new_max)
 
@@ -356,4 +371,4 @@ class MovingAveragePerChannelMinMaxObserver(PerChannelMinMaxObserver):
         if seen is not None:
             new_min = torch.where(seen, new_min, running_min)
             new_max = torch.where(seen, new_max, running_max)
-        return new_min, new_max
+        return _uncrossed(new_min, new_max)

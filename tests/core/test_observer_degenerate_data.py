@@ -173,3 +173,78 @@ def test_reset_min_max_vals_returns_to_uncalibrated():
         assert not obs.has_observed_data(), name
         obs(torch.ones(2, 3))
         assert obs.has_observed_data(), name
+
+
+@pytest.mark.parametrize(
+    "name", ["MovingAverageMinMaxObserver", "MovingAveragePerChannelMinMaxObserver"]
+)
+def test_averaging_onto_a_constant_batch_keeps_a_calibrated_range(name):
+    """With averaging_constant=1 (the dynamic / QAT-dynamic presets) a constant batch after
+    any other ends the two averages one rounding step apart in the wrong order (torch.ao then
+    asserts). The range is the constant's, as a fresh observer gives it, to that last step."""
+    first, constant = torch.tensor([[-0.6, 1.1, 0.9, -0.2]]), torch.full((1, 4), 0.05)
+    kwargs = {"averaging_constant": 1, "dtype": torch.qint8, "quant_min": -128}
+    kwargs |= {"quant_max": 127, "eps": 2**-12}
+    if "PerChannel" in name:
+        kwargs |= {"ch_axis": 0, "qscheme": torch.per_channel_symmetric}
+    obs, fresh = getattr(ours, name)(**kwargs), getattr(ours, name)(**kwargs)
+    obs(first)
+    obs(constant)
+    fresh(constant)
+    assert obs.has_observed_data() and bool((obs.min_val <= obs.max_val).all())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (scale, zero_point), (ref_scale, ref_zero_point) = (
+            obs.calculate_qparams(),
+            fresh.calculate_qparams(),
+        )
+    assert torch.allclose(scale, ref_scale, rtol=1e-6, atol=0)
+    assert torch.equal(zero_point, ref_zero_point)
+
+
+def test_averaging_keeps_an_unseen_channel_unseen():
+    obs = ours.MovingAveragePerChannelMinMaxObserver(averaging_constant=1)
+    x = torch.randn(2, 3)
+    obs(x)
+    x[1] = NAN
+    quietly(obs, x)
+    assert obs.min_val[1] <= obs.max_val[1]
+    fresh = ours.MovingAveragePerChannelMinMaxObserver(averaging_constant=1)
+    y = torch.full((2, 3), NAN)
+    y[0] = x[0]
+    for _ in range(2):  # the first batch initialises, the second averages
+        quietly(fresh, y)
+    assert (fresh.min_val[1], fresh.max_val[1]) == (INF, -INF)
+
+
+@pytest.mark.parametrize("buffer_dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", PER_TENSOR + PER_CHANNEL)
+def test_half_precision_statistics_give_torch_ao_qparams(name, buffer_dtype):
+    """An observer moved to float16 / bfloat16 (``.half()`` on a prepared model) computes its
+    qparams in that dtype, as torch.ao does; the float32 cap on huge scales must not overflow
+    the narrower dtype."""
+    x = torch.tensor([[-1.0, 0.5, 2.0], [0.25, -0.75, 1.5]])
+    ref, got = ao_and_ours(name)
+    ref, got = ref.to(buffer_dtype), got.to(buffer_dtype)
+    ref(x)
+    got(x)
+    assert_same_qparams(ref.calculate_qparams(), got.calculate_qparams())
+    wide = getattr(ours, name)().to(buffer_dtype)
+    wide(torch.tensor([[-6e4, 6e4], [6e4, -6e4]]).to(buffer_dtype))
+    scale, _ = quietly(wide.calculate_qparams)
+    assert scale.dtype == buffer_dtype and bool(torch.isfinite(scale).all())
+
+
+@pytest.mark.parametrize("name", PER_TENSOR)
+def test_float64_value_beyond_float32_is_dropped_like_an_inf(name):
+    """1e39 is finite in a float64 batch but inf in the float32 statistics: dropped (and
+    reported) like an Inf, so the range and qparams are those of the rest of the batch, and
+    the observer keeps working on later batches."""
+    kept = torch.tensor([-1.0, 2.0, 0.5], dtype=torch.float64)
+    ref, got = ao_and_ours(name)
+    ref(kept)
+    with pytest.warns(UserWarning):
+        got(torch.cat([kept, torch.tensor([1e39], dtype=torch.float64)]))
+    assert_same_qparams(ref.calculate_qparams(), got.calculate_qparams())
+    got(torch.randn(8))
+    assert bool(torch.isfinite(got.max_val))
