@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch.fx import GraphModule, Node
 
+from pt2e_quant.aten_args import argument
 from pt2e_quant.errors import describe_node, warn_user
 from pt2e_quant.model_checks import check_exported_graph_module
 from pt2e_quant.subgraphs import iter_graph_modules
@@ -72,10 +73,18 @@ class TrainingModeOpWarning(UserWarning):
     """Post-training quantization of a graph whose dropout / batch norm run in training mode."""
 
 
+def _has_no_running_stats(node: Node) -> bool:
+    """A batch norm of ``track_running_stats=False``: it normalizes with the batch's own
+    statistics in eval mode too, so its training flag is not a mode to switch (set to False
+    without running statistics, torch refuses to run it)."""
+    return node.target not in DROPOUT_OPS and argument(node, "running_mean") is None
+
+
 def is_training_mode_op(node: Node) -> bool:
-    """Whether ``node`` is a dropout or batch norm whose graph flag says training."""
+    """Whether ``node`` is a dropout or batch norm whose graph flag says training (a batch norm
+    without running statistics has no other mode, so it is not one)."""
     flag = _MODE_FLAGS.get(node.target) if node.op == "call_function" else None
-    if flag is None:
+    if flag is None or _has_no_running_stats(node):
         return False
     if flag.index < len(node.args):
         return node.args[flag.index] is True
@@ -139,7 +148,7 @@ def _set_graph_mode(gm: GraphModule, training: bool) -> bool:
             changed = True
             continue
         flag = _MODE_FLAGS.get(node.target)
-        if flag is not None:
+        if flag is not None and not _has_no_running_stats(node):
             changed |= _set_mode_flag(node, flag, training)
     return changed
 

@@ -24,7 +24,9 @@ This runs after annotation: the layer's weight (and bias) annotation moves to th
 weight (and zero bias), where the fake-quantize module then goes. A layer whose own output
 the quantizer observes is left alone with a warning: that observer would sit between the layer
 and the batch norm, and no fold at convert could keep its meaning. Annotate conv-bn as one
-pattern (output spec on the batch norm, or on the activation after it) instead.
+pattern (output spec on the batch norm, or on the activation after it) instead. So is a batch
+norm with a zero gamma (torchvision's ``zero_init_residual``): the division by ``s`` is 0 / 0
+there, which torchao trains into NaN weights.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from pt2e_quant.aten_args import argument, set_argument
 from pt2e_quant.errors import describe_node, warn_user
 from pt2e_quant.passes.batch_norm_folding import (
     BATCH_NORMS,
+    batch_norm_constants,
     is_foldable_layer,
     is_transposed,
     why_not_foldable,
@@ -66,6 +69,15 @@ def _why_not_simulated(gm: GraphModule, layer: Node, batch_norm: Node) -> str | 
     reason = why_not_foldable(gm, layer, batch_norm)
     if reason is not None:
         return reason
+    gamma = batch_norm_constants(gm, batch_norm).gamma  # foldable: the constants exist
+    if gamma is not None and bool((gamma == 0).any()):
+        zeros = torch.nonzero(gamma == 0).flatten().tolist()
+        return (
+            f"its weight (gamma) is exactly 0 in channel(s) {zeros[:8]}"
+            f"{' ...' if len(zeros) > 8 else ''} (zero-initialised residual branches), and the "
+            "simulation divides the layer's output by gamma / std, which would train NaN "
+            "weights there; start QAT from nonzero gamma to fuse it"
+        )
     annotation = get_annotation(layer)
     if annotation is not None and annotation.output_qspec is not None:
         return (

@@ -387,6 +387,29 @@ def test_bn_without_running_stats_is_left_unfused_with_a_warning() -> None:
     assert aten.batch_norm.default in count_ops(converted)
 
 
+def test_bn_with_a_zero_gamma_channel_is_left_unfused_and_trains_without_nan() -> None:
+    """zero_init_residual-style gamma: the simulation's division by gamma / std is 0 / 0 in
+    that channel (torchao trains NaN weights and then fails in its fake-quant). Left unfused,
+    the pair trains like the float model, gamma included."""
+    model = ConvBn("conv2d", act=None)
+    with torch.no_grad():
+        model.bn.weight[1] = 0.0
+    with pytest.warns(
+        BatchNormNotFusedWarning, match=r"gamma\) is exactly 0 in channel\(s\) \[1\]"
+    ):
+        prepared = prepare_qat_pt2e(_export_train(model), _xnnpack_qat())
+    optimizer = torch.optim.SGD(prepared.parameters(), lr=0.1)
+    torch.manual_seed(1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        (prepared(*model.example_inputs()) - 1).square().mean().backward()
+        optimizer.step()
+    assert all(bool(torch.isfinite(p).all()) for p in prepared.parameters())
+    assert float(model.bn.weight[1]) != 0.0  # the zero channel's gamma learns
+    converted = convert_pt2e(prepared)
+    assert bool(torch.isfinite(converted(*model.example_inputs())).all())
+
+
 def test_observed_conv_output_is_left_unfused_with_a_warning() -> None:
     class ObserveConvOutput(Quantizer):
         def annotate(self, model):

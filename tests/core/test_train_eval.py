@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -12,6 +14,7 @@ from pt2e_quant import (
     move_exported_model_to_train,
     prepare_pt2e,
 )
+from pt2e_quant.train_eval import TrainingModeOpWarning
 from tests.core.quantizer_fixtures import FunctionQuantizer
 
 aten = torch.ops.aten
@@ -131,3 +134,31 @@ def test_batch_norm_inside_cond_body_is_switched():
 def test_not_exported_model_is_rejected():
     with pytest.raises(TypeError, match="torch.export"):
         move_exported_model_to_eval(nn.Linear(2, 2))
+
+
+class BatchStatisticsOnly(nn.Module):
+    """conv ─ BatchNorm2d(track_running_stats=False): batch statistics in eval mode too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.bn = nn.BatchNorm2d(4, track_running_stats=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_without_running_stats_has_no_mode_to_switch(training):
+    """Its flag stays as exported: set to eval, torch refuses to run it ("running_mean must
+    be defined"), and eager eval uses batch statistics anyway. No PTQ warning either."""
+    model = BatchStatisticsOnly().train(training)
+    x = torch.randn(2, 3, 4, 4)
+    gm = torch.export.export(model, (x,)).module()
+    move_exported_model_to_eval(gm)
+    assert torch.allclose(gm(x), model.eval()(x), atol=1e-6)
+    move_exported_model_to_train(gm)
+    assert torch.allclose(gm(x), model.train()(x), atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingModeOpWarning)
+        prepare_pt2e(gm, FunctionQuantizer(lambda gm: None))
