@@ -20,15 +20,37 @@ from collections.abc import Callable
 from torch.export import ExportedProgram
 from torch.fx import GraphModule, Node
 
+from pt2e_quant.errors import QuantizationError
 from pt2e_quant.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY, get_debug_handle
-from pt2e_quant.subgraphs import subgraph_args
+from pt2e_quant.subgraphs import iter_graph_modules, subgraph_args
 
 __all__ = [
     "CUSTOM_KEY",
     "NUMERIC_DEBUG_HANDLE_KEY",
+    "MissingDebugHandlesError",
     "generate_numeric_debug_handle",
     "bfs_trace_with_node_process",
+    "has_debug_handles",
 ]
+
+#: how to give a model handles, for the errors raised when it has none
+ADD_HANDLES_HINT = (
+    "Add them to the exported program before taking its module: "
+    "ep = torch.export.export(model, example_inputs); generate_numeric_debug_handle(ep); "
+    "then use ep.module() (and prepare_pt2e / convert_pt2e that module for the quantized side)"
+)
+
+
+class MissingDebugHandlesError(QuantizationError, ValueError):
+    """A model carries no numeric debug handles, so nothing in it can be matched."""
+
+
+def has_debug_handles(gm: GraphModule) -> bool:
+    """Some node of ``gm`` or of its control-flow bodies carries a numeric debug handle."""
+    return any(
+        get_debug_handle(node) is not None for g in iter_graph_modules(gm) for node in g.graph.nodes
+    )
+
 
 _SKIPPED_OPS = ("placeholder", "output")
 

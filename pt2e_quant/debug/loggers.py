@@ -26,12 +26,14 @@ one entry per mapped row.
 from __future__ import annotations
 
 import copy
+import operator
 import warnings
 from typing import TypeVar
 
 import torch
 from torch.fx import GraphModule, Node
 
+from pt2e_quant.debug.handles import ADD_HANDLES_HINT, MissingDebugHandlesError, has_debug_handles
 from pt2e_quant.node_meta import get_debug_handle
 from pt2e_quant.passes.use_eager_control_flow import use_eager_control_flow
 from pt2e_quant.qdq_ops import is_dequantize, is_quantize
@@ -39,7 +41,12 @@ from pt2e_quant.subgraphs import is_higher_order_call, iter_graph_modules
 
 T = TypeVar("T")
 
-__all__ = ["OutputLogger", "prepare_for_propagation_comparison", "extract_results_from_loggers"]
+__all__ = [
+    "OutputLogger",
+    "prepare_for_propagation_comparison",
+    "extract_results_from_loggers",
+    "shared_handle_piece",
+]
 
 #: handle -> (node name, nn_module_stack, recorded values in call order)
 LoggerResults = dict[int, tuple[str, object, list[object]]]
@@ -105,7 +112,36 @@ def _logged_handle(node: Node) -> int | None:
     if node.op in ("placeholder", "output", "get_attr"):
         return None
     handle = get_debug_handle(node)
-    return handle if handle is not None else _handle_passed_on_by_dequantize(node)
+    if handle is None:
+        handle = _handle_passed_on_by_dequantize(node)
+    if handle is not None and _is_piece_of(node, handle):
+        return None
+    return handle
+
+
+def _is_piece_of(node: Node, handle: int) -> bool:
+    """The dequantize of a :func:`shared_handle_piece`'s quantized output, or the piece itself:
+    the op's logger already holds the whole value, and a second logger would record one
+    piece under the same handle."""
+    while (is_dequantize(node) or is_quantize(node)) and isinstance(node.args[0], Node):
+        node = node.args[0]
+    return get_debug_handle(node) == handle and shared_handle_piece(node) is not None
+
+
+def shared_handle_piece(node: Node) -> int | None:
+    """``i`` for ``getitem(op, i)`` carrying ``op``'s own handle, else None.
+
+    Re-export copies a multi-output op's metadata (its handle included) onto the getitems it
+    creates, so after it ``split``, ``getitem(split, 0)`` and ``getitem(split, 1)`` share one
+    handle; the value logged for it is the op's whole output.
+    """
+    if node.target is not operator.getitem or len(node.args) < 2:
+        return None
+    source, index = node.args[0], node.args[1]
+    if not isinstance(source, Node) or not isinstance(index, int):
+        return None
+    handle = get_debug_handle(node)
+    return index if handle is not None and get_debug_handle(source) == handle else None
 
 
 def _free_attribute_name(gm: GraphModule, prefix: str) -> str:
@@ -154,8 +190,21 @@ def prepare_for_propagation_comparison(model: GraphModule) -> GraphModule:
     The original is untouched, and the copy computes exactly what the original computes
     (loggers return their input). Nodes without a handle (weights, ``_guards_fn``, input
     quantization) are not logged. See the module docstring for which node stands for a handle
-    in a quantized graph.
+    in a quantized graph. A model with no handle at all raises
+    :class:`~pt2e_quant.debug.handles.MissingDebugHandlesError` rather than comparing nothing.
     """
+    if not isinstance(model, GraphModule):
+        hint = " (pass ep.module())" if isinstance(model, torch.export.ExportedProgram) else ""
+        raise TypeError(
+            "prepare_for_propagation_comparison expects the GraphModule of an exported "
+            f"program or a prepared / converted model, got {type(model).__name__}{hint}"
+        )
+    if not has_debug_handles(model):
+        raise MissingDebugHandlesError(
+            "prepare_for_propagation_comparison: the model carries no numeric debug handles, "
+            f"so no logger would be placed and nothing compared. {ADD_HANDLES_HINT}. "
+            "(torchao 0.18 matches nodes by provenance instead; pt2e_quant matches by handle.)"
+        )
     model = deep_copy(model)
     graph_modules = list(iter_graph_modules(model))
     bodies_logged = sum(_add_loggers(gm) for gm in graph_modules[1:]) > 0

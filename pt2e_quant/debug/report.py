@@ -51,12 +51,17 @@ from pt2e_quant.debug.comparison import (
     module_path,
     op_name,
 )
-from pt2e_quant.debug.handles import generate_numeric_debug_handle
+from pt2e_quant.debug.handles import (
+    MissingDebugHandlesError,
+    generate_numeric_debug_handle,
+    has_debug_handles,
+)
 from pt2e_quant.debug.loggers import (
     LoggerResults,
     deep_copy,
     extract_results_from_loggers,
     prepare_for_propagation_comparison,
+    shared_handle_piece,
 )
 from pt2e_quant.debug.weights import (
     WeightComparison,
@@ -64,16 +69,11 @@ from pt2e_quant.debug.weights import (
     constant_value,
     extract_weights,
 )
-from pt2e_quant.errors import QuantizationError
 from pt2e_quant.node_meta import get_debug_handle
 from pt2e_quant.qdq_ops import is_dequantize, is_quant_workflow_node, is_quantize
 from pt2e_quant.subgraphs import iter_graph_modules
 
 __all__ = ["MissingDebugHandlesError", "ReportRow", "NumericReport", "numeric_report"]
-
-
-class MissingDebugHandlesError(QuantizationError, ValueError):
-    """The quantized model carries no numeric debug handles, so nothing can be matched."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def _written(text: str, path: str | Path | None) -> str:
 def _float_module(float_model: object, example_inputs: tuple) -> GraphModule:
     """The float side as a handled GraphModule, exporting / adding handles when needed."""
     if isinstance(float_model, GraphModule):
-        if _has_handles(float_model):
+        if has_debug_handles(float_model):
             return float_model
         raise MissingDebugHandlesError(
             "the float GraphModule has no numeric debug handles; pass the ExportedProgram "
@@ -161,7 +161,7 @@ def _float_module(float_model: object, example_inputs: tuple) -> GraphModule:
         )
     if isinstance(float_model, ExportedProgram):
         program = float_model
-        if not _has_handles(program.graph_module):
+        if not has_debug_handles(program.graph_module):
             program = deep_copy(program)  # the caller's program stays as it was
             generate_numeric_debug_handle(program)
         return program.module()
@@ -175,18 +175,12 @@ def _float_module(float_model: object, example_inputs: tuple) -> GraphModule:
     )
 
 
-def _has_handles(gm: GraphModule) -> bool:
-    return any(
-        get_debug_handle(node) is not None for g in iter_graph_modules(gm) for node in g.graph.nodes
-    )
-
-
 def _check_quantized(quantized_gm: GraphModule) -> None:
     if not isinstance(quantized_gm, GraphModule):
         raise TypeError(
             f"numeric_report expects the converted GraphModule, got {type(quantized_gm).__name__}"
         )
-    if not _has_handles(quantized_gm):
+    if not has_debug_handles(quantized_gm):
         raise MissingDebugHandlesError(
             "the quantized model carries no numeric debug handles, so its ops cannot be matched "
             "to the float model's. Add them to the exported program before taking its module: "
@@ -285,7 +279,11 @@ class _InputSqnr:
             return None  # no log, or the log holds the dequantized value, not the raw output
         if handle not in self.ref or handle not in self.actual:
             return None
-        return list(zip(self.ref[handle][2], self.actual[handle][2], strict=False))
+        pairs = list(zip(self.ref[handle][2], self.actual[handle][2], strict=False))
+        piece = shared_handle_piece(source)
+        if piece is not None:  # the log holds the multi-output op's whole value
+            pairs = [(ref[piece], actual[piece]) for ref, actual in pairs]
+        return pairs
 
 
 def _first_data_input(op: Node, constants: set[Node]) -> Node | None:

@@ -7,11 +7,13 @@ branch that did not run must not show up as a compared op with no values.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.fx import Graph, GraphModule
 
 import pt2e_quant  # noqa: F401  (registers the quantized_decomposed ops)
 from pt2e_quant.debug import (
+    MissingDebugHandlesError,
     extract_results_from_loggers,
     generate_numeric_debug_handle,
     prepare_for_propagation_comparison,
@@ -75,3 +77,30 @@ def test_a_requantized_copy_does_not_stand_for_the_op() -> None:
 
     assert name == first_dequantize
     torch.testing.assert_close(value, torch.tensor([0.0, 0.1, 0.3, 0.0]))  # scale 0.1 grid
+
+
+class _TwoLinears(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.second(torch.relu(self.first(x)))
+
+
+def test_a_model_without_handles_is_refused_rather_than_compared_empty() -> None:
+    """torchao 0.18's flow needs no generate_numeric_debug_handle call; written that way for
+    pt2e_quant, it would log nothing and compare_results would report no op at all."""
+    gm = torch.export.export(_TwoLinears(), (torch.randn(2, 4),)).module()
+    with pytest.raises(MissingDebugHandlesError, match=r"generate_numeric_debug_handle\(ep\)"):
+        prepare_for_propagation_comparison(gm)
+
+
+def test_a_program_or_an_eager_module_is_refused_with_the_fix() -> None:
+    model = _TwoLinears()
+    ep = torch.export.export(model, (torch.randn(2, 4),))
+    generate_numeric_debug_handle(ep)
+    with pytest.raises(TypeError, match=r"got ExportedProgram \(pass ep\.module\(\)\)"):
+        prepare_for_propagation_comparison(ep)
+    with pytest.raises(TypeError, match="got _TwoLinears"):
+        prepare_for_propagation_comparison(model)

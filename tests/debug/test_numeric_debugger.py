@@ -340,3 +340,27 @@ def test_handle_less_dequantize_is_logged_for_its_op():
     names = {h: name for h, (name, _, _) in extract_results_from_loggers(logged).items()}
     assert sorted(names) == [1, 2, 3]
     assert all(name.startswith("dequantize_per_tensor") for name in names.values()), names
+
+
+def test_re_exported_converted_model_with_a_multi_output_op_compares():
+    """Re-export copies split's handle onto the getitems it creates: the pieces (and the
+    dequantize of each quantized piece) are not logged again under split's handle, so split
+    is compared as a whole, as before re-export, and numeric_report can replay its pieces."""
+    from pt2e_quant.debug import numeric_report
+
+    model = Conv2dWithSplit()
+    example = model.example_inputs()
+    ep = _handled_program(model)
+    float_gm = ep.module()
+    prepared = prepare_pt2e(copy.deepcopy(float_gm), _xnnpack_per_tensor())
+    prepared(*example)
+    re_exported = torch.export.export(convert_pt2e(prepared), example).module()
+    split = next(n for n in re_exported.graph.nodes if n.target is torch.ops.aten.split.Tensor)
+    assert {get_debug_handle(u) for u in split.users} == {get_debug_handle(split)}
+    loggers = [prepare_for_propagation_comparison(gm) for gm in (float_gm, re_exported)]
+    for logged in loggers:
+        logged(*example)
+    summary = compare_results(*map(extract_results_from_loggers, loggers))
+    split_result = summary[get_debug_handle(split)].results[0]
+    assert isinstance(split_result.sqnr, list) and all(s >= 35 for s in split_result.sqnr)
+    assert numeric_report(ep, re_exported, example).rows
