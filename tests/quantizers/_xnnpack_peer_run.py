@@ -54,3 +54,26 @@ def run_pipeline(
         with torch.no_grad():
             out = converted(*test_input)
     return converted, torch.utils._pytree.tree_leaves(out)
+
+
+def run_peer_and_ours(
+    peer_quantizer, our_quantizer, exported: GraphModule, example, test_input, peer_to_eval, qat
+):
+    """:func:`run_pipeline` for ExecuTorch's quantizer through torchao, then for ours through
+    pt2e_quant, on one export; returns ``(theirs, theirs_out), (ours, ours_out)``."""
+    import pt2e_quant
+    from tests.peer_annotation import library
+
+    theirs = run_pipeline(
+        library("torchao"), peer_quantizer, exported, example, test_input, peer_to_eval, qat
+    )
+    ours = run_pipeline(
+        library("pt2e_quant"),
+        our_quantizer,
+        exported,
+        example,
+        test_input,
+        pt2e_quant.move_exported_model_to_eval,
+        qat,
+    )
+    return theirs, ours

@@ -30,7 +30,7 @@ from tests.quantizers._xnnpack_models import (
 )
 from tests.quantizers._xnnpack_peer_run import (
     PRESETS,
-    run_pipeline,
+    run_peer_and_ours,
     skip_peer_conv_bn_annotators,
 )
 
@@ -76,8 +76,6 @@ def _zoo_cases():
 def test_same_qdq_and_bit_identical_outputs_as_executorch(
     peer, monkeypatch: pytest.MonkeyPatch, name: str, preset: str
 ) -> None:
-    import pt2e_quant
-    from tests.peer_annotation import library
 
     peer_module, peer_to_eval = peer
     qat = PRESETS[preset].get("is_qat", False)
@@ -90,22 +88,13 @@ def test_same_qdq_and_bit_identical_outputs_as_executorch(
     # QAT exports the model in training mode (batch norm and dropout stay trainable)
     exported = torch.export.export(model.train(qat), example).module()
     config = peer_module.get_symmetric_quantization_config(**PRESETS[preset])
-    theirs, theirs_out = run_pipeline(
-        library("torchao"),
+    (theirs, theirs_out), (ours, ours_out) = run_peer_and_ours(
         peer_module.XNNPACKQuantizer().set_global(config),
-        exported,
-        example,
-        test_input,
-        peer_to_eval,
-        qat,
-    )
-    ours, ours_out = run_pipeline(
-        library("pt2e_quant"),
         global_quantizer(get_symmetric_quantization_config(**PRESETS[preset])),
         exported,
         example,
         test_input,
-        pt2e_quant.move_exported_model_to_eval,
+        peer_to_eval,
         qat,
     )
     assert quantized_edges(ours) == quantized_edges(theirs)
@@ -199,7 +188,6 @@ def _assert_same_as_executorch(
     """Quantize one export of ``model`` with ExecuTorch's quantizer (through torchao) and
     ours, both given ``get_symmetric_quantization_config(**knobs)``; assert the same
     quantized edges and bit-identical outputs on ``test_input``; return ours."""
-    from tests.peer_annotation import library
 
     example = model.example_inputs()
     exported = torch.export.export(model, example).module()
@@ -207,11 +195,8 @@ def _assert_same_as_executorch(
         peer_module.get_symmetric_quantization_config(**knobs)
     )
     config = get_symmetric_quantization_config(**knobs)
-    theirs, theirs_out = run_pipeline(
-        library("torchao"), peer_quantizer, exported, example, test_input, None, False
-    )
-    ours, ours_out = run_pipeline(
-        library("pt2e_quant"), global_quantizer(config), exported, example, test_input, None, False
+    (theirs, theirs_out), (ours, ours_out) = run_peer_and_ours(
+        peer_quantizer, global_quantizer(config), exported, example, test_input, None, False
     )
     assert quantized_edges(ours) == quantized_edges(theirs)
     assert all(torch.equal(a, b) for a, b in zip(ours_out, theirs_out, strict=True))

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.graph_check import quantized_edges
-from tests.quantizers._xnnpack_peer_run import run_pipeline
+from tests.quantizers._xnnpack_peer_run import run_peer_and_ours
 
 aten = torch.ops.aten
 
@@ -139,9 +139,7 @@ def peer(peer_pattern_cache):
 @pytest.mark.executorch
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_scoped_configs_match_executorch(peer, case: str) -> None:
-    import pt2e_quant
     from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
-    from tests.peer_annotation import library
 
     peer_module, peer_to_eval = peer
     model_cls, qat, configure = CASES[case]
@@ -150,22 +148,13 @@ def test_scoped_configs_match_executorch(peer, case: str) -> None:
     example = model.example_inputs()
     test_input = tuple(torch.randn_like(t) for t in example)
     exported = torch.export.export(model, example).module()
-    theirs, theirs_out = run_pipeline(
-        library("torchao"),
+    (theirs, theirs_out), (ours, ours_out) = run_peer_and_ours(
         configure(peer_module.XNNPACKQuantizer(), peer_module.get_symmetric_quantization_config),
-        exported,
-        example,
-        test_input,
-        peer_to_eval,
-        qat,
-    )
-    ours, ours_out = run_pipeline(
-        library("pt2e_quant"),
         configure(XNNPACKQuantizer(), get_symmetric_quantization_config),
         exported,
         example,
         test_input,
-        pt2e_quant.move_exported_model_to_eval,
+        peer_to_eval,
         qat,
     )
     assert quantized_edges(ours) == quantized_edges(theirs)
