@@ -153,10 +153,11 @@ class EmbeddingQuantizer(Quantizer):
                 if weight not in constants:
                     raise AnnotationError(
                         f"The table of embedding {describe_node(node)} is quantized, but it "
-                        f"is computed in the graph by {describe_node(weight)} from the "
-                        "model's inputs, so its per-row qparams observed in calibration "
-                        "would not fit the values seen at run time. Compute the table from "
-                        "parameters or buffers only, or leave this embedding float "
+                        f"is computed in the graph by {describe_node(weight)} from values "
+                        "that are not module constants (model inputs, or an op with side "
+                        "effects), so its per-row qparams observed in calibration would not "
+                        "fit the values seen at run time. Compute the table from parameters "
+                        "or buffers only, or leave this embedding float "
                         "(set_module_name(name, None)).\n" + graph_context(node)
                     )
             for key, spec in annotation.input_qspec_map.items():
