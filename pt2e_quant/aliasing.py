@@ -58,6 +58,14 @@ def aliased_arguments(node: Node, schema: torch.FunctionSchema) -> list[object]:
     ]
 
 
+def _aliases_of_result(node: Node) -> list[Node]:
+    """The graph values ``node``'s result may share storage with."""
+    schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
+    if schema is None:
+        return []
+    return [value for value in aliased_arguments(node, schema) if isinstance(value, Node)]
+
+
 def alias_classes(gm: GraphModule) -> dict[Node, Node]:
     """Union-find of nodes whose results share storage (views and in-place results).
 
@@ -75,12 +83,8 @@ def alias_classes(gm: GraphModule) -> dict[Node, Node]:
         return node
 
     for node in gm.graph.nodes:
-        schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
-        if schema is None:
-            continue
-        for value in aliased_arguments(node, schema):
-            if isinstance(value, Node):
-                parent[find(node)] = find(value)
+        for value in _aliases_of_result(node):
+            parent[find(node)] = find(value)
     return {node: find(node) for node in gm.graph.nodes}
 
 
@@ -96,13 +100,6 @@ def written_arguments(node: Node) -> Iterator[object]:
     if is_training_mode_op(node):
         yield argument(node, "running_mean")
         yield argument(node, "running_var")
-
-
-def _aliases_of_result(node: Node) -> list[Node]:
-    schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
-    if schema is None:
-        return []
-    return [value for value in aliased_arguments(node, schema) if isinstance(value, Node)]
 
 
 def first_writer(node: Node) -> Node | None:

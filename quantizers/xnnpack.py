@@ -61,6 +61,9 @@ __all__ = ["XNNPACKQuantizer", "get_symmetric_quantization_config", "lift_scalar
 
 _aten = torch.ops.aten
 _EPS = 2**-12  # ExecuTorch's floor on scales, so near-constant tensors still quantize finely
+#: chain nodes that fold into the anchor (a batch norm, the getitem of its training form), so
+#: they follow the anchor's module scope rather than their own
+_FOLDED_INTO_ANCHOR = BATCH_NORM_OPS | {operator.getitem}
 
 
 @functools.lru_cache
@@ -350,8 +353,11 @@ class XNNPACKQuantizer(Quantizer):
         if scoped.filter_fn is not None and not all(scoped.filter_fn(n) for n in nodes):
             return None
         config, setter = scoped.module_decision(anchor)
-        folded = BATCH_NORM_OPS | {operator.getitem}
-        if any(scoped.module_decision(n)[1] != setter for n in chain if n.target not in folded):
+        if any(
+            scoped.module_decision(n)[1] != setter
+            for n in chain
+            if n.target not in _FOLDED_INTO_ANCHOR
+        ):
             return None
         if setter:
             return config if config is not None and _fits(rule, config) else None

@@ -52,6 +52,7 @@ from pt2e_quant.debug.comparison import (
     op_name,
 )
 from pt2e_quant.debug.handles import (
+    ADD_HANDLES_HINT,
     MissingDebugHandlesError,
     generate_numeric_debug_handle,
     has_debug_handles,
@@ -183,9 +184,7 @@ def _check_quantized(quantized_gm: GraphModule) -> None:
     if not has_debug_handles(quantized_gm):
         raise MissingDebugHandlesError(
             "the quantized model carries no numeric debug handles, so its ops cannot be matched "
-            "to the float model's. Add them to the exported program before taking its module: "
-            "ep = torch.export.export(model, example_inputs); generate_numeric_debug_handle(ep); "
-            "then prepare_pt2e(ep.module(), quantizer), calibrate and convert_pt2e again"
+            f"to the float model's. {ADD_HANDLES_HINT}, then calibrate and convert again"
         )
 
 
