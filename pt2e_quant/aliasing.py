@@ -14,7 +14,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from pt2e_quant.aten_args import argument
-from pt2e_quant.train_eval import DROPOUT_OPS, is_training_mode_op
+from pt2e_quant.train_eval import DROPOUT_OPS, updates_running_stats
 
 __all__ = [
     "MAY_RETURN_INPUT",
@@ -97,7 +97,7 @@ def written_arguments(node: Node) -> Iterator[object]:
     for arg in schema.arguments:
         if arg.alias_info is not None and arg.alias_info.is_write:
             yield argument(node, arg.name)
-    if is_training_mode_op(node):
+    if updates_running_stats(node):
         yield argument(node, "running_mean")
         yield argument(node, "running_var")
 
