@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_quant.aten_args import argument
+from pt2e_quant.aten_args import argument, attribute
 from pt2e_quant.train_eval import DROPOUT_OPS, updates_running_stats
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "alias_classes",
     "first_writer",
     "written_arguments",
+    "written_attributes",
 ]
 
 _aten = torch.ops.aten
@@ -127,3 +128,43 @@ def first_writer(node: Node) -> Node | None:
         if any(isinstance(arg, Node) and arg in members for arg in written_arguments(user))
     }
     return next((n for n in node.graph.nodes if n in writers), None) if writers else None
+
+
+def _storage_key(tensor: torch.Tensor) -> int | None:
+    try:
+        pointer = tensor.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # tensors without storage (sparse, ...)
+        return None
+    return pointer or None  # empty storages all sit at 0 and share nothing
+
+
+def written_attributes(gm: GraphModule) -> set[str]:
+    """The get_attr targets of ``gm`` whose storage a node of ``gm`` writes, through any alias.
+
+    A buffer updated through a view (``self.buf[0].add_(x)``), through a ``copy_`` that
+    ``run_decompositions`` left, or under another registered name is still written: every name
+    that reaches the written storage counts, whichever node reads it.
+    """
+    classes = alias_classes(gm)
+    written_classes = {
+        classes[arg]
+        for node in gm.graph.nodes
+        for arg in written_arguments(node)
+        if isinstance(arg, Node)
+    }
+    if not written_classes:
+        return set()
+    attributes = {
+        str(node.target): attribute(gm, str(node.target))
+        for node in gm.graph.nodes
+        if node.op == "get_attr"
+    }
+    tensors = {name: t for name, t in attributes.items() if isinstance(t, torch.Tensor)}
+    written_storages = {
+        _storage_key(tensors[str(node.target)])
+        for node in gm.graph.nodes
+        if node.op == "get_attr"
+        and classes[node] in written_classes
+        and str(node.target) in tensors
+    } - {None}
+    return {name for name, t in tensors.items() if _storage_key(t) in written_storages}

@@ -21,6 +21,7 @@ from torch.fx import GraphModule, Node
 from torch.fx.node import map_arg
 
 from pt2e_quant import qdq_ops
+from pt2e_quant.aliasing import written_attributes
 from pt2e_quant.aten_args import attribute
 from pt2e_quant.passes.driver import remove_dead_nodes
 
@@ -36,12 +37,17 @@ def foldable_constant_nodes(gm: GraphModule) -> set[Node]:
     value as a weight (an embedding table read through ``weight.float()``). Deciding this by a
     boolean scan first means the (costly) evaluation below only ever runs on weight chains,
     never on the activations of the whole graph.
+
+    A module tensor that a node of the graph writes (a buffer updated in place, through any
+    alias) is not a constant: folding a quantize of it would freeze its value at convert time.
     """
     constant: set[Node] = set()
     impure: dict[Any, bool] = {}
+    written = written_attributes(gm)
     for node in gm.graph.nodes:
         if node.op == "get_attr":
-            if isinstance(attribute(gm, str(node.target)), torch.Tensor):
+            target = str(node.target)
+            if target not in written and isinstance(attribute(gm, target), torch.Tensor):
                 constant.add(node)
         elif node.op == "call_function":
             inputs = node.all_input_nodes

@@ -15,24 +15,14 @@ very model it was given). Deep-copy the model first to keep a float original.
 from __future__ import annotations
 
 import torch
-from torch.fx import GraphModule, Node
+from torch.fx import GraphModule
 
-from pt2e_quant.aliasing import written_arguments
+from pt2e_quant.aliasing import written_attributes
 from pt2e_quant.aten_args import attribute_owner
 from pt2e_quant.graph_copy import is_owned_container
 from pt2e_quant.subgraphs import iter_graph_modules
 
 __all__ = ["own_written_buffers"]
-
-
-def _written_targets(gm: GraphModule) -> set[str]:
-    return {
-        str(arg.target)
-        for node in gm.graph.nodes
-        if node.op == "call_function"
-        for arg in written_arguments(node)
-        if isinstance(arg, Node) and arg.op == "get_attr"
-    }
 
 
 def _own(gm: GraphModule, target: str, clones: dict[int, torch.Tensor]) -> bool:
@@ -58,6 +48,6 @@ def own_written_buffers(model: GraphModule) -> bool:
     clones: dict[int, torch.Tensor] = {}
     changed = False
     for gm in iter_graph_modules(model):
-        for target in sorted(_written_targets(gm)):
+        for target in sorted(written_attributes(gm)):
             changed |= _own(gm, target, clones)
     return changed
