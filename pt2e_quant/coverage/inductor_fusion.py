@@ -10,7 +10,10 @@ prepack patterns are only registered by the freezing pass, so nothing is fused u
 ``torch._inductor.config.freezing`` is True when compiling.
 
 Predictions: ``"int8 qconv"`` / ``"int8 qlinear"`` for the kernel's anchor, ``"fused into
-qconv (<anchor>)"`` for a post-op the recipe fused into it; None for everything else.
+qconv (<anchor>)"`` for a post-op the recipe fused into it; None for everything else. A binary
+post-op (the add of a residual) only joins the kernel when its other operand is dequantized
+too: one left float (an input kept so because it is written in place) leaves the add outside,
+as Inductor's binary patterns do.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from __future__ import annotations
 from torch.fx import Node
 
 from pt2e_quant.aten_args import argument
-from pt2e_quant.coverage.evidence import Status, example_value
+from pt2e_quant.coverage.classify import is_compute_op
+from pt2e_quant.coverage.evidence import Status, example_value, is_quantized_edge, tensor_inputs
 from pt2e_quant.qdq_ops import is_dequantize
 from quantizers.patterns import LINEAR_OPS
 from quantizers.x86_inductor_rules import CONV1D_OPS, CONV2D_OPS
@@ -61,12 +65,19 @@ def _prepacks(node: Node) -> bool:
     return node.target in LINEAR_OPS or value is None or value.dim() in (3, 4)
 
 
+def _operands_reach_the_kernel(node: Node) -> bool:
+    """Each tensor operand of a post-op is the fused chain itself or a dequantized value."""
+    return all(is_compute_op(arg) or is_quantized_edge(arg) for arg in tensor_inputs(node))
+
+
 def predict_x86(node: Node, status: Status) -> str | None:
     """What Inductor will make of ``node`` (see the module docstring)."""
     kernel = _kernel(node)
     if kernel is not None and status.quantized and _prepacks(node):
         return f"int8 {kernel}"
     anchor = status.fused_into
-    if anchor is not None and status.quantized and _kernel(anchor) and _prepacks(anchor):
-        return f"fused into {_kernel(anchor)} ({anchor.name})"
-    return None
+    if anchor is None or not (status.quantized and _kernel(anchor) and _prepacks(anchor)):
+        return None
+    if not _operands_reach_the_kernel(node):
+        return None
+    return f"fused into {_kernel(anchor)} ({anchor.name})"

@@ -21,6 +21,14 @@ see an in-place write made between the producer and itself (through a view, or a
 returns its input), or that is itself such a view or in-place op, therefore keeps reading the
 original tensor: that edge stays float, with a warning naming it. torchao quantizes these
 edges and its converted model then reads stale values.
+
+One such edge is quantized all the same: a model input that an in-place op both reads
+quantized and is the first to write (``x2.add_(conv(x))``, ``x += block(x)``). The op then
+writes into the dequantized copy, as in torchao's graph (which Inductor's qconv + add fusion
+needs), and a ``copy_`` right after it writes the result back into the input, so the caller's
+tensor and every later reader of it still see the write (torchao's converted model drops it)::
+
+    x2 -> q -> dq -> add_(dq, conv) -> copy_(x2, add_)
 """
 
 from __future__ import annotations
@@ -82,16 +90,29 @@ class _Inserter:
         self.aliased_writes = _AliasedWrites(gm)
         #: (producer, consumer) -> write, of the edges left float, for one warning
         self.kept_float: dict[tuple[Node, Node], Node] = {}
+        #: in-place op -> the model input it writes while reading a quantized copy of it
+        self.write_backs: dict[Node, Node] = {}
 
     def must_read_original(self, producer: Node, consumer: Node) -> bool:
         writer = self.aliased_writes.writer_between(producer, consumer)
         if writer is None:
             return False
-        # A model input written in place is the caller's business; a parameter or buffer the
-        # model rewrites (nn.Embedding(max_norm=...)) silently loses its quantization: say so.
-        if producer.op != "placeholder":
-            self.kept_float[producer, consumer] = writer
+        if writer is consumer and _writes_input_it_reads(consumer, producer):
+            self.write_backs[consumer] = producer
+            return False
+        self.kept_float[producer, consumer] = writer
         return True
+
+    def insert_write_backs(self) -> None:
+        """After each in-place op that now writes a quantized copy of a model input, copy its
+        result back into the input (see the module docstring)."""
+        for writer, model_input in self.write_backs.items():
+            with self.gm.graph.inserting_after(writer):
+                write_back = self.gm.graph.call_function(
+                    torch.ops.aten.copy_.default, (model_input, writer)
+                )
+            if "val" in writer.meta:
+                write_back.meta["val"] = writer.meta["val"]
 
     def is_observer_node(self, node: Any) -> bool:
         if not isinstance(node, Node) or node.op != "call_module":
@@ -168,6 +189,15 @@ def _label(observer: torch.nn.Module, node_name: str) -> None:
             module.observed_node = node_name
 
 
+def _writes_input_it_reads(consumer: Node, producer: Node) -> bool:
+    """``consumer`` is an in-place op on the model input ``producer`` itself (the first write
+    into it, as ``writer_between`` found): quantizing that read loses only the write, which a
+    write-back restores."""
+    return producer.op == "placeholder" and any(
+        arg is producer for arg in written_arguments(consumer)
+    )
+
+
 def _is_guard_check(gm: GraphModule, node: Node) -> bool:
     # export's input guard check reads the raw user inputs; it must keep doing so
     return node.op == "call_module" and type(gm.get_submodule(str(node.target))).__name__ == (
@@ -185,5 +215,6 @@ def insert_observers(gm: GraphModule, observers: dict[EdgeOrNode, torch.nn.Modul
         node.args = inserter.observe_input(node, node.args)
         node.kwargs = {k: inserter.observe_input(node, v) for k, v in node.kwargs.items()}
         inserter.observe_output(node)
+    inserter.insert_write_backs()
     inserter.warn_kept_float()
     return len(gm.graph.nodes) != count_before

@@ -154,19 +154,54 @@ class AddToInputThroughView(nn.Module):
         return x * 2
 
 
-def test_an_input_written_in_place_stays_float_without_a_warning() -> None:
-    """Updating an input (or buffer) in place is the model's intent (a cache, a counter), not
-    an accident to warn about; the mul after the write still has to read the written value,
-    which a copy taken at the placeholder would not hold."""
+def test_an_input_read_after_a_write_through_a_view_stays_float_with_a_warning() -> None:
+    """The mul after the write has to read the written value, which a copy taken at the
+    placeholder would not hold; the edge stays float, and the warning says so (a model input
+    is no exception: the user otherwise cannot tell why that op was not quantized)."""
     x = torch.randn(2, 2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", AliasedWriteWarning)
+    with pytest.warns(AliasedWriteWarning, match=r"'x' \(placeholder x\) -> 'mul'"):
         prepared = _prepare_annotating(
             AddToInputThroughView(), (x,), lambda n: _annotate(n["mul"], (n["x"],))
         )
     nodes = {n.name: n for n in prepared.graph.nodes}
     assert nodes["mul"].args[0] is nodes["x"]
     assert torch.equal(prepared(x.clone()), AddToInputThroughView()(x.clone()))
+
+
+class AddIntoInput(nn.Module):
+    """``x.add_(y * 2)``, then a view of ``x`` taken before the write is read after it."""
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        rows = x.view(-1)
+        x.add_(y * 2.0)
+        return rows * 3.0
+
+
+def test_an_input_an_in_place_op_writes_is_quantized_and_written_back() -> None:
+    """The in-place op reads its input quantized and writes into that copy; a ``copy_`` right
+    after it puts the result back into the input, so the caller's tensor and the view read
+    later both see the write."""
+    x, y = torch.randn(2, 4), torch.randn(2, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AliasedWriteWarning)
+        prepared = _prepare_annotating(
+            AddIntoInput(), (x, y), lambda n: _annotate(n["add_"], (n["x"],))
+        )
+    nodes = {n.name: n for n in prepared.graph.nodes}
+    assert nodes["add_"].args[0].op == "call_module"  # reads the observed input
+    write_back = nodes["add_"].next
+    assert write_back.target is torch.ops.aten.copy_.default
+    assert write_back.args == (nodes["x"], nodes["add_"])
+    calibration_x = x.clone()
+    prepared(calibration_x, y)  # the prepared model writes the caller's tensor as the model does
+    assert torch.equal(calibration_x, x + y * 2.0)
+    converted = convert_pt2e(prepared)
+    ours_x, eager_x = x.clone(), x.clone()
+    out = converted(ours_x, y)
+    expected = AddIntoInput()(eager_x, y)
+    torch.testing.assert_close(ours_x, eager_x, rtol=0, atol=0.05)  # written, from the copy
+    torch.testing.assert_close(out, ours_x.view(-1) * 3.0, rtol=0, atol=0)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0.15)
 
 
 class OnlyAliasedReaders(nn.Module):
