@@ -17,6 +17,7 @@ from quantizers.embedding import EmbeddingQuantizer, get_embedding_quantization_
 from quantizers.x86_inductor import (
     X86InductorQuantizer,
     get_default_x86_inductor_quantization_config,
+    get_x86_inductor_linear_dynamic_fp16_config,
 )
 from quantizers.xnnpack import XNNPACKQuantizer, get_symmetric_quantization_config
 
@@ -33,4 +34,5 @@ __all__ = [
     "get_output_act_qspec",
     "get_symmetric_quantization_config",
     "get_weight_qspec",
+    "get_x86_inductor_linear_dynamic_fp16_config",
 ]

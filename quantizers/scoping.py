@@ -80,12 +80,29 @@ class ScopedConfigs:
     def all_configs(self) -> list[QuantizationConfig]:
         """Every distinct non-None config set anywhere (for validation and reporting)."""
         found: list[QuantizationConfig] = []
-        scopes = [self.global_config, *self.operator_type.values()]
-        scopes += [*self.module_type.values(), *self.module_name.values()]
-        for config in scopes:
-            if config is not None and config not in found:
+        for _, config in self.configs_by_setter():
+            if config not in found:
                 found.append(config)
         return found
+
+    def configs_by_setter(self) -> list[tuple[str, QuantizationConfig]]:
+        """(the setter call that set it, config) for every non-None config, broadest scope
+        first: ``[("set_global", g), ("set_module_name('head')", h)]``. Messages about a
+        config name the line of the user's recipe that set it."""
+        scopes = [("set_global", self.global_config)]
+        scopes += [(self.operator_label(op), c) for op, c in self.operator_type.items()]
+        scopes += [(self.module_type_label(tp), c) for tp, c in self.module_type.items()]
+        scopes += [(self.module_name_label(name), c) for name, c in self.module_name.items()]
+        return [(label, config) for label, config in scopes if config is not None]
+
+    def operator_label(self, operator: Any) -> str:
+        return f"{self._setter('set_operator_type')}({_operator_packet(operator)})"
+
+    def module_type_label(self, module_type: Any) -> str:
+        return f"{self._setter('set_module_type')}({getattr(module_type, '__name__', module_type)})"
+
+    def module_name_label(self, module_name: str) -> str:
+        return f"{self._setter('set_module_name')}({module_name!r})"
 
     def module_decision(self, node: Node) -> tuple[Any, str]:
         """(config, the setter call that chose it) of the innermost scoped module, or UNSET."""
@@ -102,14 +119,12 @@ class ScopedConfigs:
         # The innermost enclosing module decides, so nested scopes override outer ones.
         for path, _ in reversed(entries):
             if path in self.module_name:
-                return self.module_name[path], f"{self._setter('set_module_name')}({path!r})"
+                return self.module_name[path], self.module_name_label(path)
         type_names = {_type_name(tp): tp for tp in self.module_type}
         for _, type_name in reversed(entries):
             if type_name in type_names:
                 tp = type_names[type_name]
-                return self.module_type[tp], (
-                    f"{self._setter('set_module_type')}({getattr(tp, '__name__', tp)})"
-                )
+                return self.module_type[tp], self.module_type_label(tp)
         return UNSET, ""
 
     def config_for(self, node: Node) -> QuantizationConfig | None:
@@ -135,5 +150,5 @@ class ScopedConfigs:
         if node.op == "call_function":
             packet = _operator_packet(node.target)
             if packet in self.operator_type:
-                return self.operator_type[packet], f"{self._setter('set_operator_type')}({packet})"
+                return self.operator_type[packet], self.operator_label(packet)
         return UNSET, ""

@@ -20,16 +20,21 @@ an import change. What differs, on purpose:
   operator type > global, with ``None`` meaning "leave float". A fused pattern takes the config
   of its anchor op (the conv / linear / pooling op). Module types are real module scopes (any
   ``nn.Module`` subclass, ``nn.Conv1d`` included), not aliases of an aten op.
-* Mixing static with dynamic, or QAT with PTQ configs raises ``ValueError`` at the setter
-  instead of warning and dropping the config; :meth:`X86InductorQuantizer.validate` rejects
-  configs the x86 kernels cannot run (torchao's accepts anything).
+* :meth:`X86InductorQuantizer.validate` rejects configs the x86 kernels cannot run, such as
+  float16 weights on a conv (torchao's accepts anything).
 * Importing this module changes no Inductor configuration (torchao's sets a global pre-grad pass).
+
+As in torchao, a setter given a config that mixes static with dynamic, or QAT with PTQ, with
+one already set keeps the first and warns (:class:`MixedConfigWarning`, naming both configs
+and their setters). ``get_x86_inductor_linear_dynamic_fp16_config()`` (float16 linear
+weights, Inductor's ``linear_dynamic_fp16``) mixes with static and dynamic configs. The presets
+and that rule live in :mod:`quantizers.x86_inductor_config`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -40,19 +45,19 @@ from torch.fx import Graph, GraphModule, Node
 
 from pt2e_quant.annotation import annotate_input, annotate_output, mark_annotated
 from pt2e_quant.errors import AnnotationError, describe_node, graph_context
-from pt2e_quant.fake_quantize import FakeQuantize, FusedMovingAvgObsFakeQuantize
-from pt2e_quant.observer import (
-    HistogramObserver,
-    MovingAverageMinMaxObserver,
-    MovingAveragePerChannelMinMaxObserver,
-    PerChannelMinMaxObserver,
-    PlaceholderObserver,
-)
 from pt2e_quant.quantizer import Quantizer
-from pt2e_quant.specs import QuantizationSpec, SharedQuantizationSpec
+from pt2e_quant.specs import SharedQuantizationSpec
 from quantizers.config import QuantizationConfig, checked_config
-from quantizers.patterns import any_annotated, argument, is_call, is_float_tensor
+from quantizers.patterns import LINEAR_OPS, any_annotated, argument, is_call, is_float_tensor
 from quantizers.scoping import ScopedConfigs
+from quantizers.x86_inductor_config import (
+    MixedConfigWarning,
+    config_name,
+    get_default_x86_inductor_quantization_config,
+    get_x86_inductor_linear_dynamic_fp16_config,
+    is_fp16_weight_only,
+    mode_conflict,
+)
 from quantizers.x86_inductor_rules import (
     FUSION_RULES,
     INT8_IN_INT8_OUT_OPS,
@@ -64,10 +69,14 @@ from quantizers.x86_inductor_rules import (
     Match,
 )
 
-__all__ = ["X86InductorQuantizer", "get_default_x86_inductor_quantization_config"]
+__all__ = [
+    "MixedConfigWarning",
+    "X86InductorQuantizer",
+    "get_default_x86_inductor_quantization_config",
+    "get_x86_inductor_linear_dynamic_fp16_config",
+]
 
 _aten = torch.ops.aten
-_EPS = 2**-12
 
 #: Python callables users name in ``set_function_type_qconfig`` -> the aten op they export to.
 _FUNCTION_TO_ATEN: dict[Callable, Any] = {
@@ -90,52 +99,6 @@ _X86_SETTER_NAMES = {
     "set_module_type": "set_module_type_qconfig",
     "set_module_name": "set_module_name_qconfig",
 }
-
-
-@functools.lru_cache
-def get_default_x86_inductor_quantization_config(
-    is_qat: bool = False, is_dynamic: bool = False, reduce_range: bool = False
-) -> QuantizationConfig:
-    """uint8 per-tensor activations, int8 per-channel symmetric weights, float bias.
-
-    Activations are observed with a histogram (PTQ), with nothing at all when dynamic (qparams
-    come from each input at run time), or with fused moving-average fake-quant (QAT).
-    ``reduce_range`` limits activations to 0..127, for CPUs without VNNI whose int8 dot
-    product can overflow 16-bit intermediates.
-    """
-    if is_qat and is_dynamic:
-        act_ctr = FakeQuantize.with_args(
-            eps=_EPS, observer=MovingAverageMinMaxObserver.with_args(averaging_constant=1)
-        )
-    elif is_qat:
-        act_ctr = FusedMovingAvgObsFakeQuantize.with_args(eps=_EPS)
-    elif is_dynamic:
-        act_ctr = PlaceholderObserver.with_args(eps=_EPS)
-    else:
-        act_ctr = HistogramObserver.with_args(eps=_EPS)
-    activation = QuantizationSpec(
-        dtype=torch.uint8,
-        quant_min=0,
-        quant_max=127 if reduce_range else 255,
-        qscheme=torch.per_tensor_affine,
-        is_dynamic=is_dynamic,
-        observer_or_fake_quant_ctr=act_ctr,
-    )
-    if is_qat:
-        weight_ctr = FusedMovingAvgObsFakeQuantize.with_args(
-            eps=_EPS, observer=MovingAveragePerChannelMinMaxObserver
-        )
-    else:
-        weight_ctr = PerChannelMinMaxObserver.with_args(eps=_EPS)
-    weight = QuantizationSpec(
-        dtype=torch.int8,
-        quant_min=-128,
-        quant_max=127,
-        qscheme=torch.per_channel_symmetric,
-        ch_axis=0,  # output channels of conv (O, I, kH, kW) and linear (O, I) weights
-        observer_or_fake_quant_ctr=weight_ctr,
-    )
-    return QuantizationConfig(activation, activation, weight, None, is_qat)
 
 
 class X86InductorQuantizer(Quantizer):
@@ -161,7 +124,8 @@ class X86InductorQuantizer(Quantizer):
 
     def set_global(self, quantization_config: QuantizationConfig | None) -> X86InductorQuantizer:
         quantization_config = self._checked_config(quantization_config, "set_global")
-        self._scoped.global_config = quantization_config
+        if not self._mixes_with_configs_set(quantization_config, "set_global"):
+            self._scoped.global_config = quantization_config
         return self
 
     def get_global_quantization_config(self) -> QuantizationConfig | None:
@@ -180,7 +144,9 @@ class X86InductorQuantizer(Quantizer):
                 f"functions {supported} (or their aten ops). Use set_module_name_qconfig / "
                 "set_module_type_qconfig to scope a whole submodule."
             )
-        self._scoped.set_operator_type(operator, quantization_config)
+        scope = self._scoped.operator_label(operator)
+        if not self._mixes_with_configs_set(quantization_config, scope):
+            self._scoped.set_operator_type(operator, quantization_config)
         return self
 
     def set_module_type_qconfig(
@@ -193,7 +159,9 @@ class X86InductorQuantizer(Quantizer):
                 f"set_module_type_qconfig expects an nn.Module subclass, got {module_type!r}; "
                 "use set_function_type_qconfig for functions such as torch.cat"
             )
-        self._scoped.module_type[module_type] = quantization_config
+        scope = self._scoped.module_type_label(module_type)
+        if not self._mixes_with_configs_set(quantization_config, scope):
+            self._scoped.module_type[module_type] = quantization_config
         return self
 
     def set_module_name_qconfig(
@@ -201,7 +169,9 @@ class X86InductorQuantizer(Quantizer):
     ) -> X86InductorQuantizer:
         """Every pattern anchored inside the submodule ``module_name`` (e.g. ``"layers.0"``)."""
         quantization_config = self._checked_config(quantization_config, "set_module_name_qconfig")
-        self._scoped.module_name[module_name] = quantization_config
+        scope = self._scoped.module_name_label(module_name)
+        if not self._mixes_with_configs_set(quantization_config, scope):
+            self._scoped.module_name[module_name] = quantization_config
         return self
 
     # the names every backend of this package shares
@@ -210,33 +180,41 @@ class X86InductorQuantizer(Quantizer):
     set_module_name = set_module_name_qconfig
 
     def _checked_config(self, config: object, setter: str) -> QuantizationConfig | None:
-        """``config``, checked to be a config that fits the ones already set: one graph is
-        either static or dynamic, PTQ or QAT, because Inductor lowers it as one."""
-        config = checked_config(
-            config,
-            f"X86InductorQuantizer.{setter}",
-            "get_default_x86_inductor_quantization_config",
+        """``config`` if it is one of ours or None; a TypeError naming the preset to import
+        otherwise (torchao's float16 config is named by its own preset)."""
+        weight_dtype = getattr(getattr(config, "weight", None), "dtype", None)
+        factory = (
+            "get_x86_inductor_linear_dynamic_fp16_config"
+            if weight_dtype == torch.float16
+            else "get_default_x86_inductor_quantization_config"
         )
+        return checked_config(config, f"X86InductorQuantizer.{setter}", factory)
+
+    def _mixes_with_configs_set(self, config: QuantizationConfig | None, scope: str) -> bool:
+        """True, with a :class:`MixedConfigWarning`, when ``config`` cannot join the configs
+        already set: Inductor lowers one graph either static or dynamic, PTQ or QAT.
+
+        As torchao's quantizer does, the config set first wins and the setter call that
+        brings the other mode changes nothing, so recipes written for torchao keep running
+        (and quantize the same way). ``None`` (leave float) always fits.
+        """
         if config is None:
-            return None
-        for other in self._scoped.all_configs():
-            if other.is_qat != config.is_qat:
-                raise ValueError(
-                    f"X86InductorQuantizer: this config has is_qat={config.is_qat}, but one "
-                    f"already set has is_qat={other.is_qat}; QAT and post-training configs "
-                    "cannot be mixed in one model. Build all configs with the same is_qat."
-                )
-            if (
-                config.input_activation is not None
-                and other.input_activation is not None
-                and config.is_dynamic != other.is_dynamic
-            ):
-                raise ValueError(
-                    f"X86InductorQuantizer: this config has is_dynamic={config.is_dynamic}, but "
-                    f"one already set has is_dynamic={other.is_dynamic}; static and dynamic "
-                    "activation quantization cannot be mixed in one model."
-                )
-        return config
+            return False
+        for other_scope, other in self._scoped.configs_by_setter():
+            modes = mode_conflict(config, other)
+            if modes is None:
+                continue
+            warnings.warn(
+                f"X86InductorQuantizer.{scope} ignored {config_name(config)}: {other_scope} "
+                f"already set {config_name(other)}, and one model cannot mix {modes} "
+                "quantization (Inductor lowers it as one). The config set first wins, as in "
+                "torchao: this call is ignored and its scope keeps the config it had. To use "
+                "this config, build every config in its mode.",
+                MixedConfigWarning,
+                stacklevel=3,
+            )
+            return True
+        return False
 
     # ------------------------------------------------------- introspection (coverage reports)
 
@@ -367,19 +345,19 @@ class X86InductorQuantizer(Quantizer):
     # ---------------------------------------------------------------------- validation
 
     def validate(self, model: GraphModule) -> None:
-        """Reject configs the x86 int8 kernels cannot run, naming the first node that uses one.
+        """Reject configs the x86 kernels cannot run, naming the first node that uses one.
 
-        Inductor's oneDNN kernels take uint8 per-tensor activations, int8 weights quantized
-        per output channel (symmetric, ``ch_axis=0``) and a float bias; anything else would
+        Inductor's oneDNN int8 kernels take uint8 per-tensor activations, int8 weights
+        quantized per output channel (symmetric, ``ch_axis=0``) and a float bias; its fp16
+        kernel takes float16 linear weights with float activations. Anything else would
         either not fuse (silently slow) or compute wrong values.
         """
         for node, config, has_weight in self._applied.get(model.graph, []):
-            problem = _config_problem(config, has_weight)
+            problem = _config_problem(node, config, has_weight)
             if problem is not None:
                 raise AnnotationError(
-                    f"X86InductorQuantizer cannot quantize {describe_node(node)}: {problem} "
-                    "Start from get_default_x86_inductor_quantization_config() and change only "
-                    "the observers.\n" + graph_context(node)
+                    f"X86InductorQuantizer cannot quantize {describe_node(node)}: {problem}\n"
+                    + graph_context(node)
                 )
 
 
@@ -412,8 +390,20 @@ def _spec_text(spec: Any) -> str:
     return f"{type(spec).__name__}({', '.join(fields)})"
 
 
-def _config_problem(config: QuantizationConfig, has_weight: bool) -> str | None:
-    """What in ``config`` the x86 kernels cannot run (None if nothing)."""
+def _config_problem(node: Node, config: QuantizationConfig, has_weight: bool) -> str | None:
+    """What in ``config`` the x86 kernels cannot run at ``node``, and the fix (None if nothing)."""
+    if is_fp16_weight_only(config):
+        if not has_weight or is_call(node, LINEAR_OPS):
+            return None
+        return (
+            "its weights are float16, and Inductor has a float16-weight kernel for linear only "
+            "(onednn.linear_dynamic_fp16); here the weight would be cast to float16 and back on "
+            "every call. Scope get_x86_inductor_linear_dynamic_fp16_config() to linears: "
+            "set_module_type_qconfig(nn.Linear, ...) or set_function_type_qconfig(F.linear, ...)."
+        )
+    fix = (
+        " Start from get_default_x86_inductor_quantization_config() and change only the observers."
+    )
     for role in ("input_activation", "output_activation"):
         spec = getattr(config, role)
         if spec is None:
@@ -422,7 +412,7 @@ def _config_problem(config: QuantizationConfig, has_weight: bool) -> str | None:
             return (
                 f"its {role} spec is {_spec_text(spec)}, but x86 int8 kernels take uint8 "
                 "activations quantized per tensor (dtype=torch.uint8, "
-                "qscheme=torch.per_tensor_affine)."
+                "qscheme=torch.per_tensor_affine)." + fix
             )
     if not has_weight:
         return None
@@ -435,12 +425,12 @@ def _config_problem(config: QuantizationConfig, has_weight: bool) -> str | None:
         return (
             f"its weight spec is {_spec_text(weight)}, but x86 int8 conv/linear kernels take "
             "int8 weights quantized per output channel, symmetric (dtype=torch.int8, "
-            "qscheme=torch.per_channel_symmetric, ch_axis=0)."
+            "qscheme=torch.per_channel_symmetric, ch_axis=0)." + fix
         )
     bias = config.bias
     if bias is not None and not getattr(bias, "dtype", torch.float32).is_floating_point:
         return (
             f"its bias spec is {_spec_text(bias)}, but x86 int8 conv/linear kernels add a float "
-            "bias; set the config's bias to None."
+            "bias; set the config's bias to None." + fix
         )
     return None

@@ -41,6 +41,10 @@ SWAPPED_NAMES = {
         "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer",
         "get_default_x86_inductor_quantization_config",
     ): "quantizers.x86_inductor",
+    (
+        "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer",
+        "get_x86_inductor_linear_dynamic_fp16_config",
+    ): "quantizers.x86_inductor",
     ("torchao.quantization.pt2e", "generate_numeric_debug_handle"): "pt2e_quant",
     ("torchao.quantization.pt2e", "compare_results"): "pt2e_quant",
     ("torchao.quantization.pt2e", "disable_observer"): "pt2e_quant",

@@ -133,6 +133,24 @@ FAKE_QUANTIZE_NAMES = {
 }
 
 
+#: ``quantizers``' re-exports: the backend quantizers and config presets under the peers' names
+EXPECTED_QUANTIZERS = {
+    "ComposableQuantizer",
+    "EmbeddingQuantizer",
+    "QuantizationConfig",
+    "X86InductorQuantizer",
+    "XNNPACKQuantizer",
+    "get_bias_qspec",
+    "get_default_x86_inductor_quantization_config",
+    "get_embedding_quantization_config",
+    "get_input_act_qspec",
+    "get_output_act_qspec",
+    "get_symmetric_quantization_config",
+    "get_weight_qspec",
+    "get_x86_inductor_linear_dynamic_fp16_config",
+}
+
+
 def _parameters(fn) -> list[tuple[str, object]]:
     return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
 
@@ -143,6 +161,14 @@ def test_top_level_names():
     )
     for name in pt2e_quant.__all__:
         assert getattr(pt2e_quant, name) is not None
+
+
+def test_quantizers_names():
+    import quantizers
+
+    assert set(quantizers.__all__) == EXPECTED_QUANTIZERS
+    for name in quantizers.__all__:
+        assert getattr(quantizers, name) is not None
 
 
 def test_debugger_names_are_the_same_objects_in_both_places():

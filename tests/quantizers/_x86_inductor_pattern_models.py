@@ -137,6 +137,35 @@ class LinearAdd(nn.Module):
         return (torch.randn(2, 8), torch.randn(2, 4))
 
 
+class ConvThenLinears(nn.Module):
+    """x (1,3,6,6) ─ conv3x3 ─ flatten(2) ─ fc: Linear(16→8) ─ relu ─ head: Linear(8→8) ─ out"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc, self.relu, self.head = nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 8)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.relu(self.fc(torch.flatten(self.conv(x), 2))))
+
+    def example_inputs(self) -> tuple[Tensor, ...]:
+        return (torch.randn(1, 3, 6, 6),)
+
+
+class LinearFlattenLinear(nn.Module):
+    """x (2,2,8) ─ a: Linear(8→8) ─ flatten(1) ─ b: Linear(16→4) ─ out"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(16, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.b(torch.flatten(self.a(x), 1))
+
+    def example_inputs(self) -> tuple[Tensor, ...]:
+        return (torch.randn(2, 2, 8),)
+
+
 class Mul(nn.Module):
     """x ─ mul(y) ─ out, y of x's shape, broadcast (1,3,1,1), or the scalar 0.5"""
 

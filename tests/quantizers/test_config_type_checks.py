@@ -22,6 +22,7 @@ from quantizers import (
     get_symmetric_quantization_config,
 )
 from quantizers.embedding import get_embedding_quantization_config
+from tests.quantizers._x86_inductor_peer_run import torchao_x86_module
 
 aten = torch.ops.aten
 
@@ -131,3 +132,15 @@ def test_torchaos_x86_config_is_rejected_with_the_import_to_change() -> None:
     message = str(caught.value)
     assert "got torchao." in message
     assert "from quantizers import get_default_x86_inductor_quantization_config" in message
+
+
+@pytest.mark.torchao
+def test_torchaos_fp16_linear_config_is_rejected_naming_its_own_preset() -> None:
+    """torchao's float16 linear config, passed the way torch's own test passes it, names the
+    float16 preset to import (not the int8 one), since ours builds the same config."""
+    torchao_config = torchao_x86_module().get_x86_inductor_linear_dynamic_fp16_config()
+    with pytest.raises(TypeError) as caught:
+        X86InductorQuantizer().set_module_type_qconfig(nn.Linear, torchao_config)
+    message = str(caught.value)
+    assert "X86InductorQuantizer.set_module_type_qconfig" in message and "got torchao." in message
+    assert "from quantizers import get_x86_inductor_linear_dynamic_fp16_config" in message

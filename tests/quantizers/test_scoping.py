@@ -357,3 +357,20 @@ def test_all_configs_lists_distinct_non_none_configs_in_scope_order() -> None:
     assert scopes.all_configs() == [GLOBAL, OPERATOR, TYPE, NAME]
     assert ScopedConfigs().all_configs() == []
     assert ScopedConfigs(module_name={"a": _config(127)}).all_configs() == [GLOBAL]
+
+
+def test_configs_by_setter_names_the_call_that_set_each_config() -> None:
+    """Messages about a config (X86's mixed-mode warning) name the user's setter call, in the
+    quantizer's own spelling; None scopes are no config and are left out."""
+    scopes = ScopedConfigs(global_config=GLOBAL, setter_names={"set_module_name": "by_name"})
+    scopes.set_operator_type(aten.linear.default, OPERATOR)
+    scopes.set_operator_type(aten.relu, None)
+    scopes.module_type[Inner] = TYPE
+    scopes.module_name["block1"] = NAME
+    assert scopes.configs_by_setter() == [
+        ("set_global", GLOBAL),
+        ("set_operator_type(aten.linear)", OPERATOR),
+        ("set_module_type(Inner)", TYPE),
+        ("by_name('block1')", NAME),
+    ]
+    assert ScopedConfigs().configs_by_setter() == []

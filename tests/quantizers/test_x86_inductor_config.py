@@ -1,5 +1,5 @@
-"""X86InductorQuantizer configs: the default recipe's numbers, its variants, and what validate
-rejects.
+"""X86InductorQuantizer configs: the default recipe's numbers, its variants, the float16 linear
+config, and what validate rejects.
 
 Inductor's int8 kernels (onednn qconv / qlinear) take uint8 activations and per-output-channel
 int8 weights with a float bias; a config that asks for anything else would annotate a graph
@@ -29,9 +29,18 @@ from pt2e_quant.observer import (
     PlaceholderObserver,
 )
 from quantizers.config import QuantizationConfig
-from quantizers.x86_inductor import X86InductorQuantizer
+from quantizers.x86_inductor import (
+    X86InductorQuantizer,
+    get_x86_inductor_linear_dynamic_fp16_config,
+)
+from tests.graph_check import qdq_and_compute_ops
 from tests.models import export_model
-from tests.quantizers._x86_inductor_pattern_models import ConvUnary, x86_config
+from tests.quantizers._x86_inductor_pattern_models import (
+    ConvUnary,
+    LinearUnary,
+    quantize,
+    x86_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -159,3 +168,44 @@ def test_validate_rejects_symmetric_uint8_activations() -> None:
     with pytest.raises(AnnotationError, match=pattern) as err:
         _prepare_with(config)
     assert err.match(_FIX)
+
+
+# ------------------------------------------------------------------- float16 linear weights
+
+
+def test_fp16_linear_config_casts_weights_only() -> None:
+    """torchao's spec: a float16 weight under a PlaceholderObserver (nothing to calibrate), no
+    activation or bias spec, post-training; cached, so every call returns one object."""
+    config = get_x86_inductor_linear_dynamic_fp16_config()
+    assert config is get_x86_inductor_linear_dynamic_fp16_config()
+    assert (config.input_activation, config.output_activation, config.bias) == (None, None, None)
+    assert not config.is_qat and not config.is_dynamic
+    assert config.weight.dtype == torch.float16
+    assert config.weight.observer_or_fake_quant_ctr is PlaceholderObserver
+
+
+def test_fp16_linear_computes_with_fp16_rounded_weights() -> None:
+    """Convert casts the weight to float16 and back before the linear; activations and bias
+    stay float32, so the model computes ``relu(x @ fp32(fp16(w)).T + b)`` exactly."""
+    model = LinearUnary(nn.ReLU())
+    quantizer = X86InductorQuantizer().set_global(get_x86_inductor_linear_dynamic_fp16_config())
+    converted = quantize(model, quantizer)
+    assert qdq_and_compute_ops(converted) == [
+        "quantized_decomposed.convert_element_type.no_fuse",
+        "quantized_decomposed.convert_element_type.no_fuse",
+        "aten.linear.default",
+        "aten.relu.default",
+    ]
+    (x,) = model.example_inputs()
+    weight = model.linear.weight.detach().to(torch.float16).to(torch.float32)
+    expected = torch.relu(torch.nn.functional.linear(x, weight, model.linear.bias))
+    with torch.no_grad():
+        assert torch.equal(converted(x), expected)
+
+
+def test_validate_rejects_fp16_weights_on_a_conv() -> None:
+    """Inductor has a float16-weight kernel for linear only: a conv would cast its weight to
+    float16 and back on every call, slower than leaving it float."""
+    with pytest.raises(AnnotationError, match=r"'conv2d'.*float16.*for linear only") as err:
+        _prepare_with(get_x86_inductor_linear_dynamic_fp16_config())
+    assert err.match(r"set_module_type_qconfig\(nn\.Linear, \.\.\.\)")

@@ -41,10 +41,12 @@ from torch import Tensor, nn
 from torch._inductor.utils import run_and_get_code
 from torch.fx import GraphModule, Node
 
+import quantizers.x86_inductor
 from pt2e_quant import convert_pt2e, prepare_pt2e
 from pt2e_quant.qdq_ops import is_dequantize
 from quantizers import X86InductorQuantizer, get_default_x86_inductor_quantization_config
 from tests.models import ZOO
+from tests.quantizers._x86_inductor_pattern_models import ConvThenLinears, LinearUnary
 
 pytestmark = [pytest.mark.inductor, pytest.mark.torchao]
 
@@ -242,3 +244,52 @@ def test_compiled_linear_add_leaves_its_input_alone() -> None:
             torch.compile(converted)(x)
     torch._dynamo.reset()
     assert torch.equal(x, example[0])
+
+
+# ------------------------------------------------------------------- float16-weight linears
+
+
+def _fp16_linears(module) -> X86InductorQuantizer:
+    """torch's own test recipe for the fp16 kernel: int8 globally, float16 linear weights."""
+    quantizer = module.X86InductorQuantizer()
+    quantizer.set_global(module.get_default_x86_inductor_quantization_config())
+    return quantizer.set_module_type_qconfig(
+        nn.Linear, module.get_x86_inductor_linear_dynamic_fp16_config()
+    )
+
+
+#: name -> (model, example input, the fp16 kernel Inductor must call, conv prepacks)
+FP16_CASES = {
+    "linear_2d": (lambda: LinearUnary(nn.Identity()), (4, 8), "linear_dynamic_fp16", 0),
+    "linear_relu_3d": (lambda: LinearUnary(nn.ReLU()), (4, 2, 8), "linear_relu_dynamic_fp16", 0),
+    "int8_conv_then_linears": (ConvThenLinears, (1, 3, 6, 6), "linear_relu_dynamic_fp16", 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FP16_CASES))
+def test_fp16_linear_lowers_like_torchao(torchao_x86, name: str) -> None:
+    """With ``freezing=True`` Inductor replaces ``w -> to_fp16 -> to_fp32 -> linear [-> relu]``
+    by ``onednn.linear_(relu_)dynamic_fp16`` on a prepacked weight: ours must hit that
+    rewrite as torchao's graph does (same counters, same generated code), and the compiled
+    model must compute what the eager converted one does."""
+    build, shape, kernel, conv_prepacks = FP16_CASES[name]
+    torch.manual_seed(0)
+    model, example = build().eval(), (torch.randn(shape),)
+    module, pipeline = torchao_x86
+    peer_pipeline = (pipeline.prepare_pt2e, pipeline.convert_pt2e, _fp16_linears(module))
+    our_pipeline = (prepare_pt2e, convert_pt2e, _fp16_linears(quantizers.x86_inductor))
+    mine = _quantize(model, example, our_pipeline, strict=False)
+    peer = _quantize(model, example, peer_pipeline, strict=False)
+
+    my_build, peer_build = compile_frozen(mine, example), compile_frozen(peer, example)
+    assert my_build.counters == peer_build.counters
+    linears = sum(isinstance(m, nn.Linear) for m in model.modules())
+    prepacks = my_build.counters.get("qlinear_weight_prepack_matcher_count", 0)
+    assert prepacks == linears  # every fp16 linear became the oneDNN kernel
+    assert my_build.counters.get("qconv_weight_prepack_matcher_count", 0) == conv_prepacks
+    assert f"torch.ops.onednn.{kernel}" in my_build.code
+    assert my_build.code == peer_build.code, _first_difference(my_build.code, peer_build.code)
+
+    with torch.no_grad():
+        eager = mine(*example)
+    torch.testing.assert_close(my_build.outputs[0], eager, rtol=1e-4, atol=1e-4)

@@ -3,19 +3,26 @@
 torchao's x86 quantizer names its setters ``set_module_name_qconfig`` / ``..._type_qconfig``
 / ``set_function_type_qconfig``; ours keeps those names (migrating is an import change) and
 their precedence: module name over module type over function type over global, with None
-meaning "leave this scope float". The setters also refuse what the recipe cannot honour (an
-op it does not quantize, mixing static with dynamic or QAT with PTQ), because such a config
-would otherwise be silently ignored.
+meaning "leave this scope float". The setters refuse an op the recipe does not quantize
+(such a config would otherwise be silently ignored). A config that mixes static with dynamic
+or QAT with PTQ is ignored with a MixedConfigWarning naming both configs, the config set
+first winning, as torchao does (test_x86_inductor_config_parity checks the graphs against it).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from quantizers.x86_inductor import X86InductorQuantizer
+from quantizers.x86_inductor import (
+    MixedConfigWarning,
+    X86InductorQuantizer,
+    get_x86_inductor_linear_dynamic_fp16_config,
+)
 from tests.quantizers._x86_inductor_pattern_models import (
     DQ_CH,
     aten,
@@ -23,6 +30,8 @@ from tests.quantizers._x86_inductor_pattern_models import (
     quantize,
     x86_config,
 )
+
+CHOOSE_QPARAMS = torch.ops.quantized_decomposed.choose_qparams.tensor
 
 
 class Sub(nn.Module):
@@ -93,13 +102,85 @@ def test_module_type_must_be_a_module_class() -> None:
         X86InductorQuantizer().set_module_type_qconfig(torch.cat, x86_config())
 
 
-def test_mixing_static_and_dynamic_is_an_error() -> None:
-    quantizer = X86InductorQuantizer().set_global(x86_config())
-    with pytest.raises(ValueError, match="static and dynamic"):
-        quantizer.set_module_name_qconfig("a", x86_config(is_dynamic=True))
+def _mixed(call) -> list[warnings.WarningMessage]:
+    """Run a setter call, returning the MixedConfigWarnings it raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    return [w for w in caught if issubclass(w.category, MixedConfigWarning)]
 
 
-def test_mixing_qat_and_ptq_is_an_error() -> None:
+def _quantized_dynamically(converted) -> bool:
+    return any(n.target == CHOOSE_QPARAMS for n in converted.graph.nodes)
+
+
+def test_mixing_static_and_dynamic_warns_and_keeps_the_first() -> None:
+    """torchao's behaviour (it warns and skips the later config), so recipes written for it
+    keep running: the dynamic config on "a" is dropped and "a" stays static."""
     quantizer = X86InductorQuantizer().set_global(x86_config())
-    with pytest.raises(ValueError, match="is_qat"):
-        quantizer.set_function_type_qconfig(F.linear, x86_config(is_qat=True))
+    caught = _mixed(lambda: quantizer.set_module_name_qconfig("a", x86_config(is_dynamic=True)))
+    assert len(caught) == 1 and caught[0].filename == __file__  # the user's line
+    message = str(caught[0].message)
+    assert message.startswith(
+        "X86InductorQuantizer.set_module_name_qconfig('a') ignored a dynamic post-training "
+        "config (uint8 activations, int8 weights): set_global already set a static "
+        "post-training config (uint8 activations, int8 weights), and one model cannot mix "
+        "static and dynamic quantization"
+    )
+    assert "The config set first wins" in message
+    converted = quantize(Scoped(), quantizer)
+    assert _weight_quantized(converted) == [True, True, True]
+    assert not _quantized_dynamically(converted)
+
+
+def test_a_later_global_config_of_another_mode_is_the_one_ignored() -> None:
+    quantizer = X86InductorQuantizer().set_module_name_qconfig("a", x86_config(is_dynamic=True))
+    caught = _mixed(lambda: quantizer.set_global(x86_config()))
+    assert len(caught) == 1
+    assert "set_global ignored a static" in str(caught[0].message)
+    assert "set_module_name_qconfig('a') already set a dynamic" in str(caught[0].message)
+    assert quantizer.global_config is None
+    converted = quantize(Scoped(), quantizer)
+    assert _weight_quantized(converted) == [True, False, False]
+    assert _quantized_dynamically(converted)
+
+
+def test_mixing_qat_and_ptq_warns_and_keeps_the_first() -> None:
+    quantizer = X86InductorQuantizer().set_global(x86_config())
+    caught = _mixed(lambda: quantizer.set_function_type_qconfig(F.linear, x86_config(is_qat=True)))
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "set_function_type_qconfig(aten.linear) ignored a static QAT config" in message
+    assert "cannot mix QAT and post-training quantization" in message
+    assert quantizer.scope_decision(_linear_node())[0] is x86_config()
+
+
+def test_fp16_linear_config_mixes_with_static_and_dynamic_but_not_qat() -> None:
+    """It quantizes no activation, so it has no static / dynamic mode; it is post-training."""
+    fp16 = get_x86_inductor_linear_dynamic_fp16_config()
+    for mode in ({}, {"is_dynamic": True}):
+        quantizer = X86InductorQuantizer().set_global(x86_config(**mode))
+        assert _mixed(lambda q=quantizer: q.set_module_type_qconfig(nn.Linear, fp16)) == []
+        assert quantizer.scope_decision(_linear_node())[0] is fp16
+    quantizer = X86InductorQuantizer().set_global(x86_config(is_qat=True))
+    caught = _mixed(lambda: quantizer.set_module_type_qconfig(nn.Linear, fp16))
+    assert len(caught) == 1
+    assert "ignored a weight-only post-training config (float16 weights)" in str(caught[0].message)
+
+
+def test_none_and_configs_of_one_mode_never_warn() -> None:
+    quantizer = X86InductorQuantizer().set_global(x86_config(is_dynamic=True))
+    calls = [
+        lambda: quantizer.set_module_name_qconfig("a", None),
+        lambda: quantizer.set_module_type_qconfig(Sub, x86_config(is_dynamic=True)),
+        lambda: quantizer.set_global(None),
+        lambda: quantizer.set_global(x86_config(is_dynamic=True, reduce_range=True)),
+    ]
+    for call in calls:
+        assert _mixed(call) == []
+
+
+def _linear_node():
+    """The linear call of an exported nn.Linear (for scope_decision)."""
+    gm = torch.export.export(nn.Linear(4, 4), (torch.randn(1, 4),)).module()
+    return next(n for n in gm.graph.nodes if n.target == aten.linear.default)
