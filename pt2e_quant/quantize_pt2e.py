@@ -14,8 +14,9 @@ from pt2e_quant.export_hooks import drop_export_hooks
 from pt2e_quant.gc_pause import gc_paused
 from pt2e_quant.graph_copy import copy_graph_module
 from pt2e_quant.model_checks import (
-    check_exported_graph_module,
+    check_graph_module,
     check_not_quantized,
+    warn_if_not_exported,
     warn_if_nothing_to_convert,
 )
 from pt2e_quant.observer_factory import build_observers
@@ -61,7 +62,8 @@ def _annotate_and_observe(model: GraphModule, quantizer: Quantizer, is_qat: bool
 
 
 def _prepare(model: GraphModule, quantizer: Quantizer, is_qat: bool, api: str) -> GraphModule:
-    check_exported_graph_module(model, api)
+    check_graph_module(model, api)
+    warn_if_not_exported(model, api)
     check_not_quantized(model, api)
     model = copy_graph_module(model, recompile=False)
     deferred = partial(run_pass, deferred=True)
@@ -123,7 +125,7 @@ def convert_pt2e(
 def _convert(
     model: GraphModule, use_reference_representation: bool, fold_quantize: bool
 ) -> GraphModule:
-    check_exported_graph_module(model, "convert_pt2e")
+    check_graph_module(model, "convert_pt2e")
     warn_if_nothing_to_convert(model)
     # No user code runs between these passes, so the code is generated once, at the end.
     model = copy_graph_module(model, recompile=False)
