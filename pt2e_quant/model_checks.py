@@ -7,9 +7,13 @@ mistakes with a simple fix, so they are refused. Any other GraphModule is accept
 accepts it, with a warning: a ``torch.fx.symbolic_trace`` result calls modules and torch
 functions instead of aten ops, so backends usually annotate nothing in it.
 
-Preparing a model twice (or preparing the converted one) and converting one that was never
-prepared are mistakes too: without a check, the first fails deep in a quantizer with a
-message about the wrong thing, and the second silently returns the float model.
+Preparing a prepared model is refused: it would observe the observers, and the quantizer
+then fails on a graph it does not recognise, blaming its own config. q/dq ops are no reason
+to refuse (torchao does not): a model may fake-quantize a value in its own forward, or hold a
+submodule converted earlier, whose regions prepare leaves alone
+(:mod:`pt2e_quant.quantized_regions`). Preparing a wholly converted model is then a no-op
+rather than a certain mistake: a second quantizer may cover ops the first one left float.
+Converting a model that was never prepared warns, since it silently returns the float model.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ __all__ = [
     "check_graph_module",
     "warn_if_not_exported",
     "check_exported_graph_module",
-    "check_not_quantized",
+    "check_not_prepared",
     "warn_if_nothing_to_convert",
     "NothingToConvertWarning",
     "NotExportedGraphWarning",
@@ -124,11 +128,12 @@ def _first_qdq_node(model: GraphModule) -> Node | None:
     return None
 
 
-def check_not_quantized(model: GraphModule, api: str) -> None:
-    """Raise :class:`ModelAlreadyQuantizedError` if ``model`` was already prepared or converted.
+def check_not_prepared(model: GraphModule, api: str) -> None:
+    """Raise :class:`ModelAlreadyQuantizedError` if ``model`` holds observers or fake-quants.
 
-    Preparing again would observe the observers (or re-quantize dequantized weights); the
-    quantizer then fails on a graph it does not recognise, blaming its own config.
+    Only a prepare inserts those as modules (export turns a module called in ``forward`` into
+    ops), so their presence means the model was prepared already: the fix is to calibrate and
+    convert it, or to prepare the float model. q/dq ops are accepted, see the module doc.
     """
     node = _first_observer_node(model)
     if node is not None:
@@ -136,12 +141,6 @@ def check_not_quantized(model: GraphModule, api: str) -> None:
             f"{api}: the model is already prepared ({describe_node(node)} is an observer or "
             f"fake-quantize module). Calibrate or train it and call convert_pt2e, or pass the "
             f"exported float model to {api}."
-        )
-    node = _first_qdq_node(model)
-    if node is not None:
-        raise ModelAlreadyQuantizedError(
-            f"{api}: the model is already quantized ({describe_node(node)} is a "
-            f"quantize/dequantize op). Pass the exported float model to {api}."
         )
 
 

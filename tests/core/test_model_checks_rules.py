@@ -151,3 +151,20 @@ def test_train_eval_switches_still_refuse_a_symbolic_trace() -> None:
     traced = torch.fx.symbolic_trace(nn.Sequential(nn.Linear(4, 4), nn.Dropout()))
     with pytest.raises(ModelNotExportedError, match="symbolic_trace"):
         move_exported_model_to_eval(traced)
+
+
+def test_a_model_with_its_own_q_dq_is_prepared() -> None:
+    """q/dq ops are no sign of an earlier prepare (see the differential test for the result)."""
+    qd = torch.ops.quantized_decomposed
+
+    class OwnFakeQuant(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            q = qd.quantize_per_tensor.default(x, 0.1, 0, 0, 255, torch.uint8)
+            return qd.dequantize_per_tensor.default(q, 0.1, 0, 0, 255, torch.uint8) * 2
+
+    x = torch.rand(4)
+    prepared = prepare_pt2e(
+        torch.export.export(OwnFakeQuant(), (x,)).module(), FunctionQuantizer(_quantize_mul)
+    )
+    prepared(x)
+    assert len([n for n in prepared.graph.nodes if n.op == "call_module"]) == 3  # guards, 2 obs
