@@ -26,9 +26,13 @@ __all__ = [
     "annotate_input",
     "annotate_output",
     "clear_annotations",
+    "mark_converted",
+    "drop_converted_annotations",
 ]
 
 ANNOTATION_KEY = "quantization_annotation"
+#: set by convert on the nodes whose annotations it turned into q/dq ops
+CONVERTED_KEY = "quantization_annotation_converted"
 
 
 @dataclass
@@ -102,5 +106,30 @@ def clear_annotations(nodes: Iterable[Node]) -> bool:
     for node in nodes:
         if ANNOTATION_KEY in node.meta:
             del node.meta[ANNOTATION_KEY]
+            changed = True
+    return changed
+
+
+def mark_converted(nodes: Iterable[Node]) -> bool:
+    """Record that convert turned these nodes' annotations into q/dq ops.
+
+    The annotations stay readable (``explain`` reads them on a converted model), but they
+    describe observers that are gone: a later prepare of the converted model must not reuse
+    them, nor let their ``_annotated`` claims keep its quantizer off ops still float.
+    """
+    changed = False
+    for node in nodes:
+        if ANNOTATION_KEY in node.meta and not node.meta.get(CONVERTED_KEY):
+            node.meta[CONVERTED_KEY] = True
+            changed = True
+    return changed
+
+
+def drop_converted_annotations(nodes: Iterable[Node]) -> bool:
+    """Remove the annotations :func:`mark_converted` marked; returns whether any was present."""
+    changed = False
+    for node in nodes:
+        if node.meta.pop(CONVERTED_KEY, False):
+            node.meta.pop(ANNOTATION_KEY, None)
             changed = True
     return changed

@@ -46,7 +46,11 @@ class ModelNotExportedError(QuantizationError, TypeError):
 
 
 class ModelAlreadyQuantizedError(QuantizationError, ValueError):
-    """prepare was given a model that already holds observers, fake-quants or q/dq ops."""
+    """prepare was given a model that is already prepared (it holds observers or fake-quants).
+
+    The name is torchao-era: a model holding q/dq ops (a converted submodule, a value
+    fake-quantized in ``forward``) is accepted, see :mod:`pt2e_quant.model_checks`.
+    """
 
 
 def describe_node(node: Node) -> str:

@@ -10,15 +10,18 @@ from functools import partial
 
 from torch.fx import GraphModule
 
+from pt2e_quant.annotation import mark_converted
 from pt2e_quant.export_hooks import drop_export_hooks
 from pt2e_quant.gc_pause import gc_paused
 from pt2e_quant.graph_copy import copy_graph_module
 from pt2e_quant.model_checks import (
-    check_exported_graph_module,
-    check_not_quantized,
+    check_graph_module,
+    check_not_prepared,
+    warn_if_not_exported,
     warn_if_nothing_to_convert,
 )
 from pt2e_quant.observer_factory import build_observers
+from pt2e_quant.passes.claim_quantized_regions import claim_quantized_regions
 from pt2e_quant.passes.driver import finalize_graphs, run_pass
 from pt2e_quant.passes.duplicate_dequantize import duplicate_dequantize
 from pt2e_quant.passes.fold_batch_norm import fold_batch_norm
@@ -35,6 +38,7 @@ from pt2e_quant.passes.replace_observers import replace_observers
 from pt2e_quant.passes.rewrite_to_reference import rewrite_to_reference
 from pt2e_quant.passes.simulate_batch_norm_folding import simulate_batch_norm_folding
 from pt2e_quant.passes.use_eager_control_flow import restore_control_flow, use_eager_control_flow
+from pt2e_quant.quantized_regions import drop_observers_of_quantized_values, find_quantized_regions
 from pt2e_quant.quantizer import Quantizer
 from pt2e_quant.sharing import plan_sharing
 from pt2e_quant.subgraphs import iter_graph_modules
@@ -45,8 +49,13 @@ __all__ = ["prepare_pt2e", "prepare_qat_pt2e", "convert_pt2e"]
 
 
 def _annotate_and_observe(model: GraphModule, quantizer: Quantizer, is_qat: bool) -> None:
-    """Annotate the model and every higher-order-op body, then insert their observers."""
+    """Annotate the model and every higher-order-op body, then insert their observers.
+
+    Regions the model already holds quantized (a converted submodule) are claimed before the
+    quantizer runs, and values they quantize get no second observer.
+    """
     for gm in iter_graph_modules(model):
+        run_pass(gm, claim_quantized_regions, deferred=True)
         quantizer.annotate(gm)
         quantizer.validate(gm)
         check_annotations(gm)
@@ -55,14 +64,16 @@ def _annotate_and_observe(model: GraphModule, quantizer: Quantizer, is_qat: bool
             run_pass(gm, simulate_batch_norm_folding, deferred=True)
         plan = plan_sharing(gm)
         observers = build_observers(gm, plan, is_qat)
+        observers = drop_observers_of_quantized_values(observers, plan, find_quantized_regions(gm))
         quantizer.prepare_obs_or_fq_callback(gm, observers)
         run_pass(gm, partial(insert_observers, observers=observers), deferred=True)
         run_pass(gm, use_eager_control_flow, deferred=True)
 
 
 def _prepare(model: GraphModule, quantizer: Quantizer, is_qat: bool, api: str) -> GraphModule:
-    check_exported_graph_module(model, api)
-    check_not_quantized(model, api)
+    check_graph_module(model, api)
+    warn_if_not_exported(model, api)
+    check_not_prepared(model, api)
     model = copy_graph_module(model, recompile=False)
     deferred = partial(run_pass, deferred=True)
     changed = deferred(model, inline_grad_mode_regions)
@@ -123,7 +134,7 @@ def convert_pt2e(
 def _convert(
     model: GraphModule, use_reference_representation: bool, fold_quantize: bool
 ) -> GraphModule:
-    check_exported_graph_module(model, "convert_pt2e")
+    check_graph_module(model, "convert_pt2e")
     warn_if_nothing_to_convert(model)
     # No user code runs between these passes, so the code is generated once, at the end.
     model = copy_graph_module(model, recompile=False)
@@ -139,5 +150,7 @@ def _convert(
         if use_reference_representation:
             deferred(gm, rewrite_to_reference)
     deferred(model, lift_body_constants)
+    for gm in iter_graph_modules(model):
+        mark_converted(gm.graph.nodes)  # a later prepare must not reuse these annotations
     drop_export_hooks(model)
     return disallow_eval_train(finalize_graphs(model))

@@ -1,10 +1,10 @@
 """Edge case: misuse of the pipeline (wrong order, wrong input type, failures, copies, pickling).
 
-Users call convert before prepare, prepare twice, pass an ExportedProgram or an eager module,
-deep-copy a prepared model, or try to pickle the result. Each of these must have one defined
-outcome: a no-op with a warning, a ValueError / ModelNotExportedError that names the fix, or
-independent state, and a failure part-way through prepare must leave the user's module
-exactly as it was.
+Users call convert before prepare, prepare twice, prepare a converted model, pass an
+ExportedProgram or an eager module, deep-copy a prepared model, or try to pickle the result.
+Each of these must have one defined outcome: a no-op (with a warning where the user likely
+erred), a ValueError / ModelNotExportedError that names the fix, or independent state, and a
+failure part-way through prepare must leave the user's module exactly as it was.
 """
 
 from __future__ import annotations
@@ -71,10 +71,16 @@ def test_prepare_twice_fails_and_leaves_the_prepared_model_alone() -> None:
     prepared(x)  # still calibratable
 
 
-def test_prepare_of_a_converted_model_says_already_quantized() -> None:
-    converted, _ = _converted_two_linears()
-    with pytest.raises(ValueError, match="already quantized"):
-        prepare_pt2e(converted, xnnpack_quantizer())
+def test_prepare_of_a_converted_model_leaves_it_as_it_is() -> None:
+    """Its ops are all quantized already: prepare claims them, and convert gives back the
+    same model (torchao would quantize every value a second time)."""
+    converted, x = _converted_two_linears()
+    with quiet():
+        again = run_pipeline(converted, xnnpack_quantizer(), [(x,)])
+    assert [n.format_node() for n in again.graph.nodes] == [
+        n.format_node() for n in converted.graph.nodes
+    ]
+    assert torch.equal(again(x), converted(x))
 
 
 def test_convert_twice_is_a_no_op() -> None:
