@@ -82,8 +82,8 @@ _LAYERS = {
 
 def _cases():
     for config in _CONFIGS:
-        # torchao's X86 quantizer fuses batch norm after conv2d only (a lone conv1d is float,
-        # and it leaves transposed convs float, see test_x86_inductor_torchao_parity)
+        # torchao's X86 quantizer fuses batch norm after conv2d only: it quantizes conv1d only
+        # when a relu reads it directly, and leaves transposed convs float
         layers = ("conv2d", "conv2d_no_bias") if config == "x86" else tuple(_LAYERS)
         for layer in layers:
             for relu in (False, True):
@@ -92,8 +92,9 @@ def _cases():
 
 def _run_qat(
     ours: bool, quantizer, exported: GraphModule, batches: list[torch.Tensor]
-) -> tuple[GraphModule, GraphModule]:
-    """prepare_qat_pt2e, a few training-mode steps, move to eval, convert: (prepared, converted)."""
+) -> tuple[list[str], GraphModule]:
+    """prepare_qat_pt2e, a few training-mode steps, move to eval, convert; returns the
+    prepared graph's op list (see :func:`_prepared_ops`) and the converted model."""
     if ours:
         prepare, convert = pt2e_quant.prepare_qat_pt2e, pt2e_quant.convert_pt2e
         to_eval = pt2e_quant.move_exported_model_to_eval
