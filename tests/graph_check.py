@@ -167,10 +167,8 @@ def _edge_op_name(node: Node) -> str:
 def quantized_edges(gm: GraphModule) -> collections.Counter:
     """Each q/dq and compute op with what feeds it and what reads it, as a multiset.
 
-    Finer than op counts (it says which edges are quantized), but blind to node order on
-    purpose: torchao's QAT conv-bn rewrite re-inserts the subgraphs it replaces, which
-    reorders independent branches (a ResNet's downsample conv and its conv1) and moves each
-    folded weight's dequantize next to its conv, computing the same thing.
+    Finer than op counts (it says which edges are quantized) and blind to node order:
+    differential tests pair it with :func:`qdq_and_compute_ops`, which is the order.
     """
     return collections.Counter(
         (

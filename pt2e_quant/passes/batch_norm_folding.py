@@ -33,11 +33,13 @@ __all__ = [
     "BatchNormConstants",
     "batch_norm_constants",
     "drop_batch_counters",
+    "first_reader",
     "folded_weight_and_bias",
     "is_foldable_layer",
     "is_transposed",
     "readers_by_target",
     "store_constant",
+    "torchao_rewrite_rank",
     "why_not_foldable",
 ]
 
@@ -90,6 +92,41 @@ def channel_dim_matches(layer: Node) -> bool:
         return True
     value = layer.meta.get("val")
     return isinstance(value, torch.Tensor) and value.dim() == 2
+
+
+def first_reader(node: Node) -> Node:
+    """The first reader of ``node`` in node order (the next node if nobody reads it).
+
+    torchao's QAT prepare and convert rewrite conv-bn with fx's subgraph rewriter, which
+    inserts a replacement right before the first reader of the replaced pattern's output, the
+    batch norm; the QAT passes place their layers there too, so graphs list ops in its order.
+    """
+    reader = node.next
+    while node.users and reader not in node.users:
+        reader = reader.next
+    return reader
+
+
+#: The layers torchao's QAT rewrites visit, in their order.
+_TORCHAO_REWRITE_ORDER = (
+    _aten.conv1d.default,
+    _aten.conv2d.default,
+    _aten.conv_transpose1d.default,
+    _aten.conv_transpose2d.input,
+)
+
+
+def torchao_rewrite_rank(layer: Node) -> tuple[int, bool]:
+    """Sort key putting conv-bn pairs in the order torchao's QAT rewrites handle them.
+
+    It rewrites conv1d, conv2d, conv_transpose1d, conv_transpose2d in turn, within each the
+    layers with a bias first, each group in node order (sort stably). Two pairs placed before
+    the same reader (a residual add) end up in the order they were rewritten. Layers torchao
+    does not rewrite (conv3d, linear, ...) rank last.
+    """
+    known = layer.target in _TORCHAO_REWRITE_ORDER
+    kind = _TORCHAO_REWRITE_ORDER.index(layer.target) if known else len(_TORCHAO_REWRITE_ORDER)
+    return kind, argument(layer, "bias") is None
 
 
 def why_not_foldable(gm: GraphModule, layer: Node, batch_norm: Node) -> str | None:

@@ -11,7 +11,9 @@ recognises the simulation by its structure, writes ``w'`` where ``w * s`` was co
 weight's quantize node, keeping the scale its fake-quant learned, now quantizes ``w'`` and is
 folded into an integer constant by ``fold_quantized_constants``), writes ``b'`` in place of the
 zero bias, and routes the batch norm's readers to the layer. The result has the same q/dq
-structure as post-training quantization of the same model.
+structure as post-training quantization of the same model, in torchao's QAT node order: the
+weight's q / dq and the layer go right before the batch norm's first reader (after the
+input's quantize / dequantize), where torchao's convert rewrite re-inserts them.
 
 It is a single scan matching a fixed structure, not a pattern re-trace: torchao re-exports its
 replacement patterns for every combination of options, which is what makes its convert slow.
@@ -31,10 +33,12 @@ from pt2e_quant.passes.batch_norm_folding import (
     BatchNormConstants,
     batch_norm_constants,
     drop_batch_counters,
+    first_reader,
     folded_weight_and_bias,
     is_foldable_layer,
     readers_by_target,
     store_constant,
+    torchao_rewrite_rank,
 )
 
 __all__ = ["fold_qat_batch_norm"]
@@ -123,31 +127,38 @@ def _match(gm: GraphModule, batch_norm: Node) -> _Simulation | None:
     )
 
 
-def _move_quantization_next_to(weight: Node, layer: Node) -> None:
-    """Place the weight's q / dq (and their qparam constants) right after the weight.
-
-    That is where post-training quantization puts them (its observer sits on the weight
-    itself), so QAT and PTQ conversions of one model list their ops in the same order.
-    """
+def _move_quantization_before(layer: Node, name: str) -> None:
+    """Place the q / dq of the layer's ``name`` input (and their qparam constants) right
+    before the layer, as torchao's convert rewrite re-inserts them, unless another reader
+    needs them where they are."""
     chain = []
-    node = argument(layer, "weight")
+    node = argument(layer, name)
     while qdq_ops.is_quantize(node) or qdq_ops.is_dequantize(node):
         chain.append(node)
         node = node.args[0]
-    cursor, placed = weight, {weight}
+    placed = set(chain)
+    if any(not set(node.users) <= placed | {layer} for node in chain):
+        return
     for node in reversed(chain):
         for arg in node.args[1:]:
-            # get_attr nodes have no inputs, so defining one earlier is always safe
-            if isinstance(arg, Node) and arg.op == "get_attr" and arg not in placed:
-                cursor.append(arg)
-                cursor = arg
+            # a get_attr has no inputs: moving it later, still before all its readers, is safe
+            movable = isinstance(arg, Node) and arg.op == "get_attr" and set(arg.users) <= placed
+            if movable and arg not in placed:
+                layer.prepend(arg)
                 placed.add(arg)
-        cursor.append(node)
-        cursor = node
-        placed.add(node)
+        layer.prepend(node)
 
 
 def _fold(gm: GraphModule, s: _Simulation, readers: dict[str, list[Node]]) -> None:
+    """Fold one simulation, placing the layer where torchao's convert does.
+
+    torchao re-inserts weight q / dq, bias q / dq and layer right before the batch norm's first
+    reader, so the input's quantize / dequantize come before the weight's dequantize (unlike
+    post-training quantization, where a weight's dequantize sits next to the weight). Ours
+    moves them there; until dead-code removal erases the simulation ops, its division still
+    reads the moved layer from an earlier position.
+    """
+    first_reader(s.batch_norm).prepend(s.layer)
     weight, bias = folded_weight_and_bias(
         module_constant(gm, s.weight),  # type: ignore[arg-type]
         module_constant(gm, s.bias),
@@ -158,7 +169,7 @@ def _fold(gm: GraphModule, s: _Simulation, readers: dict[str, list[Node]]) -> No
         gm, weight, template=s.weight, owners={s.scaled_weight}, readers=readers, before=s.layer
     )
     s.scaled_weight.replace_all_uses_with(stored_weight)
-    _move_quantization_next_to(stored_weight, s.layer)
+    _move_quantization_before(s.layer, "weight")
     bias_owners = {n for n in (s.zero_bias, s.bias_reshape) if n is not None}
     stored_bias = store_constant(
         gm,
@@ -171,6 +182,7 @@ def _fold(gm: GraphModule, s: _Simulation, readers: dict[str, list[Node]]) -> No
     )
     if s.zero_bias is not None:
         s.zero_bias.replace_all_uses_with(stored_bias)
+        _move_quantization_before(s.layer, "bias")
     else:
         set_argument(s.layer, "bias", stored_bias)
     s.batch_norm.replace_all_uses_with(s.layer)
@@ -189,6 +201,7 @@ def fold_qat_batch_norm(gm: GraphModule) -> bool:
     if not simulations:
         return False
     readers = readers_by_target(gm)
+    simulations.sort(key=lambda s: torchao_rewrite_rank(s.layer))  # stable: node order
     for simulation in simulations:
         _fold(gm, simulation, readers)
     drop_batch_counters(gm, [s.batch_norm for s in simulations])

@@ -14,8 +14,14 @@ in the forward pass, running statistics updated). The standard simulation (Krish
 
 Dividing by ``s`` undoes the scaling, so the batch norm sees the float layer's output up to
 the weight's quantization error. The batch norm trains even if the model was exported in eval
-mode, as with torchao (whose quick start exports in eval mode before ``prepare_qat_pt2e``). The inserted ops, and their order, are the ones torchao
-traces, so fake-quant statistics (and so the final qparams) come out bit-identical. Unlike
+mode, as with torchao (whose quick start exports in eval mode before ``prepare_qat_pt2e``).
+The inserted ops, and their order, are the ones torchao traces, so fake-quant statistics (and
+so the final qparams) come out bit-identical. So is where they go: torchao's subgraph rewrite
+replaces conv -> bn by inserting the whole simulation, layer and batch norm included, right
+before the batch norm's first reader, so anything export placed between the layer and that
+reader (the batch norm's ``num_batches_tracked += 1``, an independent branch) ends up before
+the layer. Ours moves the layer and the batch norm there too, rewriting pairs in torchao's
+order, so the prepared graph, and the converted one, list their ops as torchao's do. Unlike
 torchao, the batch norm keeps its own ``eps`` and ``momentum`` and the layer's literal
 arguments are untouched; linear + BatchNorm1d (2-D outputs) and grouped transposed convs are
 rewritten too.
@@ -44,8 +50,10 @@ from pt2e_quant.errors import describe_node, warn_user
 from pt2e_quant.passes.batch_norm_folding import (
     BATCH_NORMS,
     batch_norm_constants,
+    first_reader,
     is_foldable_layer,
     is_transposed,
+    torchao_rewrite_rank,
     why_not_foldable,
 )
 from pt2e_quant.specs import DerivedQuantizationSpec, QuantizationSpecBase, SharedQuantizationSpec
@@ -148,11 +156,16 @@ def _weight_scale(b: _Builder, scale: Node, weight: Node) -> Node:
 
 
 def _rewrite(gm: GraphModule, layer: Node, batch_norm: Node) -> dict[Node, Node]:
-    """Insert the simulation around ``layer``; returns {replaced input: its stand-in}."""
+    """Replace ``layer -> batch_norm`` by the simulation, placed right before the batch norm's
+    first reader (layer and batch norm move there); returns {replaced input: its stand-in}.
+
+    Moving both later is safe: the layer's only reader is the batch norm, and the batch norm
+    reads nothing that export computed after it."""
     b = _Builder(gm, layer)
     weight, bias = argument(layer, "weight"), argument(layer, "bias")
     replaced: dict[Node, Node] = {}
-    with gm.graph.inserting_before(layer):
+    anchor = first_reader(batch_norm)
+    with gm.graph.inserting_before(anchor):
         scale = _scale_factor(b, batch_norm)
         scaled_weight = b.call(_aten.mul.Tensor, weight, _weight_scale(b, scale, weight))
         set_argument(layer, "weight", scaled_weight)
@@ -163,14 +176,16 @@ def _rewrite(gm: GraphModule, layer: Node, batch_norm: Node) -> dict[Node, Node]
             )
             set_argument(layer, "bias", zero_bias)
             replaced[bias] = zero_bias
+    anchor.prepend(layer)
     out_shape = [1, -1] + [1] * (layer.meta["val"].dim() - 2)
-    with gm.graph.inserting_before(batch_norm):
+    with gm.graph.inserting_before(anchor):
         restored = b.call(_aten.div.Tensor, layer, b.call(_aten.reshape.default, scale, out_shape))
         if bias is not None:
             restored = b.call(
                 _aten.add.Tensor, restored, b.call(_aten.reshape.default, bias, out_shape)
             )
     set_argument(batch_norm, "input", restored)
+    anchor.prepend(batch_norm)
     # QAT trains the batch norm it folds, even one exported in eval mode (as torchao's
     # rewrite does); move_exported_model_to_eval freezes it when that is wanted.
     set_argument(batch_norm, "training", True)
@@ -234,6 +249,7 @@ def simulate_batch_norm_folding(gm: GraphModule) -> bool:
                 "is not folded at convert.",
                 BatchNormNotFusedWarning,
             )
+    pairs.sort(key=lambda pair: torchao_rewrite_rank(pair[0]))
     moves = {layer: _rewrite(gm, layer, batch_norm) for layer, batch_norm in pairs}
     if moves:
         _move_annotations(gm, moves)

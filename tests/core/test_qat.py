@@ -157,6 +157,15 @@ def _qdq_sequence(gm: torch.fx.GraphModule) -> list[str]:
     return [str(op) for op in ops_in_order(gm) if "quantize" in str(op) or "conv" in str(op)]
 
 
+def _weight_dequantize_before_its_conv(sequence: list[str]) -> list[str]:
+    """A post-training sequence (weight dequantize first, next to the weight) in QAT's order:
+    the weight's dequantize right before its conv, where torchao's QAT convert leaves it."""
+    weight_dq = str(qd.dequantize_per_channel.default)
+    rest = [op for op in sequence if op != weight_dq]
+    conv = next(i for i, op in enumerate(rest) if "conv" in op)
+    return rest[:conv] + [weight_dq] * sequence.count(weight_dq) + rest[conv:]
+
+
 # --- prepare: the simulation --------------------------------------------------------------
 
 
@@ -290,7 +299,10 @@ def test_convert_folds_bn_and_matches_ptq_structure_and_qat_eval(
         XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True)),
     )
     ptq(x)
-    assert _qdq_sequence(convert_pt2e(ptq)) == _qdq_sequence(converted)
+    # the q / dq of post-training quantization, in torchao's QAT order
+    ptq_sequence = _qdq_sequence(convert_pt2e(ptq))
+    assert ptq_sequence[0] == str(qd.dequantize_per_channel.default)
+    assert _weight_dequantize_before_its_conv(ptq_sequence) == _qdq_sequence(converted)
 
     step = _output_scale(converted)
     assert step is not None

@@ -1,7 +1,7 @@
 """QAT conv-bn against the peer: ExecuTorch's XNNPACKQuantizer through torchao's QAT pipeline.
 
 Same model (exported in training mode), same training-mode forwards, then convert: the q/dq
-op counts and the converted outputs must be identical. The models use batch norm's default
+and compute ops, in node order, and the converted outputs must be identical. The models use batch norm's default
 eps / momentum, since torchao's rewrite resets them to those values (ours keeps the layer's).
 """
 
@@ -15,7 +15,7 @@ from torch import nn
 
 import pt2e_quant
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
-from tests.graph_check import count_ops
+from tests.graph_check import count_ops, qdq_and_compute_ops
 from tests.peer_annotation import library
 
 pytestmark = [pytest.mark.torchao, pytest.mark.executorch]
@@ -84,7 +84,7 @@ def test_same_qdq_and_bit_identical_outputs(peer_pattern_cache) -> None:
     batches = [torch.randn(*model.shape) for _ in range(3)]
     ours = _qat_then_convert("ours", model, batches)
     peer = _qat_then_convert("peer", model, batches)
-    assert _qdq_counts(ours) == _qdq_counts(peer)
+    assert qdq_and_compute_ops(ours) == qdq_and_compute_ops(peer)
     assert torch.equal(ours(batches[0]), peer(batches[0]))
 
 

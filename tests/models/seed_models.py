@@ -16,6 +16,7 @@ __all__ = [
     "Conv2dWithCat",
     "Conv2dWithSplit",
     "Conv2dWithTwoCat",
+    "ConvBnBranchesAdd",
     "ConvLinearWPermute",
     "ConvMaxPool2d",
     "ConvTWithBNRelu",
@@ -88,6 +89,32 @@ class ConvTWithBNRelu(nn.Module):
 
     def example_inputs(self) -> tuple[Tensor, ...]:
         return (_spatial_input(self.dim),)
+
+
+class ConvBnBranchesAdd(nn.Module):
+    """Two conv -> bn branches of one input meeting at an add, the first conv without bias.
+
+    Both batch norms' first reader is the add, which is where torchao's QAT rewrite re-inserts
+    each pair, in its own order (convs with bias first), not in the order export traced them.
+
+    ::
+
+        x ─┬─ Conv2d(3→3, k3, no bias) ─ BatchNorm2d(3) ─┐
+           └─ Conv2d(3→3, k3)          ─ BatchNorm2d(3) ─ add ─ out
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 3, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(3)
+        self.conv2 = nn.Conv2d(3, 3, 3)
+        self.bn2 = nn.BatchNorm2d(3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn1(self.conv1(x)) + self.bn2(self.conv2(x))
+
+    def example_inputs(self) -> tuple[Tensor, ...]:
+        return (_spatial_input(2),)
 
 
 class ConvMaxPool2d(nn.Module):

@@ -23,7 +23,7 @@ import torch
 
 from tests.graph_check import qdq_and_compute_ops
 from tests.models import ZOO
-from tests.quantizers._x86_inductor_pattern_models import DQ_CH, PATTERN_MODELS
+from tests.quantizers._x86_inductor_pattern_models import PATTERN_MODELS
 from tests.quantizers._x86_inductor_peer_run import (
     calibration_batches,
     run_pipeline,
@@ -42,22 +42,13 @@ PEER_CRASHES_NON_STRICT = (
 )
 
 
-_DQ_CH_NAME = str(DQ_CH)
-
-
 def _comparable(ops: list[str], compare: str):
     """What of the op sequence the differential compares.
 
-    "sequence": every q/dq and aten op in node order. "weights_anywhere": the same, except
-    that the weights' dequantize_per_channel (a constant's, so its place is immaterial) is
-    only counted. "counts": every op as a multiset. "qdq": only the q/dq op counts.
+    "sequence": every q/dq and aten op in node order. "qdq": only the q/dq op counts.
     """
     if compare == "sequence":
         return ops
-    if compare == "weights_anywhere":
-        return [op for op in ops if op != _DQ_CH_NAME], ops.count(_DQ_CH_NAME)
-    if compare == "counts":
-        return collections.Counter(ops)
     assert compare == "qdq", compare
     return collections.Counter(op for op in ops if op.startswith("quantized_decomposed."))
 
@@ -91,14 +82,11 @@ def test_zoo_matches_torchao(name: str, dynamic: bool) -> None:
 
 
 #: How the QAT comparison loosens the op check for a model, and why (outputs stay bit-exact).
-#: By default ("weights_anywhere") the weights' dequantizes are counted, not placed: QAT's
-#: convert folds batch norm into a weight before quantizing it, and torchao's convert leaves
-#: that weight's dequantize next to its conv while ours hoists it with the other constants.
+#: Every other model lists the same ops in the same order as torchao's, including where its
+#: QAT conv-bn rewrites re-insert each conv (weight dequantize after the input's q / dq, a
+#: ResNet's downsample branch after the main one), on the strict IR torchao runs on for
+#: PEER_CRASHES_NON_STRICT as on our non-strict one.
 QAT_COMPARE = {
-    # torchao runs on the strict IR here (PEER_CRASHES_NON_STRICT); its QAT conv-bn rewrite
-    # then leaves the weight dequantizes and the downsample branch at other places in node
-    # order than ours on the non-strict IR: same ops, different (equally valid) order.
-    **dict.fromkeys(PEER_CRASHES_NON_STRICT, "counts"),
     # Peer quirk: torchao's prepare_qat_pt2e rewrites every conv -> bn into the simulated
     # folding subgraph, including the conv_transpose2d the x86 recipe leaves float, and its
     # convert only folds back convs whose weight is quantized; so its inference graph keeps
@@ -118,7 +106,7 @@ def test_zoo_qat_matches_torchao(name: str, peer_pattern_cache) -> None:
         model,
         "qat",
         peer_strict=name in PEER_CRASHES_NON_STRICT,
-        compare=QAT_COMPARE.get(name, "weights_anywhere"),
+        compare=QAT_COMPARE.get(name, "sequence"),
     )
 
 

@@ -3,8 +3,10 @@
 Every zoo model, under every preset (per-tensor, per-channel, dynamic, QAT), is quantized by
 ExecuTorch's XNNPACKQuantizer through torchao's prepare/convert and by ours through our
 pipeline, from the same exported graph and calibration batch. Both converted graphs must
-quantize the same edges (each q/dq and compute op with its inputs and users, as a multiset)
-and give bit-identical outputs on a fresh input. This is the promise that migrating from
+quantize the same edges (each q/dq and compute op with its inputs and users, as a multiset),
+list their q/dq and compute ops in the same order (QAT too, where torchao's conv-bn rewrite
+re-inserts each conv after the input's q/dq), and give bit-identical outputs on a fresh
+input. This is the promise that migrating from
 ExecuTorch's quantizer is an import change; the one model skipped under QAT is a peer bug,
 and its reason names the test that pins our behaviour.
 """
@@ -98,6 +100,7 @@ def test_same_qdq_and_bit_identical_outputs_as_executorch(
         qat,
     )
     assert quantized_edges(ours) == quantized_edges(theirs)
+    assert qdq_and_compute_ops(ours) == qdq_and_compute_ops(theirs)
     assert any(n.startswith("quantized_decomposed.") for n in qdq_and_compute_ops(ours)) or (
         preset == "dynamic" and name == "conv_bn_relu_chain"  # conv -> relu: no dynamic rule
     )
@@ -187,7 +190,8 @@ def _assert_same_as_executorch(
 ) -> GraphModule:
     """Quantize one export of ``model`` with ExecuTorch's quantizer (through torchao) and
     ours, both given ``get_symmetric_quantization_config(**knobs)``; assert the same
-    quantized edges and bit-identical outputs on ``test_input``; return ours."""
+    quantized edges, the same op order and bit-identical outputs on ``test_input``; return
+    ours."""
 
     example = model.example_inputs()
     exported = torch.export.export(model, example).module()
@@ -199,5 +203,6 @@ def _assert_same_as_executorch(
         peer_quantizer, global_quantizer(config), exported, example, test_input, None, False
     )
     assert quantized_edges(ours) == quantized_edges(theirs)
+    assert qdq_and_compute_ops(ours) == qdq_and_compute_ops(theirs)
     assert all(torch.equal(a, b) for a, b in zip(ours_out, theirs_out, strict=True))
     return ours

@@ -61,8 +61,11 @@ def test_spec_shared_with_a_simulated_weight_edge_follows_it():
     x = torch.randn(2, 3, 4, 4)
     gm = torch.export.export(TiedWeightConvs().train(), (x,)).module()
     prepared = prepare_qat_pt2e(gm, FunctionQuantizer(_share_second_weight_with_first))
-    first, second = [n for n in prepared.graph.nodes if n.target is aten.conv2d.default]
-    assert first.args[1].args[0].target is aten.mul.Tensor  # the conv-bn was simulated
+    convs = [n for n in prepared.graph.nodes if n.target is aten.conv2d.default]
+    # the conv-bn was simulated, and (as in torchao) moved next to the add that reads it
+    second, first = convs
+    assert first.args[1].args[0].target is aten.mul.Tensor
+    assert second.args[1].args[0].op == "get_attr"
     modules = [prepared.get_submodule(conv.args[1].target) for conv in (first, second)]
     assert isinstance(modules[0], FakeQuantize) and modules[0] is modules[1]
     assert prepared(x).shape == (2, 4, 4, 4)
