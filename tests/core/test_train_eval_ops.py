@@ -40,25 +40,26 @@ def test_channel_dropout_is_switched_to_eval():
     assert torch.equal(gm(x), x)  # no channel dropped, no 1/(1-p) rescaling
 
 
-class AtenBatchNormNoTraining(nn.Module):
-    """Calls ``aten._native_batch_norm_legit_no_training``, an overload without a flag."""
+class AtenBatchNormCall(nn.Module):
+    """Calls a batch-norm overload that has no training flag (its name says the mode):
+    ``op(x, weight, bias, running_mean, running_var, momentum=0.1, eps=1e-5)[0]``."""
 
-    def __init__(self) -> None:
+    def __init__(self, op, channels: int) -> None:
         super().__init__()
-        self.bn = nn.BatchNorm2d(3)
+        self.op = op
+        self.bn = nn.BatchNorm2d(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bn = self.bn
-        return aten._native_batch_norm_legit_no_training(
-            x, bn.weight, bn.bias, bn.running_mean, bn.running_var, 0.1, 1e-5
-        )[0]
+        return self.op(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, 0.1, 1e-5)[0]
 
 
 def test_flagless_batch_norm_overload_is_switched_to_train():
     """Moving to train swaps the no-training overload for the training one (same momentum and
     eps): outputs use batch statistics and the running statistics update."""
     x = torch.randn(4, 3, 2, 2) * 3 + 5
-    gm = torch.export.export(AtenBatchNormNoTraining().eval(), (x,)).module()
+    model = AtenBatchNormCall(aten._native_batch_norm_legit_no_training, 3)
+    gm = torch.export.export(model.eval(), (x,)).module()
     move_exported_model_to_train(gm)
     (bn,) = [n for n in gm.graph.nodes if n.target is aten._native_batch_norm_legit.default]
     assert bn.args[5:] == (True, 0.1, 1e-5)
@@ -242,23 +243,10 @@ def test_decomposed_training_batch_norm_follows_the_switch():
     torch.testing.assert_close(gm(x), copy.deepcopy(model).train()(x), rtol=0, atol=1e-6)
 
 
-class BatchNormWithUpdate(nn.Module):
-    """Calls ``aten._batch_norm_with_update``, which says "training" by being that overload."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm2d(4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bn = self.bn
-        return aten._batch_norm_with_update(
-            x, bn.weight, bn.bias, bn.running_mean, bn.running_var, 0.1, 1e-5
-        )[0]
-
-
 def test_flagless_update_overloads_swap_both_ways():
     x = torch.randn(4, 4, 2, 2) * 3 + 5
-    gm = torch.export.export(BatchNormWithUpdate(), (x,)).module()
+    model = AtenBatchNormCall(aten._batch_norm_with_update, 4)
+    gm = torch.export.export(model, (x,)).module()
     assert aten._batch_norm_with_update.default in [n.target for n in gm.graph.nodes]
     move_exported_model_to_eval(gm)
     targets = [n.target for n in gm.graph.nodes]
