@@ -28,6 +28,13 @@ CHOOSE_QPARAMS = _qd.choose_qparams.tensor
 CHOOSE_QPARAMS_SYMMETRIC = _qd.choose_qparams_symmetric.tensor
 CONVERT_ELEMENT_TYPE = _qd.convert_element_type.no_fuse
 
+#: the overload packets, which match every overload at once (scalar qparams, .tensor,
+#: .tensor2): torchao's reference patterns strip the q/dq overloads and match these
+QUANTIZE_PER_TENSOR_ANY = _qd.quantize_per_tensor
+DEQUANTIZE_PER_TENSOR_ANY = _qd.dequantize_per_tensor
+QUANTIZE_PER_CHANNEL_ANY = _qd.quantize_per_channel
+DEQUANTIZE_PER_CHANNEL_ANY = _qd.dequantize_per_channel
+
 QUANTIZE_OPS: frozenset = frozenset(
     {
         QUANTIZE_PER_TENSOR,

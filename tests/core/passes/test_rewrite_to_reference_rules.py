@@ -63,11 +63,14 @@ def test_dequantize_to_bfloat16_is_left_alone() -> None:
 
 def test_quantize_of_a_bfloat16_tensor_is_left_alone() -> None:
     """``x * (1 / scale)`` in bf16 rounds differently from the kernel, which computes in
-    float32: rewriting it would move values across quantization steps."""
+    float32: rewriting it would move values across quantization steps.
+
+    uint8: an int8 quantize takes torchao's form whatever its input's dtype, as torchao's
+    pattern does (``test_rewrite_to_reference_torchao``)."""
 
     class Bf16Quantize(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return qd.quantize_per_tensor(x.to(torch.bfloat16), 0.0137, 3, *I8)
+            return qd.quantize_per_tensor(x.to(torch.bfloat16), 0.0137, 131, 0, 255, torch.uint8)
 
     x = torch.linspace(-1.7, 1.7, 4001)
     gm = torch.export.export(Bf16Quantize(), (x,)).module()
