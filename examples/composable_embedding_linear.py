@@ -22,8 +22,8 @@ from torch import nn
 from torch.fx import GraphModule, Node
 
 from pt2e_quant import convert_pt2e, prepare_pt2e
-from pt2e_quant.aten_args import argument
-from pt2e_quant.qdq_ops import is_dequantize
+from pt2e_quant.graph.aten_args import argument
+from pt2e_quant.ops.qdq_ops import is_dequantize
 from quantizers import (
     ComposableQuantizer,
     EmbeddingQuantizer,

@@ -38,11 +38,16 @@ from pt2e_quant import (
     convert_pt2e,
     prepare_pt2e,
 )
-from pt2e_quant.annotation import get_annotation, is_annotated, mark_annotated, set_annotation
+from pt2e_quant.contract.annotation import (
+    get_annotation,
+    is_annotated,
+    mark_annotated,
+    set_annotation,
+)
 from pt2e_quant.coverage import explain
 from pt2e_quant.errors import describe_node, graph_context
 from pt2e_quant.observer import HistogramObserver, PerChannelMinMaxObserver
-from pt2e_quant.qdq_ops import is_dequantize, is_quantize
+from pt2e_quant.ops.qdq_ops import is_dequantize, is_quantize
 from quantizers.patterns import (
     ADD_OPS,
     CONV_OPS,

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pt2e_quant import quantize
-from pt2e_quant.qdq_ops import is_dequantize, is_quantize
+from pt2e_quant.ops.qdq_ops import is_dequantize, is_quantize
 
 
 class SmallResNet(nn.Module):

@@ -17,12 +17,21 @@ from __future__ import annotations
 
 import importlib
 
-from pt2e_quant._compat import ensure_quantized_decomposed_ops
+from pt2e_quant.ops.compat import ensure_quantized_decomposed_ops
 
 ensure_quantized_decomposed_ops()
 
 from pt2e_quant import debug, fake_quantize, observer  # noqa: E402
-from pt2e_quant.annotation import QuantizationAnnotation  # noqa: E402
+from pt2e_quant.contract.annotation import QuantizationAnnotation  # noqa: E402
+from pt2e_quant.contract.quantizer import Quantizer  # noqa: E402
+from pt2e_quant.contract.specs import (  # noqa: E402
+    DerivedQuantizationSpec,
+    EdgeOrNode,
+    FixedQParamsQuantizationSpec,
+    QuantizationSpec,
+    QuantizationSpecBase,
+    SharedQuantizationSpec,
+)
 from pt2e_quant.debug import *  # noqa: E402,F403  (the debugger's names, listed in debug.__all__)
 from pt2e_quant.errors import (  # noqa: E402
     AnnotationError,
@@ -48,7 +57,6 @@ from pt2e_quant.fake_quantize import (  # noqa: E402
     enable_observer,
     enable_range_learning,
 )
-from pt2e_quant.model_checks import model_is_exported  # noqa: E402
 from pt2e_quant.observer import (  # noqa: E402
     DerivedObserverOrFakeQuantize,
     FixedQParamsObserver,
@@ -61,17 +69,9 @@ from pt2e_quant.observer import (  # noqa: E402
     PlaceholderObserver,
     UniformQuantizationObserverBase,
 )
-from pt2e_quant.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e  # noqa: E402
-from pt2e_quant.quantizer import Quantizer  # noqa: E402
-from pt2e_quant.specs import (  # noqa: E402
-    DerivedQuantizationSpec,
-    EdgeOrNode,
-    FixedQParamsQuantizationSpec,
-    QuantizationSpec,
-    QuantizationSpecBase,
-    SharedQuantizationSpec,
-)
-from pt2e_quant.train_eval import (  # noqa: E402
+from pt2e_quant.pipeline.model_checks import model_is_exported  # noqa: E402
+from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e, prepare_qat_pt2e  # noqa: E402
+from pt2e_quant.pipeline.train_eval import (  # noqa: E402
     allow_exported_model_train_eval,
     move_exported_model_to_eval,
     move_exported_model_to_train,

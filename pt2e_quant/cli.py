@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from pt2e_quant.calibration import load_batches, random_batches
+from pt2e_quant.pipeline.calibration import load_batches, random_batches
 from pt2e_quant.presets import BACKENDS, preset_quantizer
 
 __all__ = ["UsageError", "build_parser", "load_model", "main"]

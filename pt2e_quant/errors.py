@@ -49,7 +49,7 @@ class ModelAlreadyQuantizedError(QuantizationError, ValueError):
     """prepare was given a model that is already prepared (it holds observers or fake-quants).
 
     The name is torchao-era: a model holding q/dq ops (a converted submodule, a value
-    fake-quantized in ``forward``) is accepted, see :mod:`pt2e_quant.model_checks`.
+    fake-quantized in ``forward``) is accepted, see :mod:`pt2e_quant.pipeline.model_checks`.
     """
 
 

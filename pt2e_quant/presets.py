@@ -14,7 +14,7 @@ swaps observers for fake-quantize modules.
 
 from __future__ import annotations
 
-from pt2e_quant.quantizer import Quantizer
+from pt2e_quant.contract.quantizer import Quantizer
 
 __all__ = ["BACKENDS", "preset_quantizer"]
 

@@ -26,12 +26,12 @@ from torch import nn
 from torch.export import ExportedProgram
 from torch.fx import GraphModule
 
-from pt2e_quant.calibration import calibrate, check_max_batches
+from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.debug.handles import generate_numeric_debug_handle
 from pt2e_quant.errors import QuantizationError, warn_user
+from pt2e_quant.pipeline.calibration import calibrate, check_max_batches
+from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 from pt2e_quant.presets import BACKENDS, preset_quantizer
-from pt2e_quant.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
-from pt2e_quant.quantizer import Quantizer
 
 __all__ = ["ExportFailedError", "QuantizationResult", "quantize"]
 

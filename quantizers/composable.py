@@ -25,10 +25,10 @@ from typing import Any
 
 from torch.fx import GraphModule, Node
 
-from pt2e_quant.annotation import QuantizationAnnotation, get_annotation, set_annotation
+from pt2e_quant.contract.annotation import QuantizationAnnotation, get_annotation, set_annotation
+from pt2e_quant.contract.quantizer import Quantizer
+from pt2e_quant.contract.specs import EdgeOrNode
 from pt2e_quant.errors import AnnotationError, describe_node, graph_context
-from pt2e_quant.quantizer import Quantizer
-from pt2e_quant.specs import EdgeOrNode
 
 __all__ = ["ComposableQuantizer", "AnnotationOverwriteError"]
 

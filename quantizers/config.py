@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pt2e_quant.contract.specs import QuantizationSpec
 from pt2e_quant.errors import SpecError
-from pt2e_quant.specs import QuantizationSpec
 
 __all__ = [
     "QuantizationConfig",

@@ -20,17 +20,17 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_quant.annotation import (
+from pt2e_quant.contract.annotation import (
     QuantizationAnnotation,
     get_annotation,
     is_annotated,
     set_annotation,
 )
+from pt2e_quant.contract.quantizer import Quantizer
+from pt2e_quant.contract.specs import QuantizationSpec
 from pt2e_quant.errors import AnnotationError, describe_node, graph_context
 from pt2e_quant.observer import PerChannelMinMaxObserver
 from pt2e_quant.passes.fold_quantized_constants import foldable_constant_nodes
-from pt2e_quant.quantizer import Quantizer
-from pt2e_quant.specs import QuantizationSpec
 from quantizers.config import QuantizationConfig, checked_config
 from quantizers.patterns import argument, is_call
 from quantizers.scoping import ScopedConfigs

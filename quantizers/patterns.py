@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch.fx import Node
 
-from pt2e_quant.annotation import is_annotated
-from pt2e_quant.aten_args import argument  # re-exported: backends read arguments by name
+from pt2e_quant.contract.annotation import is_annotated
+from pt2e_quant.graph.aten_args import argument  # re-exported: backends read arguments by name
 
 __all__ = [
     "CONV_OPS",

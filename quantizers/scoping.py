@@ -24,7 +24,7 @@ from typing import Any
 from torch.fx import Node
 
 from pt2e_quant.errors import AnnotationError, describe_node
-from pt2e_quant.node_meta import STRICT_SELF_PREFIX
+from pt2e_quant.graph.node_meta import STRICT_SELF_PREFIX
 from quantizers.config import QuantizationConfig
 
 __all__ = ["ScopedConfigs", "module_path_and_types", "UNSET"]

@@ -43,10 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch.fx import Graph, GraphModule, Node
 
-from pt2e_quant.annotation import annotate_input, annotate_output, mark_annotated
+from pt2e_quant.contract.annotation import annotate_input, annotate_output, mark_annotated
+from pt2e_quant.contract.quantizer import Quantizer
+from pt2e_quant.contract.specs import SharedQuantizationSpec
 from pt2e_quant.errors import AnnotationError, describe_node, graph_context
-from pt2e_quant.quantizer import Quantizer
-from pt2e_quant.specs import SharedQuantizationSpec
 from quantizers.config import QuantizationConfig, checked_config
 from quantizers.patterns import LINEAR_OPS, any_annotated, argument, is_call, is_float_tensor
 from quantizers.scoping import ScopedConfigs

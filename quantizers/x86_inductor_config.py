@@ -22,6 +22,7 @@ import functools
 
 import torch
 
+from pt2e_quant.contract.specs import QuantizationSpec
 from pt2e_quant.fake_quantize import FakeQuantize, FusedMovingAvgObsFakeQuantize
 from pt2e_quant.observer import (
     HistogramObserver,
@@ -30,7 +31,6 @@ from pt2e_quant.observer import (
     PerChannelMinMaxObserver,
     PlaceholderObserver,
 )
-from pt2e_quant.specs import QuantizationSpec
 from quantizers.config import QuantizationConfig
 
 __all__ = [

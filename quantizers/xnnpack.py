@@ -30,9 +30,12 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_quant.annotation import get_annotation
+from pt2e_quant.contract.annotation import get_annotation
+from pt2e_quant.contract.quantizer import Quantizer
+from pt2e_quant.contract.specs import QuantizationSpec, QuantizationSpecBase
 from pt2e_quant.errors import AnnotationError, describe_node, graph_context
 from pt2e_quant.fake_quantize import FakeQuantize, FusedMovingAvgObsFakeQuantize
+from pt2e_quant.graph.subgraphs import iter_graph_modules
 from pt2e_quant.observer import (
     HistogramObserver,
     MinMaxObserver,
@@ -41,9 +44,6 @@ from pt2e_quant.observer import (
     PerChannelMinMaxObserver,
     PlaceholderObserver,
 )
-from pt2e_quant.quantizer import Quantizer
-from pt2e_quant.specs import QuantizationSpec, QuantizationSpecBase
-from pt2e_quant.subgraphs import iter_graph_modules
 from quantizers.config import QuantizationConfig, checked_config
 from quantizers.patterns import (
     BATCH_NORM_OPS,

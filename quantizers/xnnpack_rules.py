@@ -23,13 +23,13 @@ from dataclasses import dataclass
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_quant.annotation import (
+from pt2e_quant.contract.annotation import (
     QuantizationAnnotation,
     get_annotation,
     is_annotated,
     set_annotation,
 )
-from pt2e_quant.specs import QuantizationSpec, QuantizationSpecBase, SharedQuantizationSpec
+from pt2e_quant.contract.specs import QuantizationSpec, QuantizationSpecBase, SharedQuantizationSpec
 from quantizers.config import QuantizationConfig
 from quantizers.patterns import (
     ADD_OPS,

@@ -12,7 +12,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pt2e_quant.calibration import calibrate, check_max_batches, load_batches, random_batches
+from pt2e_quant.pipeline.calibration import (
+    calibrate,
+    check_max_batches,
+    load_batches,
+    random_batches,
+)
 
 
 @pytest.mark.parametrize("bad", [2.0, 0, -1, "3"])

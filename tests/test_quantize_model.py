@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pt2e_quant.calibration import CalibrationError
+from pt2e_quant.pipeline.calibration import CalibrationError
 from pt2e_quant.quantize_model import ExportFailedError, QuantizationResult, quantize
 from tests.cli_models import ValueBranch, tiny
 from tests.graph_check import count_ops

@@ -26,13 +26,13 @@ from __future__ import annotations
 import torch
 from torch.fx import Node
 
-from pt2e_quant.aten_args import argument
 from pt2e_quant.coverage.evidence import (
     example_value,
     is_quantized_edge,
     is_quantizing_user,
     tensor_inputs,
 )
+from pt2e_quant.graph.aten_args import argument
 from quantizers.patterns import CONV_OPS, CONV_TRANSPOSE_OPS, LINEAR_OPS
 
 __all__ = ["INT8", "FP32", "NOT_DELEGATED", "predict_xnnpack"]

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_quant.annotation import get_annotation, is_annotated
+from pt2e_quant.contract.annotation import get_annotation, is_annotated
 from pt2e_quant.coverage.classify import is_compute_op
 from pt2e_quant.fake_quantize import FakeQuantizeBase
 from pt2e_quant.observer import ObserverBase
-from pt2e_quant.qdq_ops import is_dequantize, is_quantize
+from pt2e_quant.ops.qdq_ops import is_dequantize, is_quantize
 from quantizers.patterns import is_float_tensor
 
 __all__ = [

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from torch.fx import GraphModule, Node
 
-from pt2e_quant.control_flow import real_op_for
+from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.coverage.classify import is_compute_op
 from pt2e_quant.coverage.delegation import predict_xnnpack
 from pt2e_quant.coverage.evidence import graph_has_annotations, status_of
@@ -21,8 +21,8 @@ from pt2e_quant.coverage.inductor_fusion import freezing_warning, predict_x86
 from pt2e_quant.coverage.reasons import backend_of, float_reason
 from pt2e_quant.coverage.report import CoverageReport, CoverageRow
 from pt2e_quant.debug.comparison import module_path, op_name
-from pt2e_quant.quantizer import Quantizer
-from pt2e_quant.subgraphs import iter_graph_modules, subgraph_args
+from pt2e_quant.graph.control_flow import real_op_for
+from pt2e_quant.graph.subgraphs import iter_graph_modules, subgraph_args
 
 __all__ = ["explain"]
 

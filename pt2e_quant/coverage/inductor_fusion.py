@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from torch.fx import Node
 
-from pt2e_quant.aten_args import argument
 from pt2e_quant.coverage.classify import is_compute_op
 from pt2e_quant.coverage.evidence import Status, example_value, is_quantized_edge, tensor_inputs
-from pt2e_quant.qdq_ops import is_dequantize
+from pt2e_quant.graph.aten_args import argument
+from pt2e_quant.ops.qdq_ops import is_dequantize
 from quantizers.patterns import LINEAR_OPS
 from quantizers.x86_inductor_rules import CONV1D_OPS, CONV2D_OPS
 

@@ -29,10 +29,10 @@ from typing import Any
 import torch
 from torch.fx import Node
 
-from pt2e_quant.aliasing import first_writer
-from pt2e_quant.annotation import get_annotation
+from pt2e_quant.contract.annotation import get_annotation
+from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.coverage.evidence import is_quantized_edge, tensor_inputs
-from pt2e_quant.quantizer import Quantizer
+from pt2e_quant.graph.aliasing import first_writer
 
 __all__ = ["backend_of", "float_reason", "leaf_quantizers", "reason_kind"]
 

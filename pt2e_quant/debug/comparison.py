@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.fx import Node
 
 from pt2e_quant.debug.loggers import LoggerResults
-from pt2e_quant.node_meta import STRICT_SELF_PREFIX
+from pt2e_quant.graph.node_meta import STRICT_SELF_PREFIX
 
 __all__ = [
     "compute_sqnr",

@@ -1,7 +1,7 @@
 """Numeric debug handles: stable integer ids that tie a float op to its quantized counterpart.
 
 A handle is written once, on the exported program, at
-``node.meta["custom"]["numeric_debug_handle"]`` (the key is owned by :mod:`pt2e_quant.node_meta`).
+``node.meta["custom"]["numeric_debug_handle"]`` (the key is owned by :mod:`pt2e_quant.graph.node_meta`).
 ``torch.export`` keeps ``meta["custom"]`` through copy, deepcopy, re-export and
 ``run_decompositions`` (a decomposed op's nodes inherit its handle), and our prepare / convert
 copy it onto the output observer and then the dequantize that stands for the op's quantized
@@ -21,8 +21,8 @@ from torch.export import ExportedProgram
 from torch.fx import GraphModule, Node
 
 from pt2e_quant.errors import QuantizationError
-from pt2e_quant.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY, get_debug_handle
-from pt2e_quant.subgraphs import iter_graph_modules, subgraph_args
+from pt2e_quant.graph.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY, get_debug_handle
+from pt2e_quant.graph.subgraphs import iter_graph_modules, subgraph_args
 
 __all__ = [
     "CUSTOM_KEY",
@@ -74,7 +74,7 @@ def bfs_trace_with_node_process(
     The top-level graph comes first (in node order), then the bodies of its control-flow ops
     (``cond`` branches, ``map`` / ``scan`` / ``while_loop`` bodies) in the order they are
     called, then their own bodies: a breadth-first walk over graphs. Bodies are found through
-    :func:`pt2e_quant.subgraphs.subgraph_args`, so every higher-order op is covered. A body
+    :func:`pt2e_quant.graph.subgraphs.subgraph_args`, so every higher-order op is covered. A body
     shared by two calls is visited once.
     """
     root = _graph_module_of(model, "bfs_trace_with_node_process")

@@ -34,10 +34,10 @@ import torch
 from torch.fx import GraphModule, Node
 
 from pt2e_quant.debug.handles import ADD_HANDLES_HINT, MissingDebugHandlesError, has_debug_handles
-from pt2e_quant.node_meta import get_debug_handle
+from pt2e_quant.graph.node_meta import get_debug_handle
+from pt2e_quant.graph.subgraphs import is_higher_order_call, iter_graph_modules
+from pt2e_quant.ops.qdq_ops import is_dequantize, is_quantize
 from pt2e_quant.passes.use_eager_control_flow import use_eager_control_flow
-from pt2e_quant.qdq_ops import is_dequantize, is_quantize
-from pt2e_quant.subgraphs import is_higher_order_call, iter_graph_modules
 
 T = TypeVar("T")
 

@@ -70,9 +70,9 @@ from pt2e_quant.debug.weights import (
     constant_value,
     extract_weights,
 )
-from pt2e_quant.node_meta import get_debug_handle
-from pt2e_quant.qdq_ops import is_dequantize, is_quant_workflow_node, is_quantize
-from pt2e_quant.subgraphs import iter_graph_modules
+from pt2e_quant.graph.node_meta import get_debug_handle
+from pt2e_quant.graph.subgraphs import iter_graph_modules
+from pt2e_quant.ops.qdq_ops import is_dequantize, is_quant_workflow_node, is_quantize
 
 __all__ = ["MissingDebugHandlesError", "ReportRow", "NumericReport", "numeric_report"]
 

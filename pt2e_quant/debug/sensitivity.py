@@ -46,20 +46,20 @@ from torch.export import ExportedProgram
 from torch.fx import GraphModule, Node
 from tqdm.auto import tqdm
 
-from pt2e_quant.annotation import clear_annotations, get_annotation, set_annotation
-from pt2e_quant.calibration import as_batch
-from pt2e_quant.debug.comparison import compute_mse, compute_sqnr, module_path
-from pt2e_quant.node_meta import get_debug_handle
-from pt2e_quant.quantize_pt2e import convert_pt2e, prepare_pt2e
-from pt2e_quant.quantizer import Quantizer
-from pt2e_quant.sharing import collect_specs
-from pt2e_quant.specs import (
+from pt2e_quant.contract.annotation import clear_annotations, get_annotation, set_annotation
+from pt2e_quant.contract.quantizer import Quantizer
+from pt2e_quant.contract.sharing import collect_specs
+from pt2e_quant.contract.specs import (
     DerivedQuantizationSpec,
     EdgeOrNode,
     QuantizationSpecBase,
     SharedQuantizationSpec,
 )
-from pt2e_quant.subgraphs import iter_graph_modules
+from pt2e_quant.debug.comparison import compute_mse, compute_sqnr, module_path
+from pt2e_quant.graph.node_meta import get_debug_handle
+from pt2e_quant.graph.subgraphs import iter_graph_modules
+from pt2e_quant.pipeline.calibration import as_batch
+from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e
 
 __all__ = ["LayerSensitivity", "SensitivityRanking", "sensitivity", "single_layer_quantizer"]
 
@@ -337,7 +337,7 @@ def _scorer(metric: str | MetricFn) -> tuple[str, Callable[[list, list], tuple[f
 
 def _batches(data: Iterable[Any], argument: str) -> list[tuple[Any, ...]]:
     """Materialise ``data`` once (it may be a one-shot iterator), each item read as
-    :func:`~pt2e_quant.calibration.as_batch` reads calibration data for ``quantize()``."""
+    :func:`~pt2e_quant.pipeline.calibration.as_batch` reads calibration data for ``quantize()``."""
     batches = [as_batch(item) for item in data]
     if not batches:
         raise ValueError(

@@ -34,7 +34,6 @@ from torch.export import ExportedProgram
 from torch.fx import Graph, GraphModule, Node
 from torch.fx.node import map_arg
 
-from pt2e_quant.aten_args import argument, attribute
 from pt2e_quant.debug.comparison import (
     compute_cosine_similarity,
     compute_normalized_l2,
@@ -42,15 +41,16 @@ from pt2e_quant.debug.comparison import (
     module_path,
     op_name,
 )
-from pt2e_quant.node_meta import get_debug_handle
-from pt2e_quant.passes.batch_norm_folding import (
+from pt2e_quant.graph.aten_args import argument, attribute
+from pt2e_quant.graph.conv_batch_norm import (
     BATCH_NORMS,
     batch_norm_constants,
     folded_weight_and_bias,
     is_foldable_layer,
 )
-from pt2e_quant.qdq_ops import DEQUANTIZE_PER_CHANNEL, is_dequantize, is_quant_workflow_node
-from pt2e_quant.subgraphs import iter_graph_modules
+from pt2e_quant.graph.node_meta import get_debug_handle
+from pt2e_quant.graph.subgraphs import iter_graph_modules
+from pt2e_quant.ops.qdq_ops import DEQUANTIZE_PER_CHANNEL, is_dequantize, is_quant_workflow_node
 
 __all__ = ["WeightComparison", "extract_weights", "constant_value", "constant_nodes"]
 

@@ -1,7 +1,7 @@
 """Claim the ops of already quantized regions so the quantizer leaves them alone.
 
 Runs just before ``quantizer.annotate``. Every op of a region found by
-:func:`pt2e_quant.quantized_regions.find_quantized_regions` gets an empty annotation marked
+:func:`pt2e_quant.graph.quantized_regions.find_quantized_regions` gets an empty annotation marked
 ``_annotated`` (replacing any it had), the mark by which torchao-style annotators (and ours)
 skip a node another rule already took. Before::
 
@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from torch.fx import GraphModule
 
-from pt2e_quant.annotation import (
+from pt2e_quant.contract.annotation import (
     QuantizationAnnotation,
     drop_converted_annotations,
     set_annotation,
 )
-from pt2e_quant.quantized_regions import find_quantized_regions
+from pt2e_quant.graph.quantized_regions import find_quantized_regions
 
 __all__ = ["claim_quantized_regions"]
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 import torch
 from torch.fx import GraphModule, Node
 
+from pt2e_quant.graph.subgraphs import iter_graph_modules
 from pt2e_quant.passes.unread_state import delete_unread_tensors
-from pt2e_quant.subgraphs import iter_graph_modules
 
 __all__ = ["GraphPass", "run_pass", "finalize_graphs", "remove_dead_nodes"]
 

@@ -29,10 +29,9 @@ from dataclasses import dataclass
 
 from torch.fx import GraphModule, Node
 
-from pt2e_quant.aten_args import argument, module_constant, set_argument
 from pt2e_quant.errors import describe_node, warn_user
-from pt2e_quant.node_meta import copy_debug_handle
-from pt2e_quant.passes.batch_norm_folding import (
+from pt2e_quant.graph.aten_args import argument, module_constant, set_argument
+from pt2e_quant.graph.conv_batch_norm import (
     BATCH_NORMS,
     TUPLE_BATCH_NORMS,
     BatchNormConstants,
@@ -44,6 +43,7 @@ from pt2e_quant.passes.batch_norm_folding import (
     store_constant,
     why_not_foldable,
 )
+from pt2e_quant.graph.node_meta import copy_debug_handle
 
 __all__ = ["fold_batch_norm", "BatchNormNotFoldedWarning", "BatchNormInTrainingModeWarning"]
 

@@ -20,9 +20,9 @@ import torch
 from torch.fx import GraphModule, Node
 from torch.fx.node import map_arg
 
-from pt2e_quant import qdq_ops
-from pt2e_quant.aliasing import written_attributes
-from pt2e_quant.aten_args import attribute
+from pt2e_quant.graph.aliasing import written_attributes
+from pt2e_quant.graph.aten_args import attribute
+from pt2e_quant.ops import qdq_ops
 from pt2e_quant.passes.driver import remove_dead_nodes
 
 __all__ = ["fold_quantized_constants", "foldable_constant_nodes", "FROZEN_PARAM_PREFIX"]

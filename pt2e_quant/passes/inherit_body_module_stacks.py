@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch.fx import GraphModule
 
-from pt2e_quant.subgraphs import subgraph_args
+from pt2e_quant.graph.subgraphs import subgraph_args
 
 __all__ = ["inherit_body_module_stacks"]
 

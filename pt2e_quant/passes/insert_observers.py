@@ -38,12 +38,12 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_quant.aliasing import alias_classes, written_arguments
-from pt2e_quant.annotation import get_annotation
+from pt2e_quant.contract.annotation import get_annotation
+from pt2e_quant.contract.specs import EdgeOrNode
 from pt2e_quant.errors import describe_node, warn_user
 from pt2e_quant.fake_quantize import is_observer_or_fake_quant
-from pt2e_quant.node_meta import copy_debug_handle
-from pt2e_quant.specs import EdgeOrNode
+from pt2e_quant.graph.aliasing import alias_classes, written_arguments
+from pt2e_quant.graph.node_meta import copy_debug_handle
 
 __all__ = ["insert_observers", "OBSERVER_PREFIX", "AliasedWriteWarning"]
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_quant.control_flow import control_flow_op_for
-from pt2e_quant.subgraphs import iter_graph_modules
+from pt2e_quant.graph.control_flow import control_flow_op_for
+from pt2e_quant.graph.subgraphs import iter_graph_modules
 
 __all__ = ["lift_body_constants"]
 

@@ -1,7 +1,7 @@
 """Give a post-training working copy its own copy of every tensor its graph writes in place.
 
 A prepared model shares parameter and buffer tensors with the user's model
-(:mod:`pt2e_quant.graph_copy`), which is safe while nothing writes into them. A graph exported
+(:mod:`pt2e_quant.graph.copy_module`), which is safe while nothing writes into them. A graph exported
 in training mode does: batch norm updates its running statistics, and the batch counter is
 incremented, in place on every call. Calibrating such a model would then quietly change the
 user's model (and the eager model it was exported from). ``prepare_pt2e`` therefore clones
@@ -17,10 +17,10 @@ from __future__ import annotations
 import torch
 from torch.fx import GraphModule
 
-from pt2e_quant.aliasing import written_attributes
-from pt2e_quant.aten_args import attribute_owner
-from pt2e_quant.graph_copy import is_owned_container
-from pt2e_quant.subgraphs import iter_graph_modules
+from pt2e_quant.graph.aliasing import written_attributes
+from pt2e_quant.graph.aten_args import attribute_owner
+from pt2e_quant.graph.copy_module import is_owned_container
+from pt2e_quant.graph.subgraphs import iter_graph_modules
 
 __all__ = ["own_written_buffers"]
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_quant import qdq_ops
-from pt2e_quant.annotation import get_annotation
-from pt2e_quant.node_meta import port_meta
+from pt2e_quant.contract.annotation import get_annotation
+from pt2e_quant.graph.node_meta import port_meta
+from pt2e_quant.ops import qdq_ops
 
 __all__ = ["port_qdq_meta"]
 

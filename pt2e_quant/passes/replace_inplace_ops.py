@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_quant.aliasing import alias_classes
+from pt2e_quant.graph.aliasing import alias_classes
 
 __all__ = ["replace_inplace_ops", "functional_variant"]
 

@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_quant import qdq_ops
+from pt2e_quant.contract.specs import is_per_channel
 from pt2e_quant.errors import warn_user
 from pt2e_quant.fake_quantize import is_observer_or_fake_quant
-from pt2e_quant.node_meta import copy_debug_handle
-from pt2e_quant.specs import is_per_channel
+from pt2e_quant.graph.node_meta import copy_debug_handle
+from pt2e_quant.ops import qdq_ops
 
 __all__ = ["replace_observers", "UncalibratedObserverWarning", "observer_saw_data"]
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from torch.fx import GraphModule
 
-from pt2e_quant.passes.reference import exact_forms as exact
-from pt2e_quant.passes.reference import torchao_forms as torchao
-from pt2e_quant.passes.reference.patterns import Rule, apply
+from pt2e_quant.graph.patterns import Rule, apply
+from pt2e_quant.reference import exact_forms as exact
+from pt2e_quant.reference import torchao_forms as torchao
 
 __all__ = ["RULES", "rewrite_to_reference"]
 

@@ -44,10 +44,15 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_quant.annotation import get_annotation
-from pt2e_quant.aten_args import argument, set_argument
+from pt2e_quant.contract.annotation import get_annotation
+from pt2e_quant.contract.specs import (
+    DerivedQuantizationSpec,
+    QuantizationSpecBase,
+    SharedQuantizationSpec,
+)
 from pt2e_quant.errors import describe_node, warn_user
-from pt2e_quant.passes.batch_norm_folding import (
+from pt2e_quant.graph.aten_args import argument, set_argument
+from pt2e_quant.graph.conv_batch_norm import (
     BATCH_NORMS,
     batch_norm_constants,
     first_reader,
@@ -56,7 +61,6 @@ from pt2e_quant.passes.batch_norm_folding import (
     torchao_rewrite_rank,
     why_not_foldable,
 )
-from pt2e_quant.specs import DerivedQuantizationSpec, QuantizationSpecBase, SharedQuantizationSpec
 
 __all__ = ["simulate_batch_norm_folding", "BatchNormNotFusedWarning"]
 

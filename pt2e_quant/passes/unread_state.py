@@ -8,7 +8,7 @@ one into the program, so they would be serialized into a ``.pte``. The pass that
 tensor names it here once no node reads it.
 
 Only the plain attribute containers ``torch.export`` nests tensors in (and graph modules) are
-edited: the working copy owns those (:mod:`pt2e_quant.graph_copy`), whereas any other module
+edited: the working copy owns those (:mod:`pt2e_quant.graph.copy_module`), whereas any other module
 is shared with the user's model and must not change.
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Iterable
 import torch
 from torch.fx import GraphModule
 
-from pt2e_quant.aten_args import attribute_owner
-from pt2e_quant.graph_copy import is_owned_container
+from pt2e_quant.graph.aten_args import attribute_owner
+from pt2e_quant.graph.copy_module import is_owned_container
 
 __all__ = ["delete_unread_tensors"]
 

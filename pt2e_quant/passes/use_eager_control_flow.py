@@ -6,16 +6,16 @@ Before (prepared, observers inside the branches)::
 
 After::
 
-    cond = pt2e_quant.control_flow.eager_cond(gt, true_graph_0, false_graph_0, (x, w, b))
+    cond = pt2e_quant.graph.control_flow.eager_cond(gt, true_graph_0, false_graph_0, (x, w, b))
 
-Why: see :mod:`pt2e_quant.control_flow`. :func:`restore_control_flow` is the exact inverse.
+Why: see :mod:`pt2e_quant.graph.control_flow`. :func:`restore_control_flow` is the exact inverse.
 """
 
 from __future__ import annotations
 
 from torch.fx import GraphModule
 
-from pt2e_quant.control_flow import eager_stand_in_for, real_op_for
+from pt2e_quant.graph.control_flow import eager_stand_in_for, real_op_for
 
 __all__ = ["use_eager_control_flow", "restore_control_flow"]
 

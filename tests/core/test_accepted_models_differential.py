@@ -24,7 +24,8 @@ import pytest
 import torch
 from torch import nn
 
-from pt2e_quant import convert_pt2e, model_checks, prepare_pt2e, prepare_qat_pt2e
+from pt2e_quant import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
+from pt2e_quant.pipeline import model_checks
 from quantizers.x86_inductor import (
     X86InductorQuantizer,
     get_default_x86_inductor_quantization_config,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from pt2e_quant.annotation import (
+from pt2e_quant.contract.annotation import (
     annotate_input,
     clear_annotations,
     get_annotation,

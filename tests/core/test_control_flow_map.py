@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 import pt2e_quant.observer as our_observer
 from pt2e_quant import convert_pt2e, prepare_pt2e
-from pt2e_quant.subgraphs import iter_graph_modules
+from pt2e_quant.graph.subgraphs import iter_graph_modules
 from tests.core.quantizer_fixtures import ConvLinearQuantizer, int8_specs
 
 qd = torch.ops.quantized_decomposed

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 
-from pt2e_quant import _decomposed_fallback
+from pt2e_quant.ops import decomposed_fallback as _decomposed_fallback
 from tests.core._decomposed_op_cases import (
     CASE_IDS,
     CASES,
@@ -62,7 +62,7 @@ report = {"eagerly_imported": BLOCKED in sys.modules,
           "predefined": hasattr(torch.ops.quantized_decomposed, "quantize_per_tensor"),
           "config_before": config()}
 import pt2e_quant
-from pt2e_quant import _compat
+from pt2e_quant.ops import compat as _compat
 from tests.core import _decomposed_op_cases as t
 
 report["config_after"] = config()
@@ -112,7 +112,7 @@ def torch_namespace() -> list[str]:
     """
     script = (
         f"import importlib, torch; importlib.import_module({TORCH_MODULE!r}); "
-        "from pt2e_quant._compat import namespace_schemas; "
+        "from pt2e_quant.ops.compat import namespace_schemas; "
         f"print('\\n'.join(namespace_schemas({NAMESPACE!r})))"
     )
     return _python("-c", script).stdout.splitlines()

@@ -14,7 +14,8 @@ import sys
 import pytest
 
 import pt2e_quant  # noqa: F401  (the import under test)
-from pt2e_quant import _compat, _decomposed_fallback
+from pt2e_quant.ops import compat as _compat
+from pt2e_quant.ops import decomposed_fallback as _decomposed_fallback
 from tests.core._decomposed_op_cases import NAMESPACE, REQUIRED_OVERLOADS, TORCH_MODULE, resolve
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 import pt2e_quant.observer as our_observer
 from pt2e_quant import convert_pt2e, prepare_pt2e
-from pt2e_quant.export_hooks import drop_export_hooks
+from pt2e_quant.graph.export_hooks import drop_export_hooks
 from tests.core.quantizer_fixtures import ConvLinearQuantizer, int8_specs
 from tests.models import TwoLinearModule
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pt2e_quant import prepare_pt2e
-from pt2e_quant.gc_pause import gc_paused
+from pt2e_quant.pipeline.gc_pause import gc_paused
 from tests.core.quantizer_fixtures import FunctionQuantizer
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pt2e_quant.graph_copy import copy_graph_module
+from pt2e_quant.graph.copy_module import copy_graph_module
 from tests.models import CondLinear, ConvWithBNRelu
 
 

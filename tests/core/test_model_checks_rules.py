@@ -23,11 +23,11 @@ from pt2e_quant import (
     ModelNotExportedError,
     QuantizationAnnotation,
     convert_pt2e,
-    model_checks,
     move_exported_model_to_eval,
     prepare_pt2e,
     prepare_qat_pt2e,
 )
+from pt2e_quant.pipeline import model_checks
 from quantizers.x86_inductor import (
     X86InductorQuantizer,
     get_default_x86_inductor_quantization_config,

@@ -1,6 +1,6 @@
 """How prepare turns specs into observer / fake-quant modules, beyond the common presets.
 
-Pins the rules of :mod:`pt2e_quant.observer_factory` that the preset quantizers never reach:
+Pins the rules of :mod:`pt2e_quant.pipeline.observer_factory` that the preset quantizers never reach:
 a per-channel spec built with the generic ``FakeQuantize`` ctor, float specs in QAT, and the
 model-device check that decides where observers live.
 """

@@ -15,8 +15,8 @@ from pt2e_quant import (
     convert_pt2e,
     prepare_pt2e,
 )
-from pt2e_quant.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY
-from pt2e_quant.subgraphs import iter_graph_modules
+from pt2e_quant.graph.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY
+from pt2e_quant.graph.subgraphs import iter_graph_modules
 from tests.core.quantizer_fixtures import ConvLinearQuantizer, FunctionQuantizer, int8_specs
 from tests.graph_check import assert_node_occurrence, count_ops
 from tests.models import (

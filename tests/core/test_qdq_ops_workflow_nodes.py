@@ -14,7 +14,7 @@ import torch
 
 import pt2e_quant.observer as our_observer
 from pt2e_quant import convert_pt2e, prepare_pt2e
-from pt2e_quant.qdq_ops import is_quant_workflow_node
+from pt2e_quant.ops.qdq_ops import is_quant_workflow_node
 from tests.core.quantizer_fixtures import ConvLinearQuantizer, int8_specs
 from tests.models.seed_models import TwoLinearModule
 

@@ -14,7 +14,7 @@ from pt2e_quant import (
     move_exported_model_to_train,
     prepare_pt2e,
 )
-from pt2e_quant.train_eval import TrainingModeOpWarning
+from pt2e_quant.pipeline.train_eval import TrainingModeOpWarning
 from tests.core.quantizer_fixtures import FunctionQuantizer
 
 aten = torch.ops.aten

@@ -1,4 +1,4 @@
-"""The generic annotation checks prepare runs for every quantizer (:mod:`pt2e_quant.validation`).
+"""The generic annotation checks prepare runs for every quantizer (:mod:`pt2e_quant.contract.validation`).
 
 They turn annotation mistakes into an :class:`AnnotationError` naming the node, before any
 observer is built, and they must not refuse annotations that are valid.

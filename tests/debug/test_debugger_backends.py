@@ -28,10 +28,10 @@ from pt2e_quant.debug import (
     generate_numeric_debug_handle,
     prepare_for_propagation_comparison,
 )
-from pt2e_quant.node_meta import get_debug_handle
-from pt2e_quant.qdq_ops import is_dequantize, is_quantize
-from pt2e_quant.subgraphs import iter_graph_modules
-from pt2e_quant.train_eval import move_exported_model_to_eval
+from pt2e_quant.graph.node_meta import get_debug_handle
+from pt2e_quant.graph.subgraphs import iter_graph_modules
+from pt2e_quant.ops.qdq_ops import is_dequantize, is_quantize
+from pt2e_quant.pipeline.train_eval import move_exported_model_to_eval
 from quantizers import (
     X86InductorQuantizer,
     XNNPACKQuantizer,
@@ -172,7 +172,7 @@ def test_qat_without_batch_norm() -> None:
 # debugger compares the float conv's output (before BN) with the folded conv's (after BN).
 # Hidden on zoo models whose BN is still at its identity initialisation; visible as soon as
 # BN statistics are real. Reported to the lead; the fix belongs in passes/fold_batch_norm.py
-# and passes/fold_qat_batch_norm.py (the folded conv should take the BN's handle).
+# and passes/fold_simulated_batch_norm.py (the folded conv should take the BN's handle).
 
 
 def _randomize_batch_norms(model: torch.nn.Module) -> torch.nn.Module:

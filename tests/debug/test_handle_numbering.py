@@ -14,7 +14,7 @@ from collections import Counter
 import torch
 
 from pt2e_quant.debug import bfs_trace_with_node_process, generate_numeric_debug_handle
-from pt2e_quant.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY, get_debug_handle
+from pt2e_quant.graph.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY, get_debug_handle
 
 
 class _TwoConds(torch.nn.Module):

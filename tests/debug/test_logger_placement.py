@@ -18,7 +18,7 @@ from pt2e_quant.debug import (
     generate_numeric_debug_handle,
     prepare_for_propagation_comparison,
 )
-from pt2e_quant.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY
+from pt2e_quant.graph.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY
 from tests.models.seed_models import ControlFlow
 
 qd = torch.ops.quantized_decomposed

@@ -30,8 +30,8 @@ from pt2e_quant.debug import (
     module_path,
     prepare_for_propagation_comparison,
 )
-from pt2e_quant.node_meta import drop_debug_handle, get_debug_handle
-from pt2e_quant.subgraphs import iter_graph_modules
+from pt2e_quant.graph.node_meta import drop_debug_handle, get_debug_handle
+from pt2e_quant.graph.subgraphs import iter_graph_modules
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.models.seed_models import (
     ControlFlow,

@@ -33,8 +33,8 @@ from pt2e_quant.debug.report import (
     numeric_report,
 )
 from pt2e_quant.debug.weights import extract_weights
-from pt2e_quant.node_meta import get_debug_handle
-from pt2e_quant.qdq_ops import is_dequantize, is_quantize
+from pt2e_quant.graph.node_meta import get_debug_handle
+from pt2e_quant.ops.qdq_ops import is_dequantize, is_quantize
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.models import ZOO
 from tests.models.seed_models import TwoLinearModule

@@ -17,7 +17,7 @@ from pt2e_quant import (
     convert_pt2e,
     prepare_pt2e,
 )
-from pt2e_quant.annotation import get_annotation, set_annotation
+from pt2e_quant.contract.annotation import get_annotation, set_annotation
 from pt2e_quant.debug.handles import generate_numeric_debug_handle
 from pt2e_quant.debug.sensitivity import (
     LayerSensitivity,
@@ -25,8 +25,8 @@ from pt2e_quant.debug.sensitivity import (
     sensitivity,
     single_layer_quantizer,
 )
-from pt2e_quant.node_meta import get_debug_handle
-from pt2e_quant.qdq_ops import is_dequantize, is_quantize
+from pt2e_quant.graph.node_meta import get_debug_handle
+from pt2e_quant.ops.qdq_ops import is_dequantize, is_quantize
 from quantizers import (
     X86InductorQuantizer,
     XNNPACKQuantizer,

@@ -12,7 +12,7 @@ from torch import nn
 from torch.fx import GraphModule
 
 from pt2e_quant import QuantizationAnnotation, Quantizer
-from pt2e_quant.annotation import set_annotation
+from pt2e_quant.contract.annotation import set_annotation
 from pt2e_quant.debug.sensitivity import sensitivity
 from quantizers import get_symmetric_quantization_config
 

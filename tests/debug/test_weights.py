@@ -10,8 +10,8 @@ from pt2e_quant import convert_pt2e, prepare_pt2e
 from pt2e_quant.debug.comparison import compute_sqnr
 from pt2e_quant.debug.handles import generate_numeric_debug_handle
 from pt2e_quant.debug.weights import extract_weights
+from pt2e_quant.ops.qdq_ops import is_dequantize
 from pt2e_quant.passes.fold_batch_norm import BatchNormNotFoldedWarning
-from pt2e_quant.qdq_ops import is_dequantize
 from quantizers import (
     EmbeddingQuantizer,
     X86InductorQuantizer,

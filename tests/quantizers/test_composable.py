@@ -10,7 +10,7 @@ from torch.fx import GraphModule
 
 import pt2e_quant.observer as ours
 from pt2e_quant import AnnotationError, Quantizer, convert_pt2e, prepare_pt2e
-from pt2e_quant.annotation import (
+from pt2e_quant.contract.annotation import (
     QuantizationAnnotation,
     annotate_input,
     annotate_output,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pt2e_quant import AnnotationError, convert_pt2e, prepare_pt2e
-from pt2e_quant.annotation import annotate_input, get_annotation, is_annotated
+from pt2e_quant.contract.annotation import annotate_input, get_annotation, is_annotated
 from quantizers.embedding import (
     EMBEDDING_OPS,
     EmbeddingQuantizer,

@@ -12,9 +12,9 @@ from torch import nn
 from torch.fx import GraphModule, Node
 
 from pt2e_quant import AnnotationError, QuantizationSpec, convert_pt2e, prepare_pt2e
+from pt2e_quant.graph.subgraphs import iter_graph_modules
 from pt2e_quant.observer import MinMaxObserver
 from pt2e_quant.passes.inherit_body_module_stacks import inherit_body_module_stacks
-from pt2e_quant.subgraphs import iter_graph_modules
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
 from quantizers.config import QuantizationConfig
 from quantizers.scoping import ScopedConfigs, module_path_and_types

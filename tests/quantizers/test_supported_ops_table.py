@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from pt2e_quant import prepare_pt2e
-from pt2e_quant.annotation import get_annotation
+from pt2e_quant.contract.annotation import get_annotation
 from quantizers import (
     EmbeddingQuantizer,
     X86InductorQuantizer,

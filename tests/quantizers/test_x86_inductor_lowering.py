@@ -43,7 +43,7 @@ from torch.fx import GraphModule, Node
 
 import quantizers.x86_inductor
 from pt2e_quant import convert_pt2e, prepare_pt2e
-from pt2e_quant.qdq_ops import is_dequantize
+from pt2e_quant.ops.qdq_ops import is_dequantize
 from quantizers import X86InductorQuantizer, get_default_x86_inductor_quantization_config
 from tests.models import ZOO
 from tests.quantizers._x86_inductor_pattern_models import ConvThenLinears, LinearUnary

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from pt2e_quant import AnnotationError, prepare_pt2e, prepare_qat_pt2e
+from pt2e_quant.contract.specs import QuantizationSpec
 from pt2e_quant.fake_quantize import FakeQuantize, FusedMovingAvgObsFakeQuantize
 from pt2e_quant.observer import (
     HistogramObserver,
@@ -22,7 +23,6 @@ from pt2e_quant.observer import (
     PerChannelMinMaxObserver,
     PlaceholderObserver,
 )
-from pt2e_quant.specs import QuantizationSpec
 from quantizers.config import QuantizationConfig
 from quantizers.xnnpack import get_symmetric_quantization_config
 from quantizers.xnnpack_rules import RULES

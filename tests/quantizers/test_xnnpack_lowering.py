@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 from torch.fx import GraphModule, Node
 
-from pt2e_quant.qdq_ops import is_dequantize
+from pt2e_quant.ops.qdq_ops import is_dequantize
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.models import ZOO
 from tests.ptq import quantize_zoo_model

@@ -43,7 +43,7 @@ from torch import Tensor
 from torch.fx import GraphModule, Interpreter, Node
 
 from pt2e_quant import convert_pt2e, prepare_pt2e
-from pt2e_quant.qdq_ops import is_quantize
+from pt2e_quant.ops.qdq_ops import is_quantize
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.ptq import quantize_zoo_model
 

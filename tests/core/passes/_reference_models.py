@@ -20,8 +20,8 @@ from pt2e_quant import (
     convert_pt2e,
     prepare_pt2e,
 )
-from pt2e_quant.annotation import annotate_input, annotate_output, mark_annotated
-from pt2e_quant.quantizer import Quantizer
+from pt2e_quant.contract.annotation import annotate_input, annotate_output, mark_annotated
+from pt2e_quant.contract.quantizer import Quantizer
 from tests.core.quantizer_fixtures import (
     FunctionQuantizer,
     int8_specs,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from pt2e_quant.graph_copy import copy_graph_module
-from pt2e_quant.passes.batch_norm_folding import store_constant
+from pt2e_quant.graph.conv_batch_norm import store_constant
+from pt2e_quant.graph.copy_module import copy_graph_module
 from pt2e_quant.passes.driver import run_pass
 from pt2e_quant.passes.fold_batch_norm import (
     BatchNormInTrainingModeWarning,
@@ -277,7 +277,7 @@ def test_folded_layer_takes_the_batch_norm_debug_handle():
     """The folded conv computes the batch norm's output, so the numeric debugger must compare it
     with the float batch norm: the layer inherits that node's handle."""
     from pt2e_quant.debug import generate_numeric_debug_handle
-    from pt2e_quant.node_meta import get_debug_handle
+    from pt2e_quant.graph.node_meta import get_debug_handle
 
     torch.manual_seed(3)
     model = LayerBn(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()

@@ -25,7 +25,7 @@ from pt2e_quant import (
     convert_pt2e,
     prepare_pt2e,
 )
-from pt2e_quant.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY
+from pt2e_quant.graph.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY
 from pt2e_quant.passes.driver import run_pass
 from pt2e_quant.passes.rewrite_to_reference import rewrite_to_reference
 from tests.core.passes._reference_models import (

@@ -15,7 +15,7 @@ from torch import nn
 from torch.fx import GraphModule
 
 import pt2e_quant.observer as our_observer
-from pt2e_quant.annotation import annotate_input, mark_annotated
+from pt2e_quant.contract.annotation import annotate_input, mark_annotated
 from pt2e_quant.passes.driver import run_pass
 from pt2e_quant.passes.rewrite_to_reference import rewrite_to_reference
 from tests.core.passes._reference_models import (

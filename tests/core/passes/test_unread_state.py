@@ -10,7 +10,7 @@ from torch import nn
 from torch.fx import GraphModule
 
 from pt2e_quant import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
-from pt2e_quant.graph_copy import copy_graph_module
+from pt2e_quant.graph.copy_module import copy_graph_module
 from pt2e_quant.passes.driver import remove_dead_nodes
 from pt2e_quant.passes.unread_state import delete_unread_tensors
 from quantizers import (

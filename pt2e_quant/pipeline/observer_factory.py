@@ -1,0 +1,245 @@
+"""Turning specs into observer / fake-quant instances, one instance per sharing group.
+
+A plain :class:`QuantizationSpec` calls its ``observer_or_fake_quant_ctr`` with every spec field
+as a keyword override, which is how a generic ``default_observer`` becomes a uint8 0..255 one.
+Fixed-qparams specs become ``FixedQParamsObserver`` (PTQ) or ``FixedQParamsFakeQuantize`` (QAT).
+Derived specs get the instances of the groups they derive from, so those are built first.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from torch.fx import GraphModule
+
+from pt2e_quant.contract.sharing import (
+    SharingGroup,
+    SharingPlan,
+    _anchor_node,
+    describe_edge_or_node,
+)
+from pt2e_quant.contract.specs import (
+    DerivedQuantizationSpec,
+    EdgeOrNode,
+    FixedQParamsQuantizationSpec,
+    QuantizationSpec,
+    QuantizationSpecBase,
+    is_per_channel,
+)
+from pt2e_quant.errors import AnnotationError, graph_context
+from pt2e_quant.ops.decomposed_kernels import QUANTIZE_INPUT_DTYPES
+from pt2e_quant.ops.qdq_ops import is_quantized_dtype
+
+__all__ = ["build_observers", "observer_class_of"]
+
+
+def observer_class_of(ctor: Any) -> Any:
+    """The class a ctor builds, seeing through torch.ao / our ``with_args`` and functools.partial."""
+    for _ in range(16):
+        inner = getattr(ctor, "p", None)
+        if inner is not None and hasattr(inner, "func"):
+            ctor = inner.func
+        elif isinstance(ctor, functools.partial):
+            ctor = ctor.func
+        else:
+            break
+    return ctor
+
+
+def _ctor_kwargs(spec: QuantizationSpec) -> dict[str, Any]:
+    kwargs = {
+        "dtype": spec.dtype,
+        "quant_min": spec.quant_min,
+        "quant_max": spec.quant_max,
+        "qscheme": spec.qscheme,
+        "is_dynamic": spec.is_dynamic,
+    }
+    cls_name = getattr(observer_class_of(spec.observer_or_fake_quant_ctr), "__name__", "")
+    # ch_axis is only understood by per-channel observers. torchao decides by class name alone,
+    # which silently drops the axis of a per-channel spec built with a generic FakeQuantize ctor
+    # (transposed-conv weights need axis 1); we also pass it when the spec itself is per-channel.
+    if "PerChannel" in cls_name or (is_per_channel(spec.qscheme) and spec.ch_axis is not None):
+        kwargs["ch_axis"] = spec.ch_axis
+    return kwargs
+
+
+def _build_plain(spec: QuantizationSpec) -> torch.nn.Module:
+    ctor = spec.observer_or_fake_quant_ctr
+    kwargs = _ctor_kwargs(spec)
+    if hasattr(ctor, "with_args"):
+        return ctor.with_args(**kwargs)()
+    return ctor(**kwargs)
+
+
+def _build_fixed(spec: FixedQParamsQuantizationSpec, is_qat: bool) -> torch.nn.Module:
+    from pt2e_quant.fake_quantize import FixedQParamsFakeQuantize
+    from pt2e_quant.observer import FixedQParamsObserver
+
+    observer_ctor = FixedQParamsObserver.with_args(
+        scale=spec.scale,
+        zero_point=spec.zero_point,
+        dtype=spec.dtype,
+        qscheme=spec.qscheme,
+        # None ranges mean "the dtype's full range"; the observer resolves them.
+        quant_min=spec.quant_min,
+        quant_max=spec.quant_max,
+    )
+    if is_qat:
+        return FixedQParamsFakeQuantize.with_args(observer=observer_ctor)()
+    return observer_ctor()
+
+
+def _build_derived(spec: DerivedQuantizationSpec, sources: list[Any]) -> torch.nn.Module:
+    from pt2e_quant.observer import DerivedObserverOrFakeQuantize
+
+    return DerivedObserverOrFakeQuantize(
+        obs_or_fqs=sources,
+        derive_qparams_fn=spec.derive_qparams_fn,
+        dtype=spec.dtype,
+        quant_min=spec.quant_min,
+        quant_max=spec.quant_max,
+        qscheme=spec.qscheme,
+        ch_axis=spec.ch_axis,
+    )
+
+
+def _is_fake_quantize(module: torch.nn.Module) -> bool:
+    # Our FakeQuantizeBase and torch.ao's both carry these two switches; observers never do.
+    return hasattr(module, "fake_quant_enabled") and hasattr(module, "observer_enabled")
+
+
+def _check_training_kind(
+    module: torch.nn.Module, spec: QuantizationSpec, is_qat: bool, member: EdgeOrNode
+) -> None:
+    """A QAT config in a PTQ prepare (or the reverse) is a mix-up worth stopping early.
+
+    Fake-quant modules in ``prepare_pt2e`` would train-simulate nothing and calibrate with
+    moving averages; plain observers in ``prepare_qat_pt2e`` pass values through unrounded, so
+    training would never see quantization error. Float specs are exempt: they insert nothing.
+    So are float-qparams specs (embedding tables, weight-only) under QAT: torchao composes
+    ``EmbeddingQuantizer`` with a QAT quantizer this way, the table trains in float and is
+    quantized once at convert, and there is no QAT variant of that config to ask for.
+    """
+    if not is_quantized_dtype(spec.dtype) or _is_fake_quantize(module) == is_qat:
+        return
+    if is_qat and getattr(spec, "qscheme", None) == torch.per_channel_affine_float_qparams:
+        return
+    where = describe_edge_or_node(member)
+    kind = type(module).__name__
+    if is_qat:
+        raise AnnotationError(
+            f"prepare_qat_pt2e: the spec on the {where} builds {kind}, an observer, not a "
+            "fake-quantize module, so training would never see quantization error. Use a QAT "
+            "config (e.g. is_qat=True) or call prepare_pt2e for post-training quantization."
+        )
+    raise AnnotationError(
+        f"prepare_pt2e: the spec on the {where} builds {kind}, a fake-quantize module meant "
+        "for quantization-aware training. Call prepare_qat_pt2e, or use a post-training "
+        "config (e.g. is_qat=False) with prepare_pt2e."
+    )
+
+
+def _check_value_dtypes(group: SharingGroup) -> None:
+    """Fail at prepare, naming the edge, on a value no quantize op can take.
+
+    Otherwise a float64 (or integer) value annotated with an integer spec calibrates or
+    trains, then fails deep inside convert (or the first training step) with a kernel's
+    dtype assertion that names nothing. Float specs are exempt: they insert casts.
+    """
+    if not is_quantized_dtype(getattr(group.spec, "dtype", None)):
+        return
+    for member in group.members:
+        value = (member[0] if isinstance(member, tuple) else member).meta.get("val")
+        if not isinstance(value, torch.Tensor) or value.dtype in QUANTIZE_INPUT_DTYPES:
+            continue
+        raise AnnotationError(
+            f"The spec on the {describe_edge_or_node(member)} quantizes a {value.dtype} value, "
+            "but quantize ops take float32, float16 or bfloat16 values only. Cast the model "
+            "to float32 before export (model.float()), or leave this op float (for a built-in "
+            "quantizer, give its module a None config: set_module_name(name, None), or "
+            "set_module_name_qconfig(name, None) on X86).\n" + graph_context(_anchor_node(member))
+        )
+
+
+class _Builder:
+    def __init__(self, plan: SharingPlan, is_qat: bool) -> None:
+        self.plan = plan
+        self.is_qat = is_qat
+        self.built: dict[int, torch.nn.Module] = {}
+        self.in_progress: set[int] = set()
+
+    def for_group(self, group: SharingGroup) -> torch.nn.Module:
+        key = id(group)
+        if key in self.built:
+            return self.built[key]
+        if key in self.in_progress:
+            raise AnnotationError(
+                "DerivedQuantizationSpecs derive from each other in a cycle, starting at the "
+                f"{describe_edge_or_node(group.members[0])}. Derive from observed edges instead.\n"
+                + graph_context(_anchor_node(group.members[0]))
+            )
+        self.in_progress.add(key)
+        self.built[key] = self._make(group)
+        self.in_progress.discard(key)
+        return self.built[key]
+
+    def _make(self, group: SharingGroup) -> torch.nn.Module:
+        spec: QuantizationSpecBase = group.spec
+        if isinstance(spec, DerivedQuantizationSpec):
+            return _build_derived(spec, [self._source(group, s) for s in spec.derived_from])
+        if isinstance(spec, FixedQParamsQuantizationSpec):
+            return _build_fixed(spec, self.is_qat)
+        if isinstance(spec, QuantizationSpec):
+            module = _build_plain(spec)
+            _check_training_kind(module, spec, self.is_qat, group.members[0])
+            return module
+        kind = type(spec)
+        raise AnnotationError(
+            f"Unsupported spec type {kind.__module__}.{kind.__qualname__} on the "
+            f"{describe_edge_or_node(group.members[0])}; use one of pt2e_quant's "
+            "QuantizationSpec, FixedQParamsQuantizationSpec, SharedQuantizationSpec, "
+            "DerivedQuantizationSpec (a spec class from torchao or ExecuTorch has the same name "
+            "but is not read here: import it from pt2e_quant instead)."
+        )
+
+    def _source(self, group: SharingGroup, source: EdgeOrNode) -> torch.nn.Module:
+        source_group = self.plan.group_of.get(source)
+        if source_group is None:
+            raise AnnotationError(
+                f"The DerivedQuantizationSpec on the {describe_edge_or_node(group.members[0])} "
+                f"derives from the {describe_edge_or_node(source)}, which no annotation "
+                "quantizes. Annotate it first or derive from an annotated edge.\n"
+                + graph_context(_anchor_node(group.members[0]))
+            )
+        return self.for_group(source_group)
+
+
+def build_observers(
+    gm: GraphModule, plan: SharingPlan, is_qat: bool
+) -> dict[EdgeOrNode, torch.nn.Module]:
+    """One observer (PTQ) or fake-quant (QAT) per group, mapped from every member."""
+    builder = _Builder(plan, is_qat)
+    device = _model_device(gm)
+    mapping: dict[EdgeOrNode, torch.nn.Module] = {}
+    for group in plan.groups:
+        _check_value_dtypes(group)
+        observer = builder.for_group(group)
+        for member in group.members:
+            mapping[member] = observer
+    if device is not None:
+        for observer in {id(o): o for o in mapping.values()}.values():
+            observer.to(device)
+    return mapping
+
+
+def _model_device(gm: GraphModule) -> torch.device | None:
+    devices = {t.device for t in gm.parameters()} | {t.device for t in gm.buffers()}
+    devices.discard(torch.device("meta"))
+    if len(devices) > 1:
+        raise AnnotationError(
+            f"The model holds tensors on several devices ({sorted(map(str, devices))}); "
+            "prepare places observers on the model's device, so move the model to one device."
+        )
+    return next(iter(devices), None)
