@@ -46,17 +46,10 @@ from pt2e_quant.contract.annotation import (
 )
 from pt2e_quant.coverage import explain
 from pt2e_quant.errors import describe_node, graph_context
+from pt2e_quant.graph.patterns import is_float_tensor, next_op
 from pt2e_quant.observer import HistogramObserver, PerChannelMinMaxObserver
+from pt2e_quant.ops.families import ADD_OPS, CONV_OPS, HARDTANH_OPS, LINEAR_OPS, RELU_OPS
 from pt2e_quant.ops.qdq_ops import is_dequantize, is_quantize
-from quantizers.patterns import (
-    ADD_OPS,
-    CONV_OPS,
-    HARDTANH_OPS,
-    LINEAR_OPS,
-    RELU_OPS,
-    is_float_tensor,
-    next_op,
-)
 
 aten = torch.ops.aten
 

@@ -29,26 +29,17 @@ from pt2e_quant.contract.annotation import (
 from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.contract.specs import QuantizationSpec
 from pt2e_quant.errors import AnnotationError, describe_node, graph_context
+from pt2e_quant.graph.aten_args import argument
+from pt2e_quant.graph.patterns import is_call
 from pt2e_quant.observer import PerChannelMinMaxObserver
+from pt2e_quant.ops.families import EMBEDDING_OPS
 from pt2e_quant.passes.fold_quantized_constants import foldable_constant_nodes
 from quantizers.config import QuantizationConfig, checked_config
-from quantizers.patterns import argument, is_call
 from quantizers.scoping import ScopedConfigs
 
 __all__ = ["EMBEDDING_OPS", "EmbeddingQuantizer", "get_embedding_quantization_config"]
 
 _aten = torch.ops.aten
-
-#: every overload export produces for an embedding lookup; each names its table ``weight``
-EMBEDDING_OPS = frozenset(
-    {
-        _aten.embedding.default,
-        _aten.embedding_bag.default,
-        _aten.embedding_bag.padding_idx,
-        _aten._embedding_bag.default,
-        _aten._embedding_bag_forward_only.default,
-    }
-)
 
 
 def get_embedding_quantization_config() -> QuantizationConfig:

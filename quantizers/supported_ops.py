@@ -32,10 +32,16 @@ from pathlib import Path
 
 import torch
 
+from pt2e_quant.ops.families import (
+    BATCH_NORM_OPS,
+    CAT_OPS,
+    CONV_OPS,
+    CONV_TRANSPOSE_OPS,
+    LINEAR_OPS,
+)
 from quantizers import embedding, x86_inductor_rules, xnnpack_rules
 from quantizers.config import QuantizationConfig
 from quantizers.embedding import get_embedding_quantization_config
-from quantizers.patterns import BATCH_NORM_OPS, CAT_OPS, CONV_OPS, CONV_TRANSPOSE_OPS, LINEAR_OPS
 from quantizers.x86_inductor import get_default_x86_inductor_quantization_config
 from quantizers.xnnpack import get_symmetric_quantization_config
 

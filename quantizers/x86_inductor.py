@@ -47,8 +47,10 @@ from pt2e_quant.contract.annotation import annotate_input, annotate_output, mark
 from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.contract.specs import SharedQuantizationSpec
 from pt2e_quant.errors import AnnotationError, describe_node, graph_context
+from pt2e_quant.graph.aten_args import argument
+from pt2e_quant.graph.patterns import any_annotated, is_call, is_float_tensor
+from pt2e_quant.ops.families import LINEAR_OPS
 from quantizers.config import QuantizationConfig, checked_config
-from quantizers.patterns import LINEAR_OPS, any_annotated, argument, is_call, is_float_tensor
 from quantizers.scoping import ScopedConfigs
 from quantizers.x86_inductor_config import (
     MixedConfigWarning,

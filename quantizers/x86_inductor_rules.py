@@ -33,15 +33,27 @@ from dataclasses import dataclass
 import torch
 from torch.fx import Node
 
-from quantizers.patterns import (
+from pt2e_quant.graph.patterns import is_call, is_float_tensor, next_op
+from pt2e_quant.ops.families import (
+    ADAPTIVE_AVG_POOL2D_OPS,
     ADD_OPS,
+    AVG_POOL2D_OPS,
     BATCH_NORM_OPS,
+    CONV1D_OPS,
+    CONV2D_OPS,
+    FLATTEN_OPS,
+    GELU_OPS,
+    HARDSWISH_OPS,
     HARDTANH_OPS,
+    LEAKY_RELU_OPS,
     LINEAR_OPS,
+    MATMUL_OPS,
+    MAX_POOL2D_OPS,
+    MUL_OPS,
+    RELU6_OPS,
     RELU_OPS,
-    is_call,
-    is_float_tensor,
-    next_op,
+    SILU_OPS,
+    TANH_OPS,
 )
 
 __all__ = [
@@ -60,33 +72,21 @@ __all__ = [
 
 _aten = torch.ops.aten
 
-CONV1D_OPS = frozenset({_aten.conv1d.default, _aten.conv1d.padding})
-CONV2D_OPS = frozenset({_aten.conv2d.default, _aten.conv2d.padding})
-MATMUL_OPS = frozenset({_aten.matmul.default})
 #: only the functional mul: an in-place mul our prepare could not functionalize aliases its input
-X86_MUL_OPS = frozenset({_aten.mul.Tensor})
-MAX_POOL_OPS = frozenset({_aten.max_pool2d.default})
+X86_MUL_OPS = frozenset(op for op in MUL_OPS if not op._schema.is_mutable)
+MAX_POOL_OPS = MAX_POOL2D_OPS
 
 #: ``F.relu6`` exports as ``aten.relu6`` (``nn.ReLU6`` as hardtanh); Inductor lowers both alike
-_RELU6_OPS = frozenset({_aten.relu6.default})
-_HARDSWISH_OPS = frozenset({_aten.hardswish.default, _aten.hardswish_.default})
-_SILU_OPS = frozenset({_aten.silu.default, _aten.silu_.default})
-_LEAKY_RELU_OPS = frozenset({_aten.leaky_relu.default, _aten.leaky_relu_.default})
-_TANH_OPS = frozenset({_aten.tanh.default, _aten.tanh_.default})
-_GELU_OPS = frozenset({_aten.gelu.default, _aten.gelu_.default})
-
-CONV2D_UNARY_OPS = RELU_OPS | HARDTANH_OPS | _RELU6_OPS | _HARDSWISH_OPS | _SILU_OPS
-LINEAR_UNARY_OPS = RELU_OPS | _LEAKY_RELU_OPS | _TANH_OPS | _GELU_OPS
+CONV2D_UNARY_OPS = RELU_OPS | HARDTANH_OPS | RELU6_OPS | HARDSWISH_OPS | SILU_OPS
+LINEAR_UNARY_OPS = RELU_OPS | LEAKY_RELU_OPS | TANH_OPS | GELU_OPS
 
 #: Ops Inductor runs directly on int8 when given int8: their output shares the input's qparams.
-INT8_IN_INT8_OUT_OPS = frozenset(
-    {
-        *MAX_POOL_OPS,
-        _aten.cat.default,
-        _aten.avg_pool2d.default,
-        _aten.adaptive_avg_pool2d.default,
-        _aten.flatten.using_ints,
-    }
+INT8_IN_INT8_OUT_OPS = (
+    MAX_POOL2D_OPS
+    | frozenset({_aten.cat.default})  # torchao's recipe: not the concat alias
+    | AVG_POOL2D_OPS
+    | ADAPTIVE_AVG_POOL2D_OPS
+    | FLATTEN_OPS
 )
 
 #: Every op the recipe can quantize; a flatten only stays int8 if one of its users is here.

@@ -35,6 +35,8 @@ from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.contract.specs import QuantizationSpec, QuantizationSpecBase
 from pt2e_quant.errors import AnnotationError, describe_node, graph_context
 from pt2e_quant.fake_quantize import FakeQuantize, FusedMovingAvgObsFakeQuantize
+from pt2e_quant.graph.aten_args import argument
+from pt2e_quant.graph.patterns import any_annotated, is_call
 from pt2e_quant.graph.subgraphs import iter_graph_modules
 from pt2e_quant.observer import (
     HistogramObserver,
@@ -44,16 +46,15 @@ from pt2e_quant.observer import (
     PerChannelMinMaxObserver,
     PlaceholderObserver,
 )
-from quantizers.config import QuantizationConfig, checked_config
-from quantizers.patterns import (
+from pt2e_quant.ops.families import (
+    ADD_OPS,
     BATCH_NORM_OPS,
     CONV_OPS,
     CONV_TRANSPOSE_OPS,
     LINEAR_OPS,
-    any_annotated,
-    argument,
-    is_call,
+    MUL_OPS,
 )
+from quantizers.config import QuantizationConfig, checked_config
 from quantizers.scoping import ScopedConfigs
 from quantizers.xnnpack_rules import RULE_OPS, RULES, Rule, fused_chain, propagate_shared_qparams
 
@@ -120,7 +121,7 @@ def get_symmetric_quantization_config(
 # ------------------------------------------------------------------ scalar operands
 
 
-_SCALAR_OPERAND_OPS = frozenset({_aten.add.Tensor, _aten.mul.Tensor})
+_SCALAR_OPERAND_OPS = frozenset(op for op in ADD_OPS | MUL_OPS if not op._schema.is_mutable)
 
 
 def _fresh_attribute_name(gm: GraphModule, prefix: str) -> str:

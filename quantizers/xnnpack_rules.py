@@ -30,21 +30,31 @@ from pt2e_quant.contract.annotation import (
     set_annotation,
 )
 from pt2e_quant.contract.specs import QuantizationSpec, QuantizationSpecBase, SharedQuantizationSpec
-from quantizers.config import QuantizationConfig
-from quantizers.patterns import (
+from pt2e_quant.graph.aten_args import argument
+from pt2e_quant.graph.patterns import is_call, is_float_tensor, next_op
+from pt2e_quant.ops.families import (
+    ADAPTIVE_AVG_POOL2D_OPS,
     ADD_OPS,
     BATCH_NORM_OPS,
     CAT_OPS,
     CONV_OPS,
     CONV_TRANSPOSE_OPS,
+    FLATTEN_OPS,
+    HARDTANH_OPS,
     LINEAR_OPS,
+    MAX_POOL2D_OPS,
+    MEAN_OPS,
     MUL_OPS,
+    PERMUTE_OPS,
     RELU_OPS,
-    argument,
-    is_call,
-    is_float_tensor,
-    next_op,
+    RESHAPE_OPS,
+    SLICE_OPS,
+    SQUEEZE_OPS,
+    TRANSPOSE_OPS,
+    UNSQUEEZE_OPS,
+    VIEW_OPS,
 )
+from quantizers.config import QuantizationConfig
 
 __all__ = [
     "Rule",
@@ -61,40 +71,27 @@ _aten = torch.ops.aten
 #: a constant operand (an attention mask's -1e30, say) is left float.
 _HISTC_LIMIT = 3.4028235e15
 
-ADAPTIVE_AVG_POOL_OPS = frozenset({_aten.adaptive_avg_pool2d.default})
+ADAPTIVE_AVG_POOL_OPS = ADAPTIVE_AVG_POOL2D_OPS
 
 #: Ops whose output reuses the qparams of their first input: ExecuTorch's list plus
 #: ``unsqueeze`` and the other ``squeeze`` overloads. ExecuTorch leaves those float, so the
 #: next op re-quantizes a pure view with new qparams; sharing keeps the view lossless
 #: (deliberate difference; no zoo model has one). The in-place ``relu_`` needs no entry:
-#: prepare has already made it ``relu``.
-SHARED_QPARAM_OPS = frozenset(
-    {
-        _aten.relu.default,
-        _aten.hardtanh.default,
-        _aten.hardtanh_.default,
-        _aten.max_pool2d.default,
-        _aten.mean.default,
-        _aten.mean.dim,
-        _aten.permute.default,
-        _aten.permute_copy.default,
-        _aten.transpose.int,
-        _aten.squeeze.default,
-        _aten.squeeze.dim,
-        _aten.squeeze.dims,
-        _aten.squeeze_copy.dim,
-        _aten.unsqueeze.default,
-        _aten.unsqueeze_copy.default,
-        _aten.adaptive_avg_pool2d.default,
-        _aten.view_copy.default,
-        _aten.view.default,
-        _aten.reshape.default,
-        _aten.slice.Tensor,
-        _aten.slice_copy.Tensor,
-        _aten.flatten.using_ints,
-        _aten.dropout.default,
-        _aten.dropout_.default,
-    }
+#: prepare has already made it ``relu``; of the dropouts, ExecuTorch lists plain ``dropout``.
+SHARED_QPARAM_OPS = (
+    frozenset({_aten.relu.default, _aten.dropout.default, _aten.dropout_.default})
+    | HARDTANH_OPS
+    | MAX_POOL2D_OPS
+    | MEAN_OPS
+    | PERMUTE_OPS
+    | TRANSPOSE_OPS
+    | SQUEEZE_OPS
+    | UNSQUEEZE_OPS
+    | ADAPTIVE_AVG_POOL2D_OPS
+    | VIEW_OPS
+    | RESHAPE_OPS
+    | SLICE_OPS
+    | FLATTEN_OPS
 )
 
 #: ``annotate(anchor, chain, config) -> annotated?``: ``chain`` holds the fused nodes after the

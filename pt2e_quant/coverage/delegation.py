@@ -33,7 +33,7 @@ from pt2e_quant.coverage.evidence import (
     tensor_inputs,
 )
 from pt2e_quant.graph.aten_args import argument
-from quantizers.patterns import CONV_OPS, CONV_TRANSPOSE_OPS, LINEAR_OPS
+from pt2e_quant.ops.families import CONV_OPS, CONV_TRANSPOSE_OPS, LINEAR_OPS
 
 __all__ = ["INT8", "FP32", "NOT_DELEGATED", "predict_xnnpack"]
 

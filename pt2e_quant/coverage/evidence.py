@@ -27,9 +27,9 @@ from torch.fx import GraphModule, Node
 from pt2e_quant.contract.annotation import get_annotation, is_annotated
 from pt2e_quant.coverage.classify import is_compute_op
 from pt2e_quant.fake_quantize import FakeQuantizeBase
+from pt2e_quant.graph.patterns import is_float_tensor
 from pt2e_quant.observer import ObserverBase
 from pt2e_quant.ops.qdq_ops import is_dequantize, is_quantize
-from quantizers.patterns import is_float_tensor
 
 __all__ = [
     "Status",

@@ -23,8 +23,8 @@ from torch.fx import Node
 from pt2e_quant.coverage.classify import is_compute_op
 from pt2e_quant.coverage.evidence import Status, example_value, is_quantized_edge, tensor_inputs
 from pt2e_quant.graph.aten_args import argument
+from pt2e_quant.ops.families import LINEAR_OPS
 from pt2e_quant.ops.qdq_ops import is_dequantize
-from quantizers.patterns import LINEAR_OPS
 from quantizers.x86_inductor_rules import CONV1D_OPS, CONV2D_OPS
 
 __all__ = ["FREEZING_WARNING", "freezing_warning", "predict_x86"]

@@ -14,10 +14,10 @@ import torch
 from torch.fx import GraphModule, Node
 
 from pt2e_quant.graph.aten_args import argument, attribute
-from pt2e_quant.pipeline.train_eval import DROPOUT_OPS, updates_running_stats
+from pt2e_quant.graph.training_mode import updates_running_stats
+from pt2e_quant.ops.families import EINSUM_OPS, MAY_RETURN_INPUT_OPS
 
 __all__ = [
-    "MAY_RETURN_INPUT",
     "aliased_arguments",
     "alias_classes",
     "first_writer",
@@ -25,30 +25,13 @@ __all__ = [
     "written_attributes",
 ]
 
-_aten = torch.ops.aten
-
-#: Ops whose schema promises a fresh result but whose implementation can hand back their
-#: input itself: dropout when not training (or with p = 0), ``type_as`` / ``sum_to_size`` /
-#: ``atleast_*d`` when nothing needs converting, ``einsum`` for an identity or permuting
-#: equation. An in-place op on such a result mutates the input too.
-MAY_RETURN_INPUT = DROPOUT_OPS | frozenset(
-    {
-        _aten.type_as.default,
-        _aten.sum_to_size.default,
-        _aten.atleast_1d.default,
-        _aten.atleast_2d.default,
-        _aten.atleast_3d.default,
-        _aten.einsum.default,
-    }
-)
-
 
 def aliased_arguments(node: Node, schema: torch.FunctionSchema) -> list[object]:
     """The arguments ``node``'s result may share storage with."""
-    if node.target in MAY_RETURN_INPUT:
+    if node.target in MAY_RETURN_INPUT_OPS:
         first = node.args[0] if node.args else None
         # einsum's operands come as a list after the equation
-        return list(node.args[1]) if node.target is _aten.einsum.default else [first]
+        return list(node.args[1]) if node.target in EINSUM_OPS else [first]
     if len(schema.returns) != 1 or schema.returns[0].alias_info is None:
         return []
     alias_set = schema.returns[0].alias_info.before_set

@@ -22,6 +22,14 @@ from torch.fx import GraphModule, Node
 
 from pt2e_quant.errors import describe_node
 from pt2e_quant.graph.aten_args import argument, attribute_owner, module_constant
+from pt2e_quant.ops.families import (
+    BATCH_NORM_OPS,
+    CONV_OPS,
+    CONV_TRANSPOSE_OPS,
+    CONVOLUTION_OPS,
+    LINEAR_OPS,
+    NATIVE_BATCH_NORM_OPS,
+)
 
 __all__ = [
     "BATCH_NORMS",
@@ -45,34 +53,13 @@ __all__ = [
 
 _aten = torch.ops.aten
 
-CONVS = frozenset(
-    {
-        _aten.conv1d.default,
-        _aten.conv1d.padding,
-        _aten.conv2d.default,
-        _aten.conv2d.padding,
-        _aten.conv3d.default,
-        _aten.conv3d.padding,
-        _aten.conv_transpose1d.default,
-        _aten.conv_transpose2d.input,
-        _aten.conv_transpose3d.input,
-        _aten.convolution.default,
-    }
-)
-TRANSPOSED_CONVS = frozenset(
-    {_aten.conv_transpose1d.default, _aten.conv_transpose2d.input, _aten.conv_transpose3d.input}
-)
-LINEARS = frozenset({_aten.linear.default})
-BATCH_NORMS = frozenset(
-    {
-        _aten.batch_norm.default,
-        _aten.native_batch_norm.default,
-        _aten._native_batch_norm_legit.default,
-        _aten._native_batch_norm_legit_no_training.default,
-    }
-)
+#: the layers a batch norm folds into, in every spelling (``convolution`` after decomposition)
+CONVS = CONV_OPS | CONV_TRANSPOSE_OPS | CONVOLUTION_OPS
+TRANSPOSED_CONVS = CONV_TRANSPOSE_OPS
+LINEARS = LINEAR_OPS
+BATCH_NORMS = BATCH_NORM_OPS | NATIVE_BATCH_NORM_OPS
 #: these return (output, save_mean, save_invstd); ``batch_norm`` returns the output alone
-TUPLE_BATCH_NORMS = BATCH_NORMS - {_aten.batch_norm.default}
+TUPLE_BATCH_NORMS = frozenset(op for op in BATCH_NORMS if len(op._schema.returns) > 1)
 
 
 def is_foldable_layer(node: object) -> bool:
@@ -81,7 +68,7 @@ def is_foldable_layer(node: object) -> bool:
 
 
 def is_transposed(layer: Node) -> bool:
-    if layer.target is _aten.convolution.default:
+    if layer.target in CONVOLUTION_OPS:
         return bool(argument(layer, "transposed", False))
     return layer.target in TRANSPOSED_CONVS
 

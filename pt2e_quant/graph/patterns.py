@@ -27,7 +27,7 @@ emitted nodes to torchao's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -35,9 +35,23 @@ from typing import Any
 import torch
 from torch.fx import Graph, Node
 
+from pt2e_quant.contract.annotation import is_annotated
 from pt2e_quant.graph.node_meta import copy_debug_handle, port_meta
 
-__all__ = ["ANY", "Either", "Emitter", "Op", "Rule", "Var", "apply"]
+__all__ = [
+    "ANY",
+    "Either",
+    "Emitter",
+    "Op",
+    "Rule",
+    "Var",
+    "any_annotated",
+    "apply",
+    "is_call",
+    "is_float_tensor",
+    "next_op",
+    "sole_user",
+]
 
 Target = Any  # an OpOverload, an OpOverloadPacket or a Python callable such as operator.getitem
 
@@ -299,3 +313,35 @@ def apply(graph: Graph, rule: Rule) -> bool:
         for node in sorted(m.ops.values(), reverse=True):
             graph.erase_node(node)
     return bool(matches)
+
+
+# ---------------------------------------------------------------------------------------------
+# small predicates rule tables match with
+# ---------------------------------------------------------------------------------------------
+
+
+def is_call(node: Any, ops: Iterable[Any]) -> bool:
+    """``node`` is a call_function Node whose target is in ``ops``."""
+    return isinstance(node, Node) and node.op == "call_function" and node.target in ops
+
+
+def sole_user(node: Node) -> Node | None:
+    """The only user of ``node``, or None when it has zero or several."""
+    return next(iter(node.users)) if len(node.users) == 1 else None
+
+
+def next_op(node: Node, ops: Iterable[Any]) -> Node | None:
+    """The sole user of ``node`` if it is a call to one of ``ops`` (e.g. the relu after a conv)."""
+    user = sole_user(node)
+    return user if is_call(user, ops) else None
+
+
+def is_float_tensor(node: Any) -> bool:
+    """``node`` produces a floating-point tensor (per its export metadata)."""
+    value = node.meta.get("val") if isinstance(node, Node) else None
+    return isinstance(value, torch.Tensor) and value.is_floating_point()
+
+
+def any_annotated(nodes: Iterable[Node | None]) -> bool:
+    """Some node of a candidate pattern was already claimed by an earlier rule or quantizer."""
+    return any(node is not None and is_annotated(node) for node in nodes)

@@ -20,24 +20,27 @@ from torch.fx import GraphModule, Node
 from pt2e_quant.contract.annotation import get_annotation
 from pt2e_quant.graph.node_meta import port_meta
 from pt2e_quant.ops import qdq_ops
+from pt2e_quant.ops.families import (
+    FLATTEN_OPS,
+    MATRIX_TRANSPOSE_OPS,
+    PERMUTE_OPS,
+    SLICE_OPS,
+    SQUEEZE_OPS,
+    TRANSPOSE_OPS,
+    VIEW_OPS,
+)
 
 __all__ = ["port_qdq_meta"]
 
-_aten = torch.ops.aten
 #: ops between a weight's get_attr and its quantize that only change the view
-_VIEW_OPS = frozenset(
-    {
-        _aten.flatten.using_ints,
-        _aten.permute.default,
-        _aten.permute_copy.default,
-        _aten.slice_copy.Tensor,
-        _aten.squeeze.dim,
-        _aten.squeeze_copy.dim,
-        _aten.transpose.int,
-        _aten.t.default,
-        _aten.view_copy.default,
-        _aten.view.default,
-    }
+_VIEW_OPS = (
+    VIEW_OPS
+    | FLATTEN_OPS
+    | PERMUTE_OPS
+    | TRANSPOSE_OPS
+    | MATRIX_TRANSPOSE_OPS
+    | SQUEEZE_OPS
+    | SLICE_OPS
 )
 
 

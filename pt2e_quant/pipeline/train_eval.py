@@ -19,19 +19,22 @@ from __future__ import annotations
 
 import types
 
-import torch
 from torch.fx import GraphModule, Node
 
 from pt2e_quant.errors import describe_node, warn_user
 from pt2e_quant.graph.aten_args import argument, set_argument
 from pt2e_quant.graph.subgraphs import iter_graph_modules
+from pt2e_quant.graph.training_mode import (
+    MODE_FLAGS,
+    has_switchable_mode,
+    is_training_mode_op,
+    mode_flag,
+)
+from pt2e_quant.ops.families import BATCH_NORM_MODE_OVERLOADS, RANDOM_MASK_PACKETS
 from pt2e_quant.pipeline.model_checks import check_exported_graph_module
 
 __all__ = [
-    "DROPOUT_OPS",
     "TrainingModeOpWarning",
-    "is_training_mode_op",
-    "updates_running_stats",
     "warn_training_mode_ops",
     "move_exported_model_to_eval",
     "move_exported_model_to_train",
@@ -39,106 +42,9 @@ __all__ = [
     "disallow_eval_train",
 ]
 
-_aten = torch.ops.aten
-
-#: The functional dropout overloads an export records; each takes its ``train`` flag third.
-#: Not training, each may hand back its input itself (see ``aliasing.MAY_RETURN_INPUT``).
-DROPOUT_OPS = frozenset(
-    {
-        _aten.dropout.default,
-        _aten.feature_dropout.default,
-        _aten.alpha_dropout.default,
-        _aten.feature_alpha_dropout.default,
-    }
-)
-
-#: Every dropout spelling, by the name of its flag: ``nn.Dropout(inplace=True)`` records
-#: ``dropout_``, ``nn.Dropout1d/2d/3d`` ``feature_dropout``, a decomposed graph ``native_dropout``.
-_DROPOUT_FLAGS: dict[object, str] = dict.fromkeys(
-    (
-        *DROPOUT_OPS,
-        _aten.dropout_.default,
-        _aten.feature_dropout_.default,
-        _aten.alpha_dropout_.default,
-        _aten.feature_alpha_dropout_.default,
-        _aten.native_dropout.default,
-    ),
-    "train",
-)
-
-#: RReLU draws a random slope while training and uses the mean slope otherwise.
-_RRELU_FLAGS: dict[object, str] = dict.fromkeys(
-    (
-        _aten.rrelu.default,
-        _aten.rrelu_.default,
-        _aten.rrelu_with_noise.default,
-        _aten.rrelu_with_noise_.default,
-    ),
-    "training",
-)
-
-#: Normalizations that read running statistics in inference mode and update them in training
-#: mode. ``_native_batch_norm_legit_functional`` is what ``ExportedProgram.run_decompositions``
-#: leaves of a training batch norm; ``instance_norm`` calls its flag ``use_input_stats``.
-_NORMALIZATION_FLAGS: dict[object, str] = {
-    **dict.fromkeys(
-        (
-            _aten.batch_norm.default,
-            _aten.native_batch_norm.default,
-            _aten._native_batch_norm_legit.default,
-            _aten._native_batch_norm_legit_functional.default,
-            _aten.cudnn_batch_norm.default,
-            _aten.miopen_batch_norm.default,
-        ),
-        "training",
-    ),
-    _aten.instance_norm.default: "use_input_stats",
-}
-
-#: Ops whose behaviour follows a boolean argument meaning "training", by schema name.
-_MODE_FLAGS: dict[object, str] = {**_DROPOUT_FLAGS, **_RRELU_FLAGS, **_NORMALIZATION_FLAGS}
-
-# Batch-norm overloads that say the mode by which overload they are rather than by a flag.
-_BN_LEGIT = _aten._native_batch_norm_legit.default
-_BN_LEGIT_NO_TRAINING = _aten._native_batch_norm_legit_no_training.default
-_BN_WITH_UPDATE = _aten._batch_norm_with_update.default
-_BN_NO_UPDATE = _aten._batch_norm_no_update.default
-
 
 class TrainingModeOpWarning(UserWarning):
     """Post-training quantization of a graph whose dropout / batch norm run in training mode."""
-
-
-def _switchable(node: Node) -> bool:
-    """A normalization without running statistics (``track_running_stats=False``) normalizes
-    with the batch's statistics in either mode, so its flag is not a mode to switch (set to
-    False, torch refuses to run it); every other moded op switches."""
-    return node.target not in _NORMALIZATION_FLAGS or argument(node, "running_mean") is not None
-
-
-def _mode_flag(node: Node, name: str) -> bool:
-    """The node's flag, positional or keyword, with the schema's default when left out."""
-    schema_default = next(
-        (arg.default_value for arg in node.target._schema.arguments if arg.name == name), None
-    )
-    return argument(node, name, schema_default) is True
-
-
-def is_training_mode_op(node: Node) -> bool:
-    """Whether ``node`` is a dropout, RReLU or normalization that behaves as in training (a
-    normalization without running statistics has no other mode, so it is not one)."""
-    if node.op != "call_function":
-        return False
-    if node.target is _BN_WITH_UPDATE:
-        return True
-    name = _MODE_FLAGS.get(node.target)
-    return name is not None and _switchable(node) and _mode_flag(node, name)
-
-
-def updates_running_stats(node: Node) -> bool:
-    """Whether ``node`` writes its ``running_mean`` / ``running_var`` although its schema does
-    not say so (``aten.batch_norm`` and friends in training mode)."""
-    return node.target in _NORMALIZATION_FLAGS and is_training_mode_op(node)
 
 
 def warn_training_mode_ops(model: GraphModule, api: str) -> None:
@@ -167,27 +73,30 @@ def warn_training_mode_ops(model: GraphModule, api: str) -> None:
 
 
 def _set_mode_flag(node: Node, name: str, training: bool) -> bool:
-    if _mode_flag(node, name) is training:
+    if mode_flag(node, name) is training:
         return False
     set_argument(node, name, training)
     return True
 
 
 def _swap_flagless_batch_norm(node: Node, training: bool) -> bool:
-    """Move a batch norm between overloads that say the mode by what they are: the no-training
-    ``_native_batch_norm_legit`` takes no flag (moving it to training inserts one), and
+    """Move a batch norm between overloads that say the mode by what they are
+    (``BATCH_NORM_MODE_OVERLOADS``): the no-training ``_native_batch_norm_legit`` takes no flag
+    (moving it to training inserts one, the training overload keeps it and switches by it), and
     ``_batch_norm_with_update`` / ``_no_update`` take the same arguments."""
-    if training and node.target is _BN_LEGIT_NO_TRAINING:
-        x, weight, bias, mean, var, momentum, eps = node.args
-        node.target = _BN_LEGIT
-        node.args = (x, weight, bias, mean, var, True, momentum, eps)
-        return True
-    if training and node.target is _BN_NO_UPDATE and argument(node, "running_mean") is not None:
-        node.target = _BN_WITH_UPDATE
-        return True
-    if not training and node.target is _BN_WITH_UPDATE:
-        node.target = _BN_NO_UPDATE
-        return True
+    for training_op, inference_op in BATCH_NORM_MODE_OVERLOADS:
+        flagged = training_op in MODE_FLAGS
+        if training and node.target is inference_op:
+            if argument(node, "running_mean") is None:
+                return False  # no running statistics: the batch's own are its only mode
+            node.target = training_op
+            if flagged:
+                x, weight, bias, mean, var, momentum, eps = node.args
+                node.args = (x, weight, bias, mean, var, True, momentum, eps)
+            return True
+        if not training and node.target is training_op and not flagged:
+            node.target = inference_op
+            return True
     return False
 
 
@@ -199,14 +108,10 @@ def _set_graph_mode(gm: GraphModule, training: bool) -> bool:
         if _swap_flagless_batch_norm(node, training):
             changed = True
             continue
-        name = _MODE_FLAGS.get(node.target)
-        if name is not None and _switchable(node):
+        name = MODE_FLAGS.get(node.target)
+        if name is not None and has_switchable_mode(node):
             changed |= _set_mode_flag(node, name, training)
     return changed
-
-
-#: What ``run_decompositions`` leaves of a training dropout: a random mask with no flag left.
-_RANDOM_MASK_OPS = frozenset({_aten.bernoulli, _aten.bernoulli_})
 
 
 def _warn_unswitchable_random_ops(gm: GraphModule, caller: str) -> None:
@@ -216,7 +121,7 @@ def _warn_unswitchable_random_ops(gm: GraphModule, caller: str) -> None:
         (
             n
             for n in gm.graph.nodes
-            if getattr(n.target, "overloadpacket", None) in _RANDOM_MASK_OPS
+            if getattr(n.target, "overloadpacket", None) in RANDOM_MASK_PACKETS
         ),
         None,
     )
