@@ -2,10 +2,12 @@
 
 ::
 
-    pt2e-quant quantize MODEL --backend {xnnpack,x86} [--per-tensor] [--dynamic]
+    pt2e-quant quantize MODEL --backend {xnnpack,x86,...} [--per-tensor] [--dynamic]
         [--input-shape 1,3,224,224] [--calibration-batches N] [--calibration-data FILE.pt]
         --output OUT.pt2 [--pte OUT.pte] [--report REPORT.html] [--explain]
-    pt2e-quant explain MODEL --backend {xnnpack,x86} [same model and data options]
+    pt2e-quant explain MODEL --backend {xnnpack,x86,...} [same model and data options]
+
+``--backend`` takes any installed backend (:mod:`pt2e_quant.contract.backends`).
 
 Exit codes: 0 success; 2 usage error (a bad argument: unknown option, a MODEL that does not
 resolve, an unwritable output path, ...); 1 failure (export, calibration, lowering), with a
@@ -26,8 +28,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from pt2e_quant.contract.backends import get_backend, installed_backends
 from pt2e_quant.pipeline.calibration import load_batches, random_batches
-from pt2e_quant.presets import BACKENDS, preset_quantizer
 
 __all__ = ["UsageError", "build_parser", "load_model", "main"]
 
@@ -90,16 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
+    backends = installed_backends()
     parser.add_argument(
         "--backend",
         required=True,
-        choices=BACKENDS,
-        help="preset quantizer: xnnpack (ExecuTorch) or x86 (Inductor)",
+        choices=list(backends),
+        help="preset quantizer: "
+        + ", ".join(f"{b.name} ({b.description or b.title})" for b in backends.values()),
     )
+    per_tensor = [b.name for b in backends.values() if b.supports_per_tensor]
     parser.add_argument(
         "--per-tensor",
         action="store_true",
-        help="per-tensor instead of per-channel weights (xnnpack only)",
+        help=f"per-tensor instead of per-channel weights ({', '.join(per_tensor)} only)",
     )
     parser.add_argument(
         "--dynamic",
@@ -205,7 +210,7 @@ def _run(args: argparse.Namespace) -> int:
 
     torch.export.save(result.exported_program, str(args.output))
     if args.pte is not None:
-        _write_pte(result.exported_program, args.pte)
+        get_backend(args.backend).write_pte(result.exported_program, args.pte)
     if args.report is not None:
         result.report().to_html(str(args.report))
     if args.explain:
@@ -218,14 +223,20 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check_arguments(args: argparse.Namespace) -> list[Path]:
     """Usage errors and missing tools, before any model is loaded; returns the output paths."""
-    if args.per_tensor and args.backend == "x86":
-        raise UsageError("--per-tensor: the x86 backend only supports per-channel weights")
+    backend = get_backend(args.backend)
+    if args.per_tensor and not backend.supports_per_tensor:
+        raise UsageError(
+            f"--per-tensor: the {backend.name} backend only supports per-channel weights"
+        )
     if args.command != "quantize":
         return []
     if args.pte is not None:
-        if args.backend != "xnnpack":
-            raise UsageError("--pte: lowering to ExecuTorch needs --backend xnnpack")
-        _import_executorch()
+        if backend.write_pte is None:
+            lowering = [b.name for b in installed_backends().values() if b.write_pte is not None]
+            raise UsageError(
+                f"--pte: lowering to ExecuTorch needs --backend {' or '.join(lowering)}"
+            )
+        _require_executorch()
     outputs = [("--output", args.output), ("--pte", args.pte), ("--report", args.report)]
     for flag, path in outputs:
         if path is not None:
@@ -248,7 +259,8 @@ def _check_writable(flag: str, path: Path) -> None:
 
 
 def _preset(args: argparse.Namespace) -> Any:
-    return preset_quantizer(args.backend, per_tensor=args.per_tensor, dynamic=args.dynamic)
+    backend = get_backend(args.backend)
+    return backend.preset(per_tensor=args.per_tensor, dynamic=args.dynamic)
 
 
 def _calibration(
@@ -329,20 +341,13 @@ def _module_from_import(spec: str, name: str) -> Any:
         raise
 
 
-def _import_executorch() -> tuple[Any, Any]:
+def _require_executorch() -> None:
+    """A .pte is an ExecuTorch program, whichever backend lowers it: fail before the slow
+    work when ExecuTorch does not import."""
     try:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
+        importlib.import_module("executorch.exir")
     except ImportError:
         raise RuntimeError(INSTALL_EXECUTORCH) from None
-    return XnnpackPartitioner, to_edge_transform_and_lower
-
-
-def _write_pte(program: Any, path: Path) -> None:
-    """Lower with ExecuTorch's XNNPACK partitioner and write the flatbuffer."""
-    partitioner, to_edge_transform_and_lower = _import_executorch()
-    edge = to_edge_transform_and_lower(program, partitioner=[partitioner()])
-    path.write_bytes(edge.to_executorch().buffer)
 
 
 def _one_line(error: BaseException) -> str:

@@ -26,12 +26,12 @@ from torch import nn
 from torch.export import ExportedProgram
 from torch.fx import GraphModule
 
+from pt2e_quant.contract.backends import get_backend
 from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.debug.handles import generate_numeric_debug_handle
 from pt2e_quant.errors import QuantizationError, warn_user
 from pt2e_quant.pipeline.calibration import calibrate, check_max_batches
 from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
-from pt2e_quant.presets import BACKENDS, preset_quantizer
 
 __all__ = ["ExportFailedError", "QuantizationResult", "quantize"]
 
@@ -93,8 +93,8 @@ def quantize(
 ) -> QuantizationResult:
     """Export, quantize and re-export ``model``; the caller's model is not modified.
 
-    * ``quantizer``: any :class:`Quantizer`; when None, ``backend`` ("xnnpack" or "x86")
-      picks its preset (see :mod:`pt2e_quant.presets`). With an explicit quantizer, the
+    * ``quantizer``: any :class:`Quantizer`; when None, ``backend`` (an installed backend's
+      name: "xnnpack", "x86", ...) picks its preset (see :mod:`pt2e_quant.contract.backends`). With an explicit quantizer, the
       coverage report infers the backend from the quantizer's type.
     * ``calibration``: an iterable of batches, each a tuple of positional inputs or a lone
       tensor (a DataLoader of inputs works). None calibrates on ``example_inputs`` once, with
@@ -110,7 +110,7 @@ def quantize(
     _check_arguments(model, example_inputs, quantizer, backend, calibration, qat, train_fn)
     check_max_batches(max_batches)
     if quantizer is None:
-        quantizer = preset_quantizer(backend, qat=qat)
+        quantizer = get_backend(backend).preset(qat=qat)
         coverage_backend: str | None = backend
     else:
         coverage_backend = None
@@ -158,10 +158,8 @@ def _check_arguments(
         raise ValueError(
             f"quantizer must be a pt2e_quant Quantizer or None, got {type(quantizer).__name__}"
         )
-    if backend not in BACKENDS and (quantizer is None or backend is not None):
-        raise ValueError(
-            f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
-        )
+    if quantizer is None or backend is not None:
+        get_backend(backend)  # a ValueError listing the installed backends
     if isinstance(calibration, torch.Tensor):
         raise ValueError(
             "calibration must be an iterable of batches, got a single Tensor; "

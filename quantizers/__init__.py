@@ -3,6 +3,11 @@
 The names match torchao's and ExecuTorch's, so migrating is an import change::
 
     from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
+
+One folder per backend (``xnnpack/``, ``x86_inductor/``, ``embedding/``), each with its
+quantizer, rule table and, for backends users pick by name, a ``backend`` module registered
+with the core through the ``pt2e_quant.backends`` entry points in ``pyproject.toml``. Shared:
+``config`` (QuantizationConfig), ``scoping`` (the setters' precedence), ``composable``.
 """
 
 from quantizers.composable import ComposableQuantizer

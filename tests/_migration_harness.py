@@ -71,7 +71,7 @@ def ours(with_xnnpack: bool = False) -> Api:
     import pt2e_quant
     import pt2e_quant.observer
     import quantizers
-    import quantizers.x86_inductor
+    import quantizers.x86_inductor.quantizer
 
     return Api(
         name="pt2e_quant",
@@ -81,7 +81,7 @@ def ours(with_xnnpack: bool = False) -> Api:
         convert_pt2e=pt2e_quant.convert_pt2e,
         quantizer=pt2e_quant,
         observer=pt2e_quant.observer,
-        xiq=quantizers.x86_inductor,
+        xiq=quantizers.x86_inductor.quantizer,
         XNNPACKQuantizer=quantizers.XNNPACKQuantizer,
         get_symmetric_quantization_config=quantizers.get_symmetric_quantization_config,
     )

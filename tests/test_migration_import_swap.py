@@ -35,16 +35,16 @@ SWAPPED_NAMES = {
     ("torchao.quantization.pt2e.observer", "MinMaxObserver"): "pt2e_quant.observer",
     ("torchao.quantization.pt2e.fake_quantize", "disable_observer"): "pt2e_quant.fake_quantize",
     ("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer", "X86InductorQuantizer"): (
-        "quantizers.x86_inductor"
+        "quantizers.x86_inductor.quantizer"
     ),
     (
         "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer",
         "get_default_x86_inductor_quantization_config",
-    ): "quantizers.x86_inductor",
+    ): "quantizers.x86_inductor.quantizer",
     (
         "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer",
         "get_x86_inductor_linear_dynamic_fp16_config",
-    ): "quantizers.x86_inductor",
+    ): "quantizers.x86_inductor.quantizer",
     ("torchao.quantization.pt2e", "generate_numeric_debug_handle"): "pt2e_quant",
     ("torchao.quantization.pt2e", "compare_results"): "pt2e_quant",
     ("torchao.quantization.pt2e", "disable_observer"): "pt2e_quant",

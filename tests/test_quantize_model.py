@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from pt2e_quant.contract.backends import get_backend
 from pt2e_quant.pipeline.calibration import CalibrationError
 from pt2e_quant.quantize_model import ExportFailedError, QuantizationResult, quantize
 from tests.cli_models import ValueBranch, tiny
@@ -137,13 +138,11 @@ def test_lone_tensor_batches_are_wrapped_and_none_warns():
 
 
 def test_x86_backend_and_explicit_quantizer():
-    from pt2e_quant.presets import preset_quantizer
-
     model, example = tiny()
     x86 = quantize(model, example, backend="x86", calibration=_batches(2), progress=False)
     assert qd.quantize_per_tensor.default in count_ops(x86.module)
     assert x86.coverage.summary().endswith("(+1 fused post-ops)")
-    per_tensor = preset_quantizer("xnnpack", per_tensor=True)
+    per_tensor = get_backend("xnnpack").preset(per_tensor=True)
     custom = quantize(model, example, per_tensor, calibration=_batches(2), progress=False)
     assert DQ_CHANNEL not in count_ops(custom.module)
     assert custom.quantizer is per_tensor and custom.backend is None  # inferred by explain
@@ -183,10 +182,8 @@ def test_argument_errors_name_the_argument(kwargs, message):
 
 
 def test_per_tensor_is_refused_for_x86():
-    from pt2e_quant.presets import preset_quantizer
-
     with pytest.raises(ValueError, match="per_tensor: the x86 backend only supports per-channel"):
-        preset_quantizer("x86", per_tensor=True)
+        get_backend("x86").preset(per_tensor=True)
 
 
 def test_empty_iterator_and_wrong_shape_name_the_batch():

@@ -11,6 +11,13 @@ The base class fixes the call order prepare uses:
    is specific to it),
 4. ``prepare_obs_or_fq_callback(model, edge_or_node_to_obs_or_fq)`` - optional last look at
    the observers prepare built, e.g. to swap one sharing group's observer.
+
+Coverage reports (``explain()``) ask a quantizer four more things, with defaults that fit a
+quantizer that declares nothing (one written for torchao says nothing of its rules, so every
+float op reads "pattern not matched"): its name in reports (:attr:`coverage_name`), the ops
+its rules anchor on (:meth:`rule_ops`), the ops it only fuses after another (:meth:`post_ops`),
+the scope decision for a node (:meth:`scope_decision`), and, for a composition, its members
+(:meth:`leaf_quantizers`).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from torch.fx import GraphModule
+from torch.fx import GraphModule, Node
 
 from pt2e_quant.contract.specs import EdgeOrNode
 
@@ -45,3 +52,27 @@ class Quantizer(ABC):
     ) -> None:
         """Inspect or replace the observers prepare built, before they are inserted."""
         return None
+
+    # -- coverage interface (explain() reads it; every method has a default) ------------------
+
+    #: how coverage reports name this quantizer ("no rule for this op in <name>"); None: the
+    #: class name
+    coverage_name: str | None = None
+
+    def rule_ops(self) -> frozenset:
+        """The aten overloads a rule of this quantizer anchors on; default: none declared."""
+        return frozenset()
+
+    def post_ops(self) -> frozenset:
+        """Ops this quantizer quantizes only fused after another op (never on their own)."""
+        return frozenset()
+
+    def scope_decision(self, node: Node) -> tuple[Any, str]:
+        """``(decision, setter)`` for ``node``: ``decision`` is None when a scope setter leaves
+        the node float, and ``setter`` names that call (``"set_module_name('head')"``); any
+        other decision means the node is in scope. Default: every node is in scope."""
+        return True, ""
+
+    def leaf_quantizers(self) -> list[Quantizer]:
+        """The quantizers that actually annotate: ``[self]``, or a composition's members."""
+        return [self]

@@ -4,7 +4,7 @@ Walks the top graph and every higher-order-op body (graph order, bodies after th
 calls them), keeps the compute ops (:mod:`~pt2e_quant.coverage.classify`), decides for each
 whether it was quantized (:mod:`~pt2e_quant.coverage.evidence`), why not
 (:mod:`~pt2e_quant.coverage.reasons`), and what the backend will do with it
-(:mod:`~pt2e_quant.coverage.delegation`, :mod:`~pt2e_quant.coverage.inductor_fusion`).
+(:mod:`~quantizers.xnnpack.delegation`, :mod:`~quantizers.x86_inductor.inductor_fusion`).
 """
 
 from __future__ import annotations
@@ -13,20 +13,17 @@ from collections.abc import Iterator
 
 from torch.fx import GraphModule, Node
 
+from pt2e_quant.contract.backends import Backend, backend_for, get_backend
 from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.coverage.classify import is_compute_op
-from pt2e_quant.coverage.delegation import predict_xnnpack
 from pt2e_quant.coverage.evidence import graph_has_annotations, status_of
-from pt2e_quant.coverage.inductor_fusion import freezing_warning, predict_x86
-from pt2e_quant.coverage.reasons import backend_of, float_reason
+from pt2e_quant.coverage.reasons import float_reason
 from pt2e_quant.coverage.report import CoverageReport, CoverageRow
 from pt2e_quant.debug.comparison import module_path, op_name
 from pt2e_quant.graph.control_flow import real_op_for
 from pt2e_quant.graph.subgraphs import iter_graph_modules, subgraph_args
 
 __all__ = ["explain"]
-
-_BACKENDS = ("xnnpack", "x86")
 
 
 def _body_kind(target: object) -> str:
@@ -53,13 +50,12 @@ def explain(
 
     ``model`` is a converted (or prepared) GraphModule from our pipeline. ``quantizer``, the
     one used to prepare it, lets the report name the reason for each float op. ``backend``
-    (``"xnnpack"`` or ``"x86"``, inferred from the quantizer type when omitted) adds the
-    backend's prediction: XNNPACK delegation per op, or the int8 kernels Inductor will fuse
-    (with a warning when ``torch._inductor.config.freezing`` is off).
+    (an installed backend's name, ``"xnnpack"`` or ``"x86"`` here; inferred from the
+    quantizer's type when omitted) adds the backend's prediction: XNNPACK delegation per op,
+    or the int8 kernels Inductor will fuse (with a warning when
+    ``torch._inductor.config.freezing`` is off).
     """
-    backend = backend if backend is not None else backend_of(quantizer)
-    if backend is not None and backend not in _BACKENDS:
-        raise ValueError(f"explain: backend must be one of {_BACKENDS} or None, got {backend!r}")
+    chosen = _chosen_backend(backend, quantizer)
     annotated = any(graph_has_annotations(gm) for gm in iter_graph_modules(model))
     rows = []
     for node, name, kind in _walk(model):
@@ -74,10 +70,8 @@ def explain(
         elif not status.quantized:
             reason = float_reason(node, quantizer, kind)
         prediction = None
-        if backend == "xnnpack":
-            prediction = predict_xnnpack(node)
-        elif backend == "x86":
-            prediction = predict_x86(node, status)
+        if chosen is not None and chosen.predict is not None:
+            prediction = chosen.predict(node, status)
         rows.append(
             CoverageRow(
                 name,
@@ -88,7 +82,14 @@ def explain(
                 prediction,
             )
         )
-    warnings = []
-    if backend == "x86" and (warning := freezing_warning()) is not None:
-        warnings.append(warning)
-    return CoverageReport(rows, backend, warnings)
+    warnings = chosen.warnings() if chosen is not None else []
+    return CoverageReport(rows, chosen.name if chosen is not None else None, warnings)
+
+
+def _chosen_backend(name: str | None, quantizer: Quantizer | None) -> Backend | None:
+    if name is None:
+        return backend_for(quantizer)
+    try:
+        return get_backend(name)
+    except ValueError as error:
+        raise ValueError(f"explain: {error} (or None)") from None

@@ -4,7 +4,7 @@ Checked in this order, the first that holds is reported:
 
 1. ``unsupported dtype <dtype>``: the op's output (``meta['val']``) is not a float tensor;
 2. ``no rule for this op in <backend>``: no rule of the quantizer handles the op (read from
-   its rule table through ``quantizer.rule_ops()``);
+   its rule table through ``quantizer.rule_ops()``, named by ``quantizer.coverage_name``);
 3. ``filtered by scope setter (<setter>)``: every quantizer with a rule for the op was told by
    its scoping to leave the node float (``quantizer.scope_decision(node)``);
 4. ``inside a <cond/scan/...> sub-graph``: the op reads a body input that arrives float, and
@@ -34,7 +34,7 @@ from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.coverage.evidence import is_quantized_edge, tensor_inputs
 from pt2e_quant.graph.aliasing import first_writer
 
-__all__ = ["backend_of", "float_reason", "leaf_quantizers", "reason_kind"]
+__all__ = ["float_reason", "leaf_quantizers", "reason_kind"]
 
 #: short key of each reason, for the counts and the summary line
 _KINDS = (
@@ -57,41 +57,23 @@ def reason_kind(reason: str) -> str:
     return reason
 
 
-def leaf_quantizers(quantizer: Quantizer | None) -> Iterator[Quantizer]:
-    """``quantizer`` itself, or the members of a ComposableQuantizer, flattened."""
+def leaf_quantizers(quantizer: Any) -> Iterator[Any]:
+    """The quantizers that annotate: ``quantizer`` itself, or a composition's members. A
+    quantizer that is not ours (written for torchao) has none of the coverage interface, so
+    it stands for itself."""
     if quantizer is None:
         return
-    members = getattr(quantizer, "quantizers", None)
-    if isinstance(members, list):
-        for member in members:
-            yield from leaf_quantizers(member)
-    else:
-        yield quantizer
+    leaves = quantizer.leaf_quantizers() if isinstance(quantizer, Quantizer) else [quantizer]
+    yield from leaves
 
 
-_BACKEND_NAMES = {
-    "XNNPACKQuantizer": "xnnpack",
-    "X86InductorQuantizer": "x86",
-    "EmbeddingQuantizer": "embedding",
-}
+def _name(quantizer: Any) -> str:
+    return getattr(quantizer, "coverage_name", None) or type(quantizer).__name__
 
 
-def backend_of(quantizer: Quantizer | None) -> str | None:
-    """``"xnnpack"`` / ``"x86"`` from the quantizer type (the first backend of a composition)."""
-    for leaf in leaf_quantizers(quantizer):
-        name = _BACKEND_NAMES.get(type(leaf).__name__)
-        if name in ("xnnpack", "x86"):
-            return name
-    return None
-
-
-def _name(quantizer: Quantizer) -> str:
-    return _BACKEND_NAMES.get(type(quantizer).__name__, type(quantizer).__name__)
-
-
-def _ops(quantizer: Quantizer, method: str) -> frozenset:
-    getter = getattr(quantizer, method, None)
-    return getter() if callable(getter) else frozenset()
+def _ops(quantizer: Any, method: str) -> frozenset:
+    """``quantizer.rule_ops()`` / ``post_ops()``; nothing declared for a foreign quantizer."""
+    return getattr(quantizer, method)() if isinstance(quantizer, Quantizer) else frozenset()
 
 
 def _no_rule(node: Node, leaves: list[Quantizer]) -> str | None:
@@ -106,10 +88,9 @@ def _no_rule(node: Node, leaves: list[Quantizer]) -> str | None:
 def _scope_filter(node: Node, leaves: list[Quantizer]) -> str | None:
     setters = []
     for quantizer in leaves:
-        decide = getattr(quantizer, "scope_decision", None)
-        if node.target not in _ops(quantizer, "rule_ops") or not callable(decide):
+        if node.target not in _ops(quantizer, "rule_ops"):
             continue
-        config, setter = decide(node)
+        config, setter = quantizer.scope_decision(node)
         if config is not None:
             return None
         setters.append(setter)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from pt2e_quant.contract.backends import Backend, installed_backends
 from pt2e_quant.coverage.reasons import reason_kind
 from pt2e_quant.coverage.table import render_table
 
 __all__ = ["CoverageRow", "CoverageReport"]
-
-_BACKEND_TITLES = {"xnnpack": "XNNPACK", "x86": "Inductor"}
 
 
 @dataclass(frozen=True)
@@ -55,23 +54,21 @@ class CoverageReport:
         if kinds:
             ordered = sorted(kinds.items(), key=lambda item: (-item[1], item[0]))
             text += " (" + ", ".join(f"{n} {kind}" for kind, n in ordered) + ")"
-        if self.backend == "xnnpack":
-            text += (
-                f"; XNNPACK will delegate {counts.get('xnnpack int8', 0)} as int8, "
-                f"{counts.get('xnnpack fp32', 0)} in fp32"
-            )
-        elif self.backend == "x86":
-            kernels = counts.get("int8 qconv", 0) + counts.get("int8 qlinear", 0)
-            text += f"; Inductor will fuse {kernels} int8 kernels"
-            text += f" (+{counts.get('fused post-op', 0)} fused post-ops)"
+        backend = self._backend()
+        if backend is not None and backend.summarize is not None:
+            text += backend.summarize(counts)
         return text
+
+    def _backend(self) -> Backend | None:
+        return installed_backends().get(self.backend) if self.backend is not None else None
 
     def to_text(self) -> str:
         """The table, then the summary line and any warnings."""
         header = ["node", "op", "module", "quantized", "reason"]
         with_prediction = any(row.prediction for row in self.rows)
         if with_prediction:
-            header.append(f"{_BACKEND_TITLES.get(self.backend or '', 'backend')} prediction")
+            backend = self._backend()
+            header.append(f"{backend.title if backend is not None else 'backend'} prediction")
         body = []
         for row in self.rows:
             cells = [row.node, row.op, row.module, "yes" if row.quantized else "no", row.reason]

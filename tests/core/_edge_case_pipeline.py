@@ -17,11 +17,11 @@ from torch import Tensor
 from torch.fx import GraphModule
 
 from pt2e_quant import convert_pt2e, prepare_pt2e
-from quantizers.x86_inductor import (
+from quantizers.x86_inductor.quantizer import (
     X86InductorQuantizer,
     get_default_x86_inductor_quantization_config,
 )
-from quantizers.xnnpack import XNNPACKQuantizer, get_symmetric_quantization_config
+from quantizers.xnnpack.quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 
 qd = torch.ops.quantized_decomposed
 Q, DQ = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default

@@ -26,11 +26,11 @@ from torch import nn
 
 from pt2e_quant import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 from pt2e_quant.pipeline import model_checks
-from quantizers.x86_inductor import (
+from quantizers.x86_inductor.quantizer import (
     X86InductorQuantizer,
     get_default_x86_inductor_quantization_config,
 )
-from quantizers.xnnpack import XNNPACKQuantizer, get_symmetric_quantization_config
+from quantizers.xnnpack.quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.core._edge_case_peers import PEER_BACKENDS, peer_pipeline
 from tests.core._edge_case_pipeline import QUANTIZERS, Q, all_equal, quiet, run_pipeline
 from tests.core._reentrant_models import (

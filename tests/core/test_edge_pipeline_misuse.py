@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.fx import GraphModule
 
 from pt2e_quant import ModelNotExportedError, convert_pt2e, prepare_pt2e
-from quantizers.xnnpack import XNNPACKQuantizer, get_symmetric_quantization_config
+from quantizers.xnnpack.quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.core._edge_case_models import SameModuleTwice
 from tests.core._edge_case_pipeline import (
     assert_untouched,

@@ -28,11 +28,11 @@ from pt2e_quant import (
     prepare_qat_pt2e,
 )
 from pt2e_quant.pipeline import model_checks
-from quantizers.x86_inductor import (
+from quantizers.x86_inductor.quantizer import (
     X86InductorQuantizer,
     get_default_x86_inductor_quantization_config,
 )
-from quantizers.xnnpack import XNNPACKQuantizer, get_symmetric_quantization_config
+from quantizers.xnnpack.quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.core.quantizer_fixtures import UINT8_MINMAX, FunctionQuantizer
 
 aten = torch.ops.aten

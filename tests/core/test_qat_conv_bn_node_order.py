@@ -26,7 +26,7 @@ from torch.fx import GraphModule, Node
 
 import pt2e_quant
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
-from quantizers.x86_inductor import (
+from quantizers.x86_inductor.quantizer import (
     X86InductorQuantizer,
     get_default_x86_inductor_quantization_config,
 )

@@ -15,7 +15,7 @@ from torch import nn
 from torch.fx import GraphModule
 
 from pt2e_quant.graph.quantized_regions import find_quantized_regions
-from quantizers.xnnpack import XNNPACKQuantizer, get_symmetric_quantization_config
+from quantizers.xnnpack.quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.core._edge_case_pipeline import (
     DQ,
     DQ_CH,

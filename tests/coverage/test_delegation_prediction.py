@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from pt2e_quant.coverage import explain
-from pt2e_quant.coverage.delegation import INT8
+from quantizers.xnnpack.delegation import INT8
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.coverage.test_prediction_constraints import ConvPoolConv, ConvThen
 from tests.ptq import quantize_once, quantize_zoo_model

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from pt2e_quant import convert_pt2e, prepare_pt2e
 from pt2e_quant.coverage import CoverageReport, explain
-from pt2e_quant.coverage.inductor_fusion import FREEZING_WARNING
+from quantizers.x86_inductor.inductor_fusion import FREEZING_WARNING
 from quantizers import (
     ComposableQuantizer,
     EmbeddingQuantizer,

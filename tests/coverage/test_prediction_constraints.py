@@ -1,7 +1,7 @@
 """explain()'s backend predictions for ops whose quantized pattern breaks a backend constraint.
 
 XNNPACK's partitioner takes an int8 add / cat / max_pool2d / mean only under per-op conditions
-(module docstring of :mod:`pt2e_quant.coverage.delegation`); a quantized op that breaks one
+(module docstring of :mod:`quantizers.xnnpack.delegation`); a quantized op that breaks one
 runs in fp32, and the report must say so rather than promise an int8 kernel. On x86, conv1d
 prepacks into a oneDNN qconv just like conv2d.
 """

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from quantizers.xnnpack import XNNPACKQuantizer, get_symmetric_quantization_config
+from quantizers.xnnpack.quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.graph_check import qdq_and_compute_ops
 from tests.peer_annotation import library
 from tests.quantizers import _x86_inductor_peer_run as x86_run

@@ -17,7 +17,7 @@ from torch.fx import GraphModule
 
 from pt2e_quant import convert_pt2e, prepare_pt2e
 from quantizers.config import QuantizationConfig
-from quantizers.x86_inductor import (
+from quantizers.x86_inductor.quantizer import (
     X86InductorQuantizer,
     get_default_x86_inductor_quantization_config,
 )

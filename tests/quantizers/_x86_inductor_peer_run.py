@@ -21,7 +21,7 @@ from pt2e_quant import (
     prepare_pt2e,
     prepare_qat_pt2e,
 )
-from quantizers.x86_inductor import X86InductorQuantizer
+from quantizers.x86_inductor.quantizer import X86InductorQuantizer
 from tests.quantizers._x86_inductor_pattern_models import x86_config
 
 

@@ -15,7 +15,7 @@ from torch.fx import GraphModule, Node
 
 from pt2e_quant import convert_pt2e, prepare_pt2e
 from quantizers.config import QuantizationConfig
-from quantizers.xnnpack import XNNPACKQuantizer, get_symmetric_quantization_config
+from quantizers.xnnpack.quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 
 aten = torch.ops.aten
 qd = torch.ops.quantized_decomposed
@@ -164,7 +164,7 @@ class SharedQParamOp(nn.Module):
 
 
 #: ``name: (op, input shape, the aten overload export gives the op)``: every op the XNNPACK
-#: quantizer lets share its producer's qparams (quantizers.xnnpack_rules.SHARED_QPARAM_OPS).
+#: quantizer lets share its producer's qparams (quantizers.xnnpack.rules.SHARED_QPARAM_OPS).
 SHARED_QPARAM_CASES = {
     "relu": (torch.relu, (2, 4), aten.relu.default),
     "hardtanh": (nn.functional.hardtanh, (2, 4), aten.hardtanh.default),

@@ -19,7 +19,7 @@ from pt2e_quant.contract.annotation import (
     set_annotation,
 )
 from quantizers.composable import AnnotationOverwriteError, ComposableQuantizer
-from quantizers.embedding import EmbeddingQuantizer
+from quantizers.embedding.quantizer import EmbeddingQuantizer
 from tests.core.quantizer_fixtures import ConvLinearQuantizer, FunctionQuantizer, int8_specs
 from tests.graph_check import assert_node_occurrence, assert_node_order
 from tests.models import ConvLinearWPermute, EmbeddingConvLinearModule, export_model
@@ -363,7 +363,7 @@ def _xnnpack_dynamic_then_static(dynamic_per_channel: bool) -> list[Quantizer]:
     The dynamic one is scoped to linear: the seed's dynamic config claimed only linears, while
     ExecuTorch's current one also claims convs.
     """
-    xnnpack = pytest.importorskip("quantizers.xnnpack")
+    xnnpack = pytest.importorskip("quantizers.xnnpack.quantizer")
     config = xnnpack.get_symmetric_quantization_config
     dynamic = config(is_per_channel=dynamic_per_channel, is_dynamic=True)
     return [
@@ -390,8 +390,8 @@ def test_with_xnnpack_embedding_conv_linear_seed_counts() -> None:
 def test_x86_none_scope_claims_mul_float_ahead_of_a_later_quantizer(scope: str) -> None:
     """X86's ``None`` scope means "leave float", and it claims the mul: XNNPACK, which on its
     own quantizes this mul, skips it when composed after, with no overwrite error."""
-    xnnpack = pytest.importorskip("quantizers.xnnpack")
-    x86 = pytest.importorskip("quantizers.x86_inductor")
+    xnnpack = pytest.importorskip("quantizers.xnnpack.quantizer")
+    x86 = pytest.importorskip("quantizers.x86_inductor.quantizer")
     from tests.quantizers._x86_inductor_pattern_models import Mul
 
     def later() -> Quantizer:

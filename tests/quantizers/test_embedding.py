@@ -12,7 +12,7 @@ from torch import nn
 
 from pt2e_quant import AnnotationError, convert_pt2e, prepare_pt2e
 from pt2e_quant.contract.annotation import annotate_input, get_annotation, is_annotated
-from quantizers.embedding import (
+from quantizers.embedding.quantizer import (
     EMBEDDING_OPS,
     EmbeddingQuantizer,
     get_embedding_quantization_config,

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from quantizers.xnnpack import XNNPACKQuantizer
+from quantizers.xnnpack.quantizer import XNNPACKQuantizer
 
 
 class InplaceAfterEvalDropout(nn.Module):

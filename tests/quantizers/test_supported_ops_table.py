@@ -18,18 +18,15 @@ import pytest
 import torch
 from torch import nn
 
+import tools.supported_ops as supported_ops
 from pt2e_quant import prepare_pt2e
 from pt2e_quant.contract.annotation import get_annotation
-from quantizers import (
-    EmbeddingQuantizer,
-    X86InductorQuantizer,
-    XNNPACKQuantizer,
-    embedding,
-    supported_ops,
-    x86_inductor_rules,
-    xnnpack_rules,
-)
-from quantizers.supported_ops import (
+from quantizers import EmbeddingQuantizer, X86InductorQuantizer, XNNPACKQuantizer
+from quantizers.embedding import quantizer as embedding
+from quantizers.x86_inductor import rules as x86_inductor_rules
+from quantizers.xnnpack import rules as xnnpack_rules
+from tests.models import ZOO, export_model
+from tools.supported_ops import (
     BEGIN,
     COLUMNS,
     END,
@@ -40,7 +37,6 @@ from quantizers.supported_ops import (
     supported_ops_cells,
     supported_ops_markdown,
 )
-from tests.models import ZOO, export_model
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -54,7 +50,7 @@ def test_readme_region_is_generated_table() -> None:
     region = extract_region(README.read_text())
     assert region == supported_ops_markdown(), (
         "README.md's supported-ops table is stale (a rule table changed). Regenerate it with\n"
-        "    .venv/bin/python -m quantizers.supported_ops --write README.md\n"
+        "    .venv/bin/python -m tools.supported_ops --write README.md\n"
         "and review the diff shown by --check README.md."
     )
 
@@ -165,7 +161,7 @@ def test_check_without_markers_fails(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_module_prints_table() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "quantizers.supported_ops"],
+        [sys.executable, "-m", "tools.supported_ops"],
         cwd=ROOT,
         capture_output=True,
         text=True,

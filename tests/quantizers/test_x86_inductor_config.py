@@ -29,7 +29,7 @@ from pt2e_quant.observer import (
     PlaceholderObserver,
 )
 from quantizers.config import QuantizationConfig
-from quantizers.x86_inductor import (
+from quantizers.x86_inductor.quantizer import (
     X86InductorQuantizer,
     get_x86_inductor_linear_dynamic_fp16_config,
 )
@@ -78,7 +78,7 @@ def test_importing_changes_no_inductor_config() -> None:
     script = (
         "import torch, torch._inductor.config as c\n"
         "before = c.get_config_copy()\n"
-        "import quantizers.x86_inductor\n"
+        "import quantizers.x86_inductor.quantizer\n"
         "after = c.get_config_copy()\n"
         "changed = sorted(k for k in before if before[k] != after[k])\n"
         "assert not changed, changed\n"

@@ -1,7 +1,7 @@
 """X86 config recipes beyond one global config, against torchao as the oracle.
 
 Each recipe is written once against the module torchao users import as ``xiq``
-(``torchao...x86_inductor_quantizer``, or ``quantizers.x86_inductor`` after the import swap)
+(``torchao...x86_inductor_quantizer``, or ``quantizers.x86_inductor.quantizer`` after the import swap)
 and must give the same q/dq and compute op sequence and bit-identical outputs:
 
 * the float16-weight linear config, ``get_x86_inductor_linear_dynamic_fp16_config`` (issue
@@ -224,7 +224,7 @@ def test_mixed_modes_keep_the_first_config_as_torchao(name: str, peer_pattern_ca
 
 
 def test_every_name_torchaos_x86_module_exports_is_ours_too() -> None:
-    """``import ...x86_inductor_quantizer as xiq`` becomes ``import quantizers.x86_inductor as
+    """``import ...x86_inductor_quantizer as xiq`` becomes ``import quantizers.x86_inductor.quantizer as
     xiq``: every name torchao's module exports must be there; the presets take the same
     parameters with the same defaults."""
     theirs, mine = peer().xiq, ours().xiq

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch._inductor.utils import run_and_get_code
 from torch.fx import GraphModule, Node
 
-import quantizers.x86_inductor
+import quantizers.x86_inductor.quantizer
 from pt2e_quant import convert_pt2e, prepare_pt2e
 from pt2e_quant.ops.qdq_ops import is_dequantize
 from quantizers import X86InductorQuantizer, get_default_x86_inductor_quantization_config
@@ -277,7 +277,7 @@ def test_fp16_linear_lowers_like_torchao(torchao_x86, name: str) -> None:
     model, example = build().eval(), (torch.randn(shape),)
     module, pipeline = torchao_x86
     peer_pipeline = (pipeline.prepare_pt2e, pipeline.convert_pt2e, _fp16_linears(module))
-    our_pipeline = (prepare_pt2e, convert_pt2e, _fp16_linears(quantizers.x86_inductor))
+    our_pipeline = (prepare_pt2e, convert_pt2e, _fp16_linears(quantizers.x86_inductor.quantizer))
     mine = _quantize(model, example, our_pipeline, strict=False)
     peer = _quantize(model, example, peer_pipeline, strict=False)
 

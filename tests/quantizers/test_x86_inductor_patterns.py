@@ -19,7 +19,7 @@ from torch import nn
 from pt2e_quant import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 from pt2e_quant.contract.annotation import get_annotation, is_annotated
 from pt2e_quant.fake_quantize import FakeQuantizeBase
-from quantizers.x86_inductor import X86InductorQuantizer
+from quantizers.x86_inductor.quantizer import X86InductorQuantizer
 from tests.graph_check import assert_node_occurrence, assert_node_order, ops_in_order
 from tests.models import ConvWithBNRelu, export_model
 from tests.quantizers._x86_inductor_pattern_models import (

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from quantizers.x86_inductor import (
+from quantizers.x86_inductor.quantizer import (
     MixedConfigWarning,
     X86InductorQuantizer,
     get_x86_inductor_linear_dynamic_fp16_config,

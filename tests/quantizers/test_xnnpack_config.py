@@ -24,8 +24,8 @@ from pt2e_quant.observer import (
     PlaceholderObserver,
 )
 from quantizers.config import QuantizationConfig
-from quantizers.xnnpack import get_symmetric_quantization_config
-from quantizers.xnnpack_rules import RULES
+from quantizers.xnnpack.quantizer import get_symmetric_quantization_config
+from quantizers.xnnpack.rules import RULES
 from tests.quantizers._xnnpack_models import (
     DYNAMIC,
     IMAGE,

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.fx import GraphModule
 
-from quantizers.xnnpack import get_symmetric_quantization_config
+from quantizers.xnnpack.quantizer import get_symmetric_quantization_config
 from tests.graph_check import qdq_and_compute_ops, quantized_edges
 from tests.models import ZOO
 from tests.quantizers._xnnpack_models import (

@@ -19,7 +19,7 @@ from pt2e_quant import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 from pt2e_quant.fake_quantize import FusedMovingAvgObsFakeQuantize
 from pt2e_quant.observer import ObserverBase, PerChannelMinMaxObserver
 from quantizers.config import QuantizationConfig
-from quantizers.xnnpack import get_symmetric_quantization_config
+from quantizers.xnnpack.quantizer import get_symmetric_quantization_config
 from tests.graph_check import assert_node_occurrence, assert_node_order, count_ops
 from tests.models import ConvTWithBNRelu
 from tests.quantizers._xnnpack_models import (

@@ -18,7 +18,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from pt2e_quant import convert_pt2e, prepare_qat_pt2e
-from quantizers.xnnpack import get_symmetric_quantization_config
+from quantizers.xnnpack.quantizer import get_symmetric_quantization_config
 from tests.quantizers._xnnpack_models import (
     CHOOSE,
     DQ,

@@ -16,7 +16,7 @@ from torch import nn
 from torch.fx import GraphModule
 
 from pt2e_quant import convert_pt2e, move_exported_model_to_eval, prepare_qat_pt2e
-from quantizers.xnnpack import XNNPACKQuantizer
+from quantizers.xnnpack.quantizer import XNNPACKQuantizer
 from tests.graph_check import assert_node_order, count_ops
 from tests.quantizers._xnnpack_models import (
     DQ,

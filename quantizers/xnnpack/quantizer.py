@@ -6,7 +6,7 @@ our observers and the shared scoping::
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(torch.export.export(model, inputs).module(), quantizer)
 
-What gets quantized is the rule table in :mod:`quantizers.xnnpack_rules`. Where we differ from
+What gets quantized is the rule table in :mod:`quantizers.xnnpack.rules`. Where we differ from
 ExecuTorch on purpose:
 
 * ``set_module_name(name, None)`` / ``set_module_type(tp, None)`` leave that scope float
@@ -56,7 +56,7 @@ from pt2e_quant.ops.families import (
 )
 from quantizers.config import QuantizationConfig, checked_config
 from quantizers.scoping import ScopedConfigs
-from quantizers.xnnpack_rules import RULE_OPS, RULES, Rule, fused_chain, propagate_shared_qparams
+from quantizers.xnnpack.rules import RULE_OPS, RULES, Rule, fused_chain, propagate_shared_qparams
 
 __all__ = ["XNNPACKQuantizer", "get_symmetric_quantization_config", "lift_scalar_operands"]
 
@@ -243,6 +243,8 @@ class XNNPACKQuantizer(Quantizer):
     Configure with the setters (each returns ``self``); precedence is module name > module
     type > operator type > global, and ``None`` leaves a scope float.
     """
+
+    coverage_name = "xnnpack"
 
     def __init__(self) -> None:
         super().__init__()

@@ -12,7 +12,7 @@ Flow::
 The names and the recipe are torchao's (same q/dq structure on the same model), so migrating is
 an import change. What differs, on purpose:
 
-* Patterns are recognised from aten ops and data flow (:mod:`quantizers.x86_inductor_rules`),
+* Patterns are recognised from aten ops and data flow (:mod:`quantizers.x86_inductor.rules`),
   not from ``source_fn_stack``, so models exported non-strict with in-place residual adds
   (torchvision's ResNet) quantize instead of crashing, and ``F.relu6`` / ``F.silu`` fuse like
   their modules do. A lone conv1d is quantized too (torchao only quantizes conv1d -> relu).
@@ -28,7 +28,7 @@ As in torchao, a setter given a config that mixes static with dynamic, or QAT wi
 one already set keeps the first and warns (:class:`MixedConfigWarning`, naming both configs
 and their setters). ``get_x86_inductor_linear_dynamic_fp16_config()`` (float16 linear
 weights, Inductor's ``linear_dynamic_fp16``) mixes with static and dynamic configs. The presets
-and that rule live in :mod:`quantizers.x86_inductor_config`.
+and that rule live in :mod:`quantizers.x86_inductor.config`.
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ from pt2e_quant.contract.specs import SharedQuantizationSpec
 from pt2e_quant.errors import AnnotationError, describe_node, graph_context
 from pt2e_quant.graph.aten_args import argument
 from pt2e_quant.graph.patterns import any_annotated, is_call, is_float_tensor
-from pt2e_quant.ops.families import LINEAR_OPS
+from pt2e_quant.ops.families import CAT_OPS, FLATTEN_OPS, LINEAR_OPS
 from quantizers.config import QuantizationConfig, checked_config
 from quantizers.scoping import ScopedConfigs
-from quantizers.x86_inductor_config import (
+from quantizers.x86_inductor.config import (
     MixedConfigWarning,
     config_name,
     get_default_x86_inductor_quantization_config,
@@ -60,7 +60,7 @@ from quantizers.x86_inductor_config import (
     is_fp16_weight_only,
     mode_conflict,
 )
-from quantizers.x86_inductor_rules import (
+from quantizers.x86_inductor.rules import (
     FUSION_RULES,
     INT8_IN_INT8_OUT_OPS,
     MATMUL_OPS,
@@ -109,6 +109,8 @@ class X86InductorQuantizer(Quantizer):
     Setters return ``self`` so calls chain. See the module docstring for the recipe and the
     deliberate differences from torchao's quantizer of the same name.
     """
+
+    coverage_name = "x86"
 
     def __init__(self) -> None:
         super().__init__()
@@ -323,10 +325,10 @@ class X86InductorQuantizer(Quantizer):
         if config is None:
             mark_annotated([node])
             return
-        if node.target == _aten.flatten.using_ints and node.users:
+        if node.target in FLATTEN_OPS and node.users:
             if not any(is_call(user, QUANTIZABLE_OPS) for user in node.users):
                 return
-        if node.target == _aten.cat.default:
+        if node.target in CAT_OPS:
             inputs = list(dict.fromkeys(node.all_input_nodes))
         else:
             inputs = [node.all_input_nodes[0]]

@@ -6,7 +6,7 @@ writes int8 or float. The recipe therefore quantizes the *inputs* of a fused pat
 activation and the weight) and leaves its output float: whoever consumes it quantizes its own
 input. A pattern's last node is remembered as a "quantized output", which is what lets the
 int8-in/int8-out ops after it (pooling, flatten, cat) keep running on int8 (see
-:mod:`quantizers.x86_inductor`).
+:mod:`quantizers.x86_inductor.quantizer`).
 
 Each :class:`FusionRule` row reads ``anchor -> [batch_norm] -> [add] -> [unary]``; the rows run
 in table order over the whole graph, so longer patterns claim their nodes before shorter ones

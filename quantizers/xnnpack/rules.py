@@ -308,7 +308,7 @@ _FUSE_OPS = {"relu": RELU_OPS, "batch_norm": BATCH_NORM_OPS}
 def fuse_ops(kind: str) -> frozenset:
     """The ops a ``Rule.fuse`` entry (``"relu"``, ``"batch_norm"``) matches.
 
-    Read-only view of the table for generated docs (:mod:`quantizers.supported_ops`), so they
+    Read-only view of the table for generated docs (:mod:`tools.supported_ops`), so they
     name fused ops from the same mapping :func:`fused_chain` matches with.
     """
     return _FUSE_OPS[kind]

@@ -5,7 +5,7 @@ patterns Inductor's freezing pass registers): a weight-prepack pattern matches
 ``dequantize_per_tensor(act) -> convolution / linear <- dequantize_per_channel(constant
 weight)`` on CPU for conv1d / conv2d (``dim() in [3, 4]``) and linear, and replaces it with one
 oneDNN ``qconv`` / ``qlinear`` kernel; the post-op patterns then fold the unary / binary ops of
-our X86 recipe (:data:`quantizers.x86_inductor_rules.FUSION_RULES`) into that kernel. The
+our X86 recipe (:data:`quantizers.x86_inductor.rules.FUSION_RULES`) into that kernel. The
 prepack patterns are only registered by the freezing pass, so nothing is fused unless
 ``torch._inductor.config.freezing`` is True when compiling.
 
@@ -25,7 +25,7 @@ from pt2e_quant.coverage.evidence import Status, example_value, is_quantized_edg
 from pt2e_quant.graph.aten_args import argument
 from pt2e_quant.ops.families import LINEAR_OPS
 from pt2e_quant.ops.qdq_ops import is_dequantize
-from quantizers.x86_inductor_rules import CONV1D_OPS, CONV2D_OPS
+from quantizers.x86_inductor.rules import CONV1D_OPS, CONV2D_OPS
 
 __all__ = ["FREEZING_WARNING", "freezing_warning", "predict_x86"]
 

@@ -66,6 +66,8 @@ class EmbeddingQuantizer(Quantizer):
     claimed are skipped, so the quantizer composes (see ``quantizers.composable``).
     """
 
+    coverage_name = "embedding"
+
     def __init__(self, config: QuantizationConfig | None = None) -> None:
         super().__init__()
         config = _checked(config, "EmbeddingQuantizer(config)")

@@ -1,7 +1,7 @@
 """The supported-ops table of every backend, generated from the rule tables.
 
 README's "Supported ops" section is the output of :func:`supported_ops_markdown`, written by
-``python -m quantizers.supported_ops --write README.md`` and compared by a test, so the table
+``python -m tools.supported_ops --write README.md`` and compared by a test, so the table
 cannot keep promising an op whose rule is gone, nor miss a new one.
 
 Each cell is derived from the data the quantizers run on: which ops anchor a rule
@@ -39,11 +39,13 @@ from pt2e_quant.ops.families import (
     CONV_TRANSPOSE_OPS,
     LINEAR_OPS,
 )
-from quantizers import embedding, x86_inductor_rules, xnnpack_rules
 from quantizers.config import QuantizationConfig
-from quantizers.embedding import get_embedding_quantization_config
-from quantizers.x86_inductor import get_default_x86_inductor_quantization_config
-from quantizers.xnnpack import get_symmetric_quantization_config
+from quantizers.embedding import quantizer as embedding
+from quantizers.embedding.quantizer import get_embedding_quantization_config
+from quantizers.x86_inductor import rules as x86_inductor_rules
+from quantizers.x86_inductor.quantizer import get_default_x86_inductor_quantization_config
+from quantizers.xnnpack import rules as xnnpack_rules
+from quantizers.xnnpack.quantizer import get_symmetric_quantization_config
 
 __all__ = [
     "BEGIN",
@@ -365,9 +367,9 @@ def supported_ops_rows() -> list[tuple[str, tuple[str, ...]]]:
 
 
 _LEGEND = (
-    "Generated from the rule tables (`quantizers/xnnpack_rules.py`, "
-    "`quantizers/x86_inductor_rules.py`, `quantizers/embedding.py`) by "
-    "`python -m quantizers.supported_ops --write README.md`; "
+    "Generated from the rule tables (`quantizers/xnnpack/rules.py`, "
+    "`quantizers/x86_inductor/rules.py`, `quantizers/embedding/quantizer.py`) by "
+    "`python -m tools.supported_ops --write README.md`; "
     "`tests/quantizers/test_supported_ops_table.py` fails when this section is stale. "
     "Each column is one preset config: {presets}. {none} means left float. "
     '"fuses a(+b)": the op and a following `a` (then optionally `b`) are quantized as one '
@@ -416,9 +418,7 @@ def replace_region(text: str, markdown: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Print the table; ``--check FILE`` exits 1 with a diff when FILE's region is stale,
     ``--write FILE`` regenerates it."""
-    parser = argparse.ArgumentParser(
-        prog="python -m quantizers.supported_ops", description=main.__doc__
-    )
+    parser = argparse.ArgumentParser(prog="python -m tools.supported_ops", description=main.__doc__)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--check", metavar="FILE", type=Path)
     group.add_argument("--write", metavar="FILE", type=Path)
@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.writelines(diff)
     print(
         f"{path}: the supported-ops table is stale; regenerate it with "
-        f"python -m quantizers.supported_ops --write {path}",
+        f"python -m tools.supported_ops --write {path}",
         file=sys.stderr,
     )
     return 1

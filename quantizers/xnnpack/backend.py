@@ -1,0 +1,59 @@
+"""The ``"xnnpack"`` backend as the core's registry sees it (entry point
+``pt2e_quant.backends: xnnpack``): the recommended preset, the partitioner prediction and the
+ExecuTorch lowering behind the CLI's ``--pte``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pt2e_quant.contract.backends import Backend
+from quantizers.xnnpack.delegation import predict_xnnpack
+from quantizers.xnnpack.quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+
+__all__ = ["BACKEND", "INSTALL_EXECUTORCH", "preset"]
+
+INSTALL_EXECUTORCH = "install executorch (pip install executorch==1.5.1) to write .pte"
+
+
+def preset(
+    *, per_tensor: bool = False, dynamic: bool = False, qat: bool = False
+) -> XNNPACKQuantizer:
+    """int8 per-tensor activations, int8 symmetric weights, per channel unless ``per_tensor``
+    (ExecuTorch's recommended static preset)."""
+    config = get_symmetric_quantization_config(
+        is_per_channel=not per_tensor, is_dynamic=dynamic, is_qat=qat
+    )
+    return XNNPACKQuantizer().set_global(config)
+
+
+def _summarize(counts: Mapping[str, int]) -> str:
+    return (
+        f"; XNNPACK will delegate {counts.get('xnnpack int8', 0)} as int8, "
+        f"{counts.get('xnnpack fp32', 0)} in fp32"
+    )
+
+
+def _write_pte(program: Any, path: Path) -> None:
+    """Lower with ExecuTorch's XNNPACK partitioner and write the flatbuffer."""
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+    except ImportError:
+        raise RuntimeError(INSTALL_EXECUTORCH) from None
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    Path(path).write_bytes(edge.to_executorch().buffer)
+
+
+BACKEND = Backend(
+    name="xnnpack",
+    preset=preset,
+    quantizer_types=(XNNPACKQuantizer,),
+    title="XNNPACK",
+    description="ExecuTorch's XNNPACK delegate",
+    predict=lambda node, status: predict_xnnpack(node),
+    summarize=_summarize,
+    order=0,
+    write_pte=_write_pte,
+)
