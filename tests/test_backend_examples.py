@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from tests.paths import EXAMPLES
 
 
 def _run(script: str, *args: str) -> str:

@@ -12,11 +12,12 @@ import math
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import REPO
+
+ROOT = REPO
 RATIO = r"([0-9]+\.[0-9]+)"
 
 

@@ -3,7 +3,7 @@
 The issue's contract is "every example runs in the test suite in under a minute", so the
 subprocess timeout is that minute. The backend examples (XNNPACK -> .pte, x86 -> Inductor) are
 run by ``tests/test_backend_examples.py`` and the debugging one by
-``tests/debug/test_debug_example.py``.
+``tests/core/debug/test_debug_example.py``.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from tests.paths import EXAMPLES
 
 
 def _run(script: str) -> str:

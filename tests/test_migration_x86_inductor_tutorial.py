@@ -66,7 +66,7 @@ def x86_tutorial(api: Api, model: nn.Module, calibration: list[tuple], mode: str
 def test_x86_inductor_tutorial(name: str, mode: str, peer_pattern_cache) -> None:
     """The tutorial's channels_last image input is kept for the conv model. (Its resnet18 is
     not used: torchao's X86 quantizer raises on ResNets' in-place residual add under the
-    default non-strict export, a documented peer bug, see tests/quantizers/test_x86_inductor_torchao_parity.)"""
+    default non-strict export, a documented peer bug, see tests/quantizers/x86_inductor/test_x86_inductor_torchao_parity.)"""
     model = tutorial_model(name)
     calibration = random_batches(model.example_inputs(), 3, batch=2)
     theirs, mine = run_both(lambda api: x86_tutorial(api, model, calibration, mode))

@@ -370,7 +370,7 @@ _LEGEND = (
     "Generated from the rule tables (`quantizers/xnnpack/rules.py`, "
     "`quantizers/x86_inductor/rules.py`, `quantizers/embedding/quantizer.py`) by "
     "`python -m tools.supported_ops --write README.md`; "
-    "`tests/quantizers/test_supported_ops_table.py` fails when this section is stale. "
+    "`tests/tools/test_supported_ops_table.py` fails when this section is stale. "
     "Each column is one preset config: {presets}. {none} means left float. "
     '"fuses a(+b)": the op and a following `a` (then optionally `b`) are quantized as one '
     "pattern. Batch norm only remains to be fused under QAT: `prepare_pt2e` folds it first. "

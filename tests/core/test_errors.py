@@ -23,7 +23,11 @@ from pt2e_quant import (
     prepare_pt2e,
 )
 from pt2e_quant.passes.replace_observers import UncalibratedObserverWarning
-from tests.core.quantizer_fixtures import ConvLinearQuantizer, FunctionQuantizer, int8_specs
+from tests.core.contract.quantizer_fixtures import (
+    ConvLinearQuantizer,
+    FunctionQuantizer,
+    int8_specs,
+)
 from tests.models import ConvWithBNRelu, TwoLinearModule
 
 aten = torch.ops.aten

@@ -22,9 +22,9 @@ from torch import Tensor
 from quantizers.xnnpack.quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.graph_check import qdq_and_compute_ops
 from tests.peer_annotation import library
-from tests.quantizers import _x86_inductor_peer_run as x86_run
-from tests.quantizers import _xnnpack_peer_run as xnnpack_run
 from tests.quantizers._random_graph_generator import RandomGraph
+from tests.quantizers.x86_inductor import _x86_inductor_peer_run as x86_run
+from tests.quantizers.xnnpack import _xnnpack_peer_run as xnnpack_run
 
 QD = "quantized_decomposed."
 

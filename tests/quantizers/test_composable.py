@@ -20,7 +20,11 @@ from pt2e_quant.contract.annotation import (
 )
 from quantizers.composable import AnnotationOverwriteError, ComposableQuantizer
 from quantizers.embedding.quantizer import EmbeddingQuantizer
-from tests.core.quantizer_fixtures import ConvLinearQuantizer, FunctionQuantizer, int8_specs
+from tests.core.contract.quantizer_fixtures import (
+    ConvLinearQuantizer,
+    FunctionQuantizer,
+    int8_specs,
+)
 from tests.graph_check import assert_node_occurrence, assert_node_order
 from tests.models import ConvLinearWPermute, EmbeddingConvLinearModule, export_model
 
@@ -392,7 +396,7 @@ def test_x86_none_scope_claims_mul_float_ahead_of_a_later_quantizer(scope: str) 
     own quantizes this mul, skips it when composed after, with no overwrite error."""
     xnnpack = pytest.importorskip("quantizers.xnnpack.quantizer")
     x86 = pytest.importorskip("quantizers.x86_inductor.quantizer")
-    from tests.quantizers._x86_inductor_pattern_models import Mul
+    from tests.quantizers.x86_inductor._x86_inductor_pattern_models import Mul
 
     def later() -> Quantizer:
         return xnnpack.XNNPACKQuantizer().set_global(xnnpack.get_symmetric_quantization_config())

@@ -22,7 +22,7 @@ from quantizers import (
     get_symmetric_quantization_config,
 )
 from quantizers.embedding.quantizer import get_embedding_quantization_config
-from tests.quantizers._x86_inductor_peer_run import torchao_x86_module
+from tests.quantizers.x86_inductor._x86_inductor_peer_run import torchao_x86_module
 
 aten = torch.ops.aten
 

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from tests.quantizers._random_graph_compare import X86_PRESETS, XNNPACK_PRESETS, compare
 from tests.quantizers._random_graph_generator import RandomGraph
-from tests.quantizers._xnnpack_peer_run import skip_peer_conv_bn_annotators
+from tests.quantizers.xnnpack._xnnpack_peer_run import skip_peer_conv_bn_annotators
 
 # ------------------------------------------------------------------------- known differences
 
@@ -105,7 +105,7 @@ MODEL_INPUT_MUTATION = (
     "ops stay float and the converted model mutates its input as the eager model does. The "
     "peer quantizes them and writes into a dequantized copy: its converted model leaves the "
     "input unchanged (324) or only partly written (529) (checked on both seeds; ours: "
-    "tests/core/test_pipeline.py::test_mutating_a_model_input_is_kept_in_place)"
+    "tests/core/pipeline/test_pipeline.py::test_mutating_a_model_input_is_kept_in_place)"
 )
 INPLACE_SELF_TAKEN_FOR_BUFFER = (
     "peer bug: torchao's prepare skips the observer on an in-place op's written input when "

@@ -22,7 +22,7 @@ from pt2e_quant import (
 )
 from pt2e_quant.contract.annotation import annotate_input, annotate_output, mark_annotated
 from pt2e_quant.contract.quantizer import Quantizer
-from tests.core.quantizer_fixtures import (
+from tests.core.contract.quantizer_fixtures import (
     FunctionQuantizer,
     int8_specs,
 )

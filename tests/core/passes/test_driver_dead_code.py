@@ -18,7 +18,7 @@ from pt2e_quant import (
     convert_pt2e,
     prepare_pt2e,
 )
-from tests.core.quantizer_fixtures import UINT8_MINMAX, FunctionQuantizer
+from tests.core.contract.quantizer_fixtures import UINT8_MINMAX, FunctionQuantizer
 
 aten = torch.ops.aten
 qd = torch.ops.quantized_decomposed

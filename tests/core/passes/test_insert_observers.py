@@ -20,7 +20,7 @@ from torch.fx import GraphModule, Node
 from pt2e_quant import QuantizationAnnotation, convert_pt2e, prepare_pt2e
 from pt2e_quant.passes.insert_observers import OBSERVER_PREFIX, AliasedWriteWarning
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
-from tests.core.quantizer_fixtures import UINT8_MINMAX, FunctionQuantizer
+from tests.core.contract.quantizer_fixtures import UINT8_MINMAX, FunctionQuantizer
 from tests.graph_check import count_ops
 from tests.models import ZOO, SingleLinear
 from tests.peer_annotation import library

@@ -16,7 +16,7 @@ from torch.fx import GraphModule
 
 import pt2e_quant.observer as our_observer
 from pt2e_quant import convert_pt2e, prepare_pt2e
-from tests.core.quantizer_fixtures import ConvLinearQuantizer, int8_specs
+from tests.core.contract.quantizer_fixtures import ConvLinearQuantizer, int8_specs
 
 
 def _branch_inputs() -> list[Tensor]:

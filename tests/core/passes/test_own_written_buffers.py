@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pt2e_quant import prepare_pt2e
-from tests.core.quantizer_fixtures import FunctionQuantizer
+from tests.core.contract.quantizer_fixtures import FunctionQuantizer
 
 
 class RowCounter(nn.Module):

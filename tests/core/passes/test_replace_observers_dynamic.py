@@ -14,7 +14,7 @@ from torch import nn
 
 import pt2e_quant.observer as our_observer
 from pt2e_quant import convert_pt2e, prepare_pt2e
-from tests.core.quantizer_fixtures import ConvLinearQuantizer, int8_specs
+from tests.core.contract.quantizer_fixtures import ConvLinearQuantizer, int8_specs
 from tests.graph_check import assert_node_occurrence
 
 qd = torch.ops.quantized_decomposed

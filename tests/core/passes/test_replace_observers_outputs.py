@@ -12,7 +12,11 @@ from torch.fx import GraphModule
 import pt2e_quant.observer as our_observer
 from pt2e_quant import QuantizationAnnotation, QuantizationSpec, convert_pt2e, prepare_pt2e
 from pt2e_quant.graph.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY
-from tests.core.quantizer_fixtures import ConvLinearQuantizer, FunctionQuantizer, int8_specs
+from tests.core.contract.quantizer_fixtures import (
+    ConvLinearQuantizer,
+    FunctionQuantizer,
+    int8_specs,
+)
 from tests.models import SingleLinear
 
 aten = torch.ops.aten

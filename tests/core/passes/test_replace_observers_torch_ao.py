@@ -25,7 +25,7 @@ from pt2e_quant import (
     prepare_qat_pt2e,
 )
 from pt2e_quant.passes.replace_observers import UncalibratedObserverWarning
-from tests.core.quantizer_fixtures import FunctionQuantizer, int8_specs
+from tests.core.contract.quantizer_fixtures import FunctionQuantizer, int8_specs
 from tests.models import SingleLinear
 
 aten = torch.ops.aten

@@ -28,6 +28,11 @@ from pt2e_quant import (
 from pt2e_quant.graph.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY
 from pt2e_quant.passes.driver import run_pass
 from pt2e_quant.passes.rewrite_to_reference import rewrite_to_reference
+from tests.core.contract.quantizer_fixtures import (
+    FunctionQuantizer,
+    int8_specs,
+    seed_specs,
+)
 from tests.core.passes._reference_models import (
     NO_STATIC_QDQ,
     Add,
@@ -43,11 +48,6 @@ from tests.core.passes._reference_models import (
     convert_both,
     only_node,
     reference_quantizer,
-)
-from tests.core.quantizer_fixtures import (
-    FunctionQuantizer,
-    int8_specs,
-    seed_specs,
 )
 from tests.graph_check import assert_node_occurrence, count_ops
 

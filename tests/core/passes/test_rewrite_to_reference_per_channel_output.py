@@ -16,7 +16,7 @@ from torch.fx import GraphModule
 import pt2e_quant.observer as our_observer
 from pt2e_quant import QuantizationSpec, convert_pt2e, prepare_pt2e
 from pt2e_quant.contract.annotation import annotate_input, annotate_output, mark_annotated
-from tests.core.quantizer_fixtures import FunctionQuantizer, int8_specs
+from tests.core.contract.quantizer_fixtures import FunctionQuantizer, int8_specs
 
 aten = torch.ops.aten
 

@@ -18,6 +18,11 @@ import pt2e_quant.observer as our_observer
 from pt2e_quant.contract.annotation import annotate_input, mark_annotated
 from pt2e_quant.passes.driver import run_pass
 from pt2e_quant.passes.rewrite_to_reference import rewrite_to_reference
+from tests.core.contract.quantizer_fixtures import (
+    ConvLinearQuantizer,
+    FunctionQuantizer,
+    int8_specs,
+)
 from tests.core.passes._reference_models import (
     DQ,
     DQ_PC,
@@ -29,11 +34,6 @@ from tests.core.passes._reference_models import (
     convert_both,
     only_node,
     qd,
-)
-from tests.core.quantizer_fixtures import (
-    ConvLinearQuantizer,
-    FunctionQuantizer,
-    int8_specs,
 )
 from tests.graph_check import assert_node_occurrence, count_ops
 

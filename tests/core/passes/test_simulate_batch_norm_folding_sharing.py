@@ -19,7 +19,7 @@ from pt2e_quant import (
 )
 from pt2e_quant.fake_quantize import FakeQuantize
 from pt2e_quant.observer import MovingAverageMinMaxObserver
-from tests.core.quantizer_fixtures import FunctionQuantizer
+from tests.core.contract.quantizer_fixtures import FunctionQuantizer
 
 aten = torch.ops.aten
 
