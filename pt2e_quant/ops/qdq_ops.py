@@ -34,6 +34,7 @@ QUANTIZE_PER_TENSOR_ANY = _qd.quantize_per_tensor
 DEQUANTIZE_PER_TENSOR_ANY = _qd.dequantize_per_tensor
 QUANTIZE_PER_CHANNEL_ANY = _qd.quantize_per_channel
 DEQUANTIZE_PER_CHANNEL_ANY = _qd.dequantize_per_channel
+CHOOSE_QPARAMS_ANY = _qd.choose_qparams
 
 QUANTIZE_OPS: frozenset = frozenset(
     {

@@ -22,6 +22,7 @@ from pt2e_quant import (
     convert_pt2e,
     prepare_pt2e,
 )
+from pt2e_quant.ops import qdq_ops
 from pt2e_quant.passes.replace_observers import UncalibratedObserverWarning
 from tests.core.contract.quantizer_fixtures import (
     ConvLinearQuantizer,
@@ -31,7 +32,6 @@ from tests.core.contract.quantizer_fixtures import (
 from tests.models import ConvWithBNRelu, TwoLinearModule
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
 OBS = our_observer.MinMaxObserver
 
 
@@ -201,9 +201,7 @@ def test_edge_with_other_dtype_than_its_producer_gets_its_own_observer() -> None
     prepared = prepare_pt2e(_export(model), FunctionQuantizer(annotate))
     prepared(*model.example_inputs())
     converted = convert_pt2e(prepared)
-    dtypes = [
-        n.args[-1] for n in converted.graph.nodes if n.target == qd.quantize_per_tensor.default
-    ]
+    dtypes = [n.args[-1] for n in converted.graph.nodes if n.target == qdq_ops.QUANTIZE_PER_TENSOR]
     assert dtypes == [torch.int8, torch.uint8, torch.int8]
 
 
@@ -316,7 +314,7 @@ def test_uncalibrated_observers_warn_by_name_and_get_defined_qparams() -> None:
     assert len(messages) == 1 and "'x'" in messages[0] and "'linear'" in messages[0]
     assert ours[0].filename == __file__  # points at the user's convert_pt2e call
     for node in converted.graph.nodes:
-        if node.target == qd.quantize_per_tensor.default:
+        if node.target == qdq_ops.QUANTIZE_PER_TENSOR:
             assert math.isfinite(node.args[1]) and node.args[1] > 0
     assert torch.isfinite(converted(*model.example_inputs())).all()
 
@@ -334,6 +332,6 @@ def test_non_finite_calibration_data_never_gives_nan_scales(bad: float) -> None:
         prepared(*inputs)
         converted = convert_pt2e(prepared)
     for node in converted.graph.nodes:
-        if node.target == qd.quantize_per_tensor.default:
+        if node.target == qdq_ops.QUANTIZE_PER_TENSOR:
             assert math.isfinite(node.args[1]) and node.args[1] > 0, node.format_node()
     assert torch.isfinite(converted(*inputs)).all()

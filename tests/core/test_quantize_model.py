@@ -11,15 +11,15 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pt2e_quant.contract.backends import get_backend
+from pt2e_quant.ops import qdq_ops
 from pt2e_quant.pipeline.calibration import CalibrationError
 from pt2e_quant.quantize_model import ExportFailedError, QuantizationResult, quantize
 from tests.cli_models import ValueBranch, tiny
 from tests.graph_check import count_ops
 
-qd = torch.ops.quantized_decomposed
-Q_TENSOR = qd.quantize_per_tensor.default
-DQ_CHANNEL = qd.dequantize_per_channel.default
-DQ_TENSOR = qd.dequantize_per_tensor.default
+Q_TENSOR = qdq_ops.QUANTIZE_PER_TENSOR
+DQ_CHANNEL = qdq_ops.DEQUANTIZE_PER_CHANNEL
+DQ_TENSOR = qdq_ops.DEQUANTIZE_PER_TENSOR
 
 
 class ConvBn(nn.Module):
@@ -140,7 +140,7 @@ def test_lone_tensor_batches_are_wrapped_and_none_warns():
 def test_x86_backend_and_explicit_quantizer():
     model, example = tiny()
     x86 = quantize(model, example, backend="x86", calibration=_batches(2), progress=False)
-    assert qd.quantize_per_tensor.default in count_ops(x86.module)
+    assert qdq_ops.QUANTIZE_PER_TENSOR in count_ops(x86.module)
     assert x86.coverage.summary().endswith("(+1 fused post-ops)")
     per_tensor = get_backend("xnnpack").preset(per_tensor=True)
     custom = quantize(model, example, per_tensor, calibration=_batches(2), progress=False)

@@ -4,6 +4,10 @@
 * :mod:`tests.models.zoo`: scaled-down real architectures (ResNet, MobileNet, EfficientNet,
   transformer, LSTM, ...) and the :data:`ZOO` registry.
 * :mod:`tests.models.control_flow`: models with no_grad / cond / scan / while_loop bodies.
+* :mod:`tests.models.xnnpack_patterns`, :mod:`tests.models.x86_patterns`: one model per rule
+  of each backend; :mod:`tests.models.edge_cases`, :mod:`tests.models.reentrant`,
+  :mod:`tests.models.cli`: the models the pipeline's edge-case, re-entrant-quantization and
+  command-line tests share (import those from their module).
 
 Every model has ``example_inputs()`` returning a tuple of small tensors. Import from the
 package, e.g. ``from tests.models import ZOO, ConvWithBNRelu, export_model``.

@@ -18,6 +18,7 @@ from pt2e_quant.contract.annotation import (
     is_annotated,
     set_annotation,
 )
+from pt2e_quant.ops import qdq_ops
 from quantizers.composable import AnnotationOverwriteError, ComposableQuantizer
 from quantizers.embedding.quantizer import EmbeddingQuantizer
 from tests.core.contract.quantizer_fixtures import (
@@ -29,7 +30,6 @@ from tests.graph_check import assert_node_occurrence, assert_node_order
 from tests.models import ConvLinearWPermute, EmbeddingConvLinearModule, export_model
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
 CONV = (aten.conv2d.default,)
 LINEAR = (aten.linear.default,)
 
@@ -66,12 +66,12 @@ def _quantize(model: torch.nn.Module, quantizer: Quantizer) -> GraphModule:
 
 def _counts(**counts: int) -> dict:
     names = {
-        "q": qd.quantize_per_tensor.default,
-        "dq": qd.dequantize_per_tensor.default,
-        "q_tensor": qd.quantize_per_tensor.tensor,
-        "dq_tensor": qd.dequantize_per_tensor.tensor,
-        "q_channel": qd.quantize_per_channel.default,
-        "dq_channel": qd.dequantize_per_channel.default,
+        "q": qdq_ops.QUANTIZE_PER_TENSOR,
+        "dq": qdq_ops.DEQUANTIZE_PER_TENSOR,
+        "q_tensor": qdq_ops.QUANTIZE_PER_TENSOR_DYNAMIC,
+        "dq_tensor": qdq_ops.DEQUANTIZE_PER_TENSOR_DYNAMIC,
+        "q_channel": qdq_ops.QUANTIZE_PER_CHANNEL,
+        "dq_channel": qdq_ops.DEQUANTIZE_PER_CHANNEL,
     }
     return {names[key]: value for key, value in counts.items()}
 
@@ -90,10 +90,10 @@ def test_dynamic_first_claims_linear() -> None:
     assert_node_order(
         converted,
         [
-            qd.dequantize_per_channel.default,  # conv weight, static per-channel
+            qdq_ops.DEQUANTIZE_PER_CHANNEL,  # conv weight, static per-channel
             aten.conv2d.default,
-            qd.quantize_per_tensor.tensor,  # linear input, dynamic
-            qd.dequantize_per_tensor.tensor,
+            qdq_ops.QUANTIZE_PER_TENSOR_DYNAMIC,  # linear input, dynamic
+            qdq_ops.DEQUANTIZE_PER_TENSOR_DYNAMIC,
             aten.linear.default,
         ],
     )
@@ -120,12 +120,12 @@ def test_embedding_then_conv_linear_on_embedding_conv_linear_module() -> None:
     assert_node_order(
         converted,
         [
-            qd.dequantize_per_channel.default,
+            qdq_ops.DEQUANTIZE_PER_CHANNEL,
             aten.embedding.default,
-            qd.quantize_per_tensor.default,
-            qd.dequantize_per_tensor.default,
+            qdq_ops.QUANTIZE_PER_TENSOR,
+            qdq_ops.DEQUANTIZE_PER_TENSOR,
             aten.conv2d.default,
-            qd.dequantize_per_tensor.tensor,
+            qdq_ops.DEQUANTIZE_PER_TENSOR_DYNAMIC,
             aten.linear.default,
         ],
     )
@@ -396,7 +396,9 @@ def test_x86_none_scope_claims_mul_float_ahead_of_a_later_quantizer(scope: str) 
     own quantizes this mul, skips it when composed after, with no overwrite error."""
     xnnpack = pytest.importorskip("quantizers.xnnpack.quantizer")
     x86 = pytest.importorskip("quantizers.x86_inductor.quantizer")
-    from tests.quantizers.x86_inductor._x86_inductor_pattern_models import Mul
+    from tests.models.x86_patterns import (
+        Mul,
+    )
 
     def later() -> Quantizer:
         return xnnpack.XNNPACKQuantizer().set_global(xnnpack.get_symmetric_quantization_config())
@@ -492,5 +494,5 @@ def test_qat_with_embedding_quantizer_matches_torchao() -> None:
             results[side] = (converted, converted(*batches[2]))
     (ours, ours_out), (theirs, theirs_out) = results["ours"], results["peer"]
     assert quantized_edges(ours) == quantized_edges(theirs)
-    assert sum(n.target == qd.dequantize_per_channel.default for n in ours.graph.nodes) == 2
+    assert sum(n.target == qdq_ops.DEQUANTIZE_PER_CHANNEL for n in ours.graph.nodes) == 2
     assert torch.equal(ours_out, theirs_out)

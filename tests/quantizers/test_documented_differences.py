@@ -14,7 +14,7 @@ from torch import nn
 from pt2e_quant import convert_pt2e, move_exported_model_to_eval, prepare_pt2e, prepare_qat_pt2e
 from quantizers import X86InductorQuantizer, XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.graph_check import count_ops
-from tests.quantizers.x86_inductor._x86_inductor_pattern_models import (
+from tests.quantizers.x86_inductor._x86_inductor_quantize import (
     DQ,
     DQ_CH,
     Q,

@@ -14,6 +14,7 @@ from torch.fx import GraphModule, Node
 from pt2e_quant import AnnotationError, QuantizationSpec, convert_pt2e, prepare_pt2e
 from pt2e_quant.graph.subgraphs import iter_graph_modules
 from pt2e_quant.observer import MinMaxObserver
+from pt2e_quant.ops import qdq_ops
 from pt2e_quant.passes.inherit_body_module_stacks import inherit_body_module_stacks
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
 from quantizers.config import QuantizationConfig
@@ -340,7 +341,7 @@ def test_prepare_scopes_control_flow_bodies_by_enclosing_module() -> None:
     prepared = prepare_pt2e(gm, quantizer)
     prepared(*model.example_inputs())
     converted = convert_pt2e(prepared)
-    dq = torch.ops.quantized_decomposed.dequantize_per_tensor.default
+    dq = qdq_ops.DEQUANTIZE_PER_TENSOR
 
     body_dq = sum(count_ops(b).get(dq, 0) for b in list(iter_graph_modules(converted))[1:])
     assert body_dq > 0

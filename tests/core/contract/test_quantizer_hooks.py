@@ -15,13 +15,13 @@ from pt2e_quant import (
     convert_pt2e,
     prepare_pt2e,
 )
+from pt2e_quant.ops import qdq_ops
 from tests.core.contract.quantizer_fixtures import FunctionQuantizer
 from tests.graph_check import assert_node_occurrence, assert_node_order
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
-Q = qd.quantize_per_tensor.default
-DQ = qd.dequantize_per_tensor.default
+Q = qdq_ops.QUANTIZE_PER_TENSOR
+DQ = qdq_ops.DEQUANTIZE_PER_TENSOR
 
 
 def _export(model: torch.nn.Module, inputs: tuple) -> GraphModule:

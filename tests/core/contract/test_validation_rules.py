@@ -18,11 +18,11 @@ from pt2e_quant import (
     prepare_pt2e,
 )
 from pt2e_quant.observer import PerChannelMinMaxObserver
+from pt2e_quant.ops import qdq_ops
 from tests.core.contract.quantizer_fixtures import UINT8_MINMAX, FunctionQuantizer
 from tests.graph_check import count_ops
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
 
 
 def _per_channel(ch_axis: int) -> QuantizationSpec:
@@ -91,6 +91,6 @@ def test_annotation_may_key_an_input_passed_by_keyword():
     prepared = prepare_pt2e(gm, FunctionQuantizer(_keyword_input_add))
     prepared(x, y)
     converted = convert_pt2e(prepared)
-    assert count_ops(converted)[qd.quantize_per_tensor.default] == 2
+    assert count_ops(converted)[qdq_ops.QUANTIZE_PER_TENSOR] == 2
     add = next(n for n in converted.graph.nodes if n.target is aten.add.Tensor)
-    assert add.kwargs["other"].target is qd.dequantize_per_tensor.default
+    assert add.kwargs["other"].target is qdq_ops.DEQUANTIZE_PER_TENSOR

@@ -19,9 +19,8 @@ from pt2e_quant.debug import (
     prepare_for_propagation_comparison,
 )
 from pt2e_quant.graph.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY
+from pt2e_quant.ops import qdq_ops
 from tests.models.seed_models import ControlFlow
-
-qd = torch.ops.quantized_decomposed
 
 
 def _logged_control_flow() -> dict:
@@ -57,10 +56,10 @@ def _requantized_graph() -> tuple[GraphModule, str]:
     graph = Graph()
     x = graph.placeholder("x")
     relu = graph.call_function(torch.ops.aten.relu.default, (x,))
-    q1 = graph.call_function(qd.quantize_per_tensor.default, (relu, 0.1, 0, -128, 127, torch.int8))
-    dq1 = graph.call_function(qd.dequantize_per_tensor.default, (q1, 0.1, 0, -128, 127, torch.int8))
-    q2 = graph.call_function(qd.quantize_per_tensor.default, (dq1, 0.2, 0, -128, 127, torch.int8))
-    dq2 = graph.call_function(qd.dequantize_per_tensor.default, (q2, 0.2, 0, -128, 127, torch.int8))
+    q1 = graph.call_function(qdq_ops.QUANTIZE_PER_TENSOR, (relu, 0.1, 0, -128, 127, torch.int8))
+    dq1 = graph.call_function(qdq_ops.DEQUANTIZE_PER_TENSOR, (q1, 0.1, 0, -128, 127, torch.int8))
+    q2 = graph.call_function(qdq_ops.QUANTIZE_PER_TENSOR, (dq1, 0.2, 0, -128, 127, torch.int8))
+    dq2 = graph.call_function(qdq_ops.DEQUANTIZE_PER_TENSOR, (q2, 0.2, 0, -128, 127, torch.int8))
     graph.output(dq2)
     for node in (relu, dq1):
         node.meta[CUSTOM_KEY] = {NUMERIC_DEBUG_HANDLE_KEY: 1}

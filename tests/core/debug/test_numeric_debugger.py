@@ -32,6 +32,7 @@ from pt2e_quant.debug import (
 )
 from pt2e_quant.graph.node_meta import drop_debug_handle, get_debug_handle
 from pt2e_quant.graph.subgraphs import iter_graph_modules
+from pt2e_quant.ops import qdq_ops
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.models.seed_models import (
     ControlFlow,
@@ -137,7 +138,7 @@ def test_quantize_pt2e_preserve_handle():
                 torch.ops.aten.conv2d.default,
                 torch.ops.aten.squeeze.dim,
                 torch.ops.aten.conv1d.default,
-                torch.ops.quantized_decomposed.dequantize_per_tensor.default,
+                qdq_ops.DEQUANTIZE_PER_TENSOR,
             ), f"{node} must not carry a handle"
 
 
@@ -333,7 +334,7 @@ def test_handle_less_dequantize_is_logged_for_its_op():
     prepared(*example)
     converted = convert_pt2e(prepared)
     for node in converted.graph.nodes:
-        if node.target == torch.ops.quantized_decomposed.dequantize_per_tensor.default:
+        if node.target == qdq_ops.DEQUANTIZE_PER_TENSOR:
             drop_debug_handle(node)
     logged = prepare_for_propagation_comparison(converted)
     logged(*example)

@@ -16,9 +16,8 @@ from torch import Tensor, nn
 import pt2e_quant.observer as our_observer
 from pt2e_quant import convert_pt2e, prepare_pt2e
 from pt2e_quant.graph.subgraphs import iter_graph_modules
+from pt2e_quant.ops import qdq_ops
 from tests.core.contract.quantizer_fixtures import ConvLinearQuantizer, int8_specs
-
-qd = torch.ops.quantized_decomposed
 
 
 class MapLinear(nn.Module):
@@ -54,8 +53,8 @@ def test_map_body_linear_is_quantized_and_close_to_float() -> None:
         for node in graph_module.graph.nodes
         if node.op == "call_function"
     ]
-    assert qd.dequantize_per_channel.default in body_targets
-    assert body_targets.count(qd.quantize_per_tensor.default) == 2
+    assert qdq_ops.DEQUANTIZE_PER_CHANNEL in body_targets
+    assert body_targets.count(qdq_ops.QUANTIZE_PER_TENSOR) == 2
     float_out, quant_out = model(*inputs), converted(*inputs)
     assert torch.allclose(float_out, quant_out, atol=0.05), (float_out - quant_out).abs().max()
 

@@ -15,14 +15,8 @@ from torch import nn
 from torch.fx import GraphModule
 
 from pt2e_quant.graph.quantized_regions import find_quantized_regions
+from pt2e_quant.ops import qdq_ops
 from quantizers.xnnpack.quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
-from tests.core.graph._reentrant_models import (
-    FakeQuantizedExtraInput,
-    HeadThenPart,
-    LinearRelu,
-    PartThenHead,
-    export,
-)
 from tests.core.pipeline._edge_case_pipeline import (
     DQ,
     DQ_CH,
@@ -37,9 +31,15 @@ from tests.core.pipeline._edge_case_pipeline import (
 )
 from tests.graph_check import count_ops, quantized_edges
 from tests.models import ZOO
+from tests.models.reentrant import (
+    FakeQuantizedExtraInput,
+    HeadThenPart,
+    LinearRelu,
+    PartThenHead,
+    export,
+)
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
 
 
 def _converted_part(backend: str, x: torch.Tensor, quantizer=None) -> GraphModule:
@@ -97,7 +97,7 @@ def test_the_part_keeps_its_qdq_and_int8_weight(backend: str) -> None:
     head_input = head.args[0]  # XNNPACK: the part's own output dq, read as it is
     assert head_input.target == DQ and head_input.args[0].args[0].target is aten.relu.default
     ops = count_ops(converted)
-    assert ops[qd.quantize_per_channel.default] == 0 and ops[DQ_CH] == 2  # both weights int8
+    assert ops[qdq_ops.QUANTIZE_PER_CHANNEL] == 0 and ops[DQ_CH] == 2  # both weights int8
     assert torch.equal(converted.part._frozen_param0, part._frozen_param0)
     model.training = False
     assert sqnr(converted(x), model(x)) > 20
@@ -129,8 +129,8 @@ def test_a_dynamically_quantized_part_keeps_its_one_dynamic_chain() -> None:
             export(PartThenHead(part), x), XNNPACKQuantizer().set_global(dynamic), [(x,)]
         )
     ops = count_ops(converted)
-    assert ops[qd.choose_qparams.tensor] == 2  # one per linear, none added on the part
-    assert ops[qd.quantize_per_channel.default] == 0 and ops[DQ_CH] == 2
+    assert ops[qdq_ops.CHOOSE_QPARAMS] == 2  # one per linear, none added on the part
+    assert ops[qdq_ops.QUANTIZE_PER_CHANNEL] == 0 and ops[DQ_CH] == 2
 
 
 class PartCatFloat(nn.Module):

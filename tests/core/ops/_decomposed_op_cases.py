@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from pt2e_quant.ops import qdq_ops
+
 TORCH_MODULE = "torch.ao.quantization.fx._decomposed"
 NAMESPACE = "quantized_decomposed"
 qd = torch.ops.quantized_decomposed
@@ -359,17 +361,17 @@ class QdqModule(torch.nn.Module):
         self.register_buffer("w_zps", torch.zeros(6, dtype=torch.int64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s, zp = qd.choose_qparams.tensor(x, -128, 127, EPS, torch.int8)
-        x = qd.dequantize_per_tensor.tensor(
-            qd.quantize_per_tensor.tensor(x, s, zp, -128, 127, torch.int8),
+        s, zp = qdq_ops.CHOOSE_QPARAMS(x, -128, 127, EPS, torch.int8)
+        x = qdq_ops.DEQUANTIZE_PER_TENSOR_DYNAMIC(
+            qdq_ops.QUANTIZE_PER_TENSOR_DYNAMIC(x, s, zp, -128, 127, torch.int8),
             s,
             zp,
             -128,
             127,
             torch.int8,
         )
-        w = qd.dequantize_per_channel(
-            qd.quantize_per_channel(
+        w = qdq_ops.DEQUANTIZE_PER_CHANNEL_ANY(
+            qdq_ops.QUANTIZE_PER_CHANNEL_ANY(
                 self.weight, self.w_scales, self.w_zps, 0, -127, 127, torch.int8
             ),
             self.w_scales,
@@ -380,10 +382,15 @@ class QdqModule(torch.nn.Module):
             torch.int8,
         )
         y = torch.nn.functional.linear(x, w)
-        y = qd.dequantize_per_tensor(
-            qd.quantize_per_tensor(y, 0.05, 3, 0, 255, torch.uint8), 0.05, 3, 0, 255, torch.uint8
+        y = qdq_ops.DEQUANTIZE_PER_TENSOR_ANY(
+            qdq_ops.QUANTIZE_PER_TENSOR_ANY(y, 0.05, 3, 0, 255, torch.uint8),
+            0.05,
+            3,
+            0,
+            255,
+            torch.uint8,
         )
-        return qd.convert_element_type.no_fuse(y, torch.bfloat16)
+        return qdq_ops.CONVERT_ELEMENT_TYPE(y, torch.bfloat16)
 
 
 def export_input() -> torch.Tensor:

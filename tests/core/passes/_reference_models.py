@@ -22,17 +22,17 @@ from pt2e_quant import (
 )
 from pt2e_quant.contract.annotation import annotate_input, annotate_output, mark_annotated
 from pt2e_quant.contract.quantizer import Quantizer
+from pt2e_quant.ops import qdq_ops
 from tests.core.contract.quantizer_fixtures import (
     FunctionQuantizer,
     int8_specs,
 )
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
-Q = qd.quantize_per_tensor.default
-DQ = qd.dequantize_per_tensor.default
-Q_PC = qd.quantize_per_channel.default
-DQ_PC = qd.dequantize_per_channel.default
+Q = qdq_ops.QUANTIZE_PER_TENSOR
+DQ = qdq_ops.DEQUANTIZE_PER_TENSOR
+Q_PC = qdq_ops.QUANTIZE_PER_CHANNEL
+DQ_PC = qdq_ops.DEQUANTIZE_PER_CHANNEL
 NO_STATIC_QDQ = {Q: 0, DQ: 0, Q_PC: 0, DQ_PC: 0}
 
 WEIGHTED_OPS = (aten.conv1d.default, aten.conv2d.default, aten.linear.default)

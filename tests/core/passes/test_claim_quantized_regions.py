@@ -11,13 +11,13 @@ import torch
 
 from pt2e_quant.contract.annotation import get_annotation, is_annotated
 from pt2e_quant.passes.claim_quantized_regions import claim_quantized_regions
-from tests.core.graph._reentrant_models import HeadThenPart, LinearRelu, PartThenHead, export
 from tests.core.pipeline._edge_case_pipeline import (
     quiet,
     run_pipeline,
     x86_quantizer,
     xnnpack_quantizer,
 )
+from tests.models.reentrant import HeadThenPart, LinearRelu, PartThenHead, export
 
 aten = torch.ops.aten
 

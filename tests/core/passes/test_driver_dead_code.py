@@ -18,10 +18,10 @@ from pt2e_quant import (
     convert_pt2e,
     prepare_pt2e,
 )
+from pt2e_quant.ops import qdq_ops
 from tests.core.contract.quantizer_fixtures import UINT8_MINMAX, FunctionQuantizer
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
 
 
 class AccumulateThenRelu(nn.Module):
@@ -57,6 +57,6 @@ def test_observer_with_no_reader_still_calibrates_its_sharing_group():
     assert observer.op == "call_module" and not observer.users  # the case under test
     prepared(x)
     converted = convert_pt2e(prepared)
-    (quantize,) = [n for n in converted.graph.nodes if n.target is qd.quantize_per_tensor.default]
+    (quantize,) = [n for n in converted.graph.nodes if n.target is qdq_ops.QUANTIZE_PER_TENSOR]
     # x spans [-1, 2] but the shared update spans [-3, 6]: one scale covers both
     assert quantize.args[1] == pytest.approx(9.0 / 255)

@@ -13,22 +13,21 @@ import pytest
 import torch
 from torch.fx import GraphModule
 
+from pt2e_quant.ops import qdq_ops
 from pt2e_quant.passes.driver import run_pass
 from pt2e_quant.passes.fold_quantized_constants import FROZEN_PARAM_PREFIX, fold_quantized_constants
-
-qd = torch.ops.quantized_decomposed
 
 
 class AddsQuantizedOnes(torch.nn.Module):
     """x + dq(q(torch.ones(4))): a quantized tensor built by a constructor, no module tensor."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = qd.quantize_per_tensor.default(torch.ones(4), 0.05, 0, -128, 127, torch.int8)
-        return x + qd.dequantize_per_tensor.default(q, 0.05, 0, -128, 127, torch.int8)
+        q = qdq_ops.QUANTIZE_PER_TENSOR(torch.ones(4), 0.05, 0, -128, 127, torch.int8)
+        return x + qdq_ops.DEQUANTIZE_PER_TENSOR(q, 0.05, 0, -128, 127, torch.int8)
 
 
 def _quantize_count(gm: GraphModule) -> int:
-    return sum(n.target is qd.quantize_per_tensor.default for n in gm.graph.nodes)
+    return sum(n.target is qdq_ops.QUANTIZE_PER_TENSOR for n in gm.graph.nodes)
 
 
 def test_quantized_constructor_output_is_not_folded():
@@ -54,8 +53,8 @@ class DecayedRowBuffer(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.buf[0].mul_(0.5)
         self.buf[0].add_(x[0])
-        q = qd.quantize_per_tensor.default(self.buf.clone(), 0.05, 0, -128, 127, torch.int8)
-        return x + qd.dequantize_per_tensor.default(q, 0.05, 0, -128, 127, torch.int8)
+        q = qdq_ops.QUANTIZE_PER_TENSOR(self.buf.clone(), 0.05, 0, -128, 127, torch.int8)
+        return x + qdq_ops.DEQUANTIZE_PER_TENSOR(q, 0.05, 0, -128, 127, torch.int8)
 
 
 class DecomposedBufferUpdate(torch.nn.Module):
@@ -67,8 +66,8 @@ class DecomposedBufferUpdate(torch.nn.Module):
         self.register_buffer("buf", torch.ones(4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = qd.quantize_per_tensor.default(self.buf, 0.05, 0, -128, 127, torch.int8)
-        out = x + qd.dequantize_per_tensor.default(q, 0.05, 0, -128, 127, torch.int8)
+        q = qdq_ops.QUANTIZE_PER_TENSOR(self.buf, 0.05, 0, -128, 127, torch.int8)
+        out = x + qdq_ops.DEQUANTIZE_PER_TENSOR(q, 0.05, 0, -128, 127, torch.int8)
         self.buf.mul_(0.5)
         return out
 
@@ -107,9 +106,9 @@ class ReadOnlyAndWrittenBuffers(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.state.add_(x)
-        q_scale = qd.quantize_per_tensor.default(self.scale, 0.05, 0, -128, 127, torch.int8)
-        q_state = qd.quantize_per_tensor.default(self.state * 1, 0.05, 0, -128, 127, torch.int8)
-        dq = qd.dequantize_per_tensor.default
+        q_scale = qdq_ops.QUANTIZE_PER_TENSOR(self.scale, 0.05, 0, -128, 127, torch.int8)
+        q_state = qdq_ops.QUANTIZE_PER_TENSOR(self.state * 1, 0.05, 0, -128, 127, torch.int8)
+        dq = qdq_ops.DEQUANTIZE_PER_TENSOR
         return dq(q_scale, 0.05, 0, -128, 127, torch.int8) * dq(
             q_state, 0.05, 0, -128, 127, torch.int8
         )

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.fx import GraphModule
 
+from pt2e_quant.ops import qdq_ops
 from pt2e_quant.passes.driver import run_pass
 from pt2e_quant.passes.duplicate_dequantize import duplicate_dequantize
 from pt2e_quant.passes.fold_quantized_constants import fold_quantized_constants
@@ -15,7 +16,6 @@ from pt2e_quant.passes.replace_inplace_ops import functional_variant, replace_in
 from pt2e_quant.passes.use_eager_control_flow import restore_control_flow, use_eager_control_flow
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
 
 
 def _export(model: torch.nn.Module, inputs: tuple) -> GraphModule:
@@ -109,8 +109,8 @@ class SharedDequantize(torch.nn.Module):
     """One dq read by two annotated ops and by the graph output."""
 
     def forward(self, x):
-        q = qd.quantize_per_tensor.default(x, 0.1, 0, -128, 127, torch.int8)
-        dq = qd.dequantize_per_tensor.default(q, 0.1, 0, -128, 127, torch.int8)
+        q = qdq_ops.QUANTIZE_PER_TENSOR(x, 0.1, 0, -128, 127, torch.int8)
+        dq = qdq_ops.DEQUANTIZE_PER_TENSOR(q, 0.1, 0, -128, 127, torch.int8)
         return torch.relu(dq), torch.sigmoid(dq), dq
 
 
@@ -148,7 +148,7 @@ def test_duplicate_dequantize() -> None:
     # input_qspec_map entries with a None spec still make an annotation "valid"
     _annotate_all(gm, (aten.relu.default, aten.sigmoid.default))
     assert run_pass(gm, duplicate_dequantize) is True
-    dqs = [n for n in gm.graph.nodes if n.target == qd.dequantize_per_tensor.default]
+    dqs = [n for n in gm.graph.nodes if n.target == qdq_ops.DEQUANTIZE_PER_TENSOR]
     assert len(dqs) == 3 and all(len(dq.users) == 1 for dq in dqs)
     assert all(torch.equal(a, b) for a, b in zip(gm(*inputs), expected, strict=True))
     assert run_pass(gm, duplicate_dequantize) is False
@@ -165,8 +165,8 @@ class WeightThroughTranspose(torch.nn.Module):
 
     def forward(self, x):
         w = self.weight.t()
-        q = qd.quantize_per_tensor.default(w, 0.05, 0, -127, 127, torch.int8)
-        dq = qd.dequantize_per_tensor.default(q, 0.05, 0, -127, 127, torch.int8)
+        q = qdq_ops.QUANTIZE_PER_TENSOR(w, 0.05, 0, -127, 127, torch.int8)
+        dq = qdq_ops.DEQUANTIZE_PER_TENSOR(q, 0.05, 0, -127, 127, torch.int8)
         return torch.nn.functional.linear(x, dq) + self.other.t().sum()
 
 
@@ -174,10 +174,10 @@ def test_fold_quantized_constants() -> None:
     model, inputs = WeightThroughTranspose(), (torch.randn(2, 4),)
     gm = _export(model, inputs)
     expected = gm(*inputs)
-    q_name = next(n.name for n in gm.graph.nodes if n.target == qd.quantize_per_tensor.default)
+    q_name = next(n.name for n in gm.graph.nodes if n.target == qdq_ops.QUANTIZE_PER_TENSOR)
     assert run_pass(gm, fold_quantized_constants) is True
     targets = _targets(gm)
-    assert qd.quantize_per_tensor.default not in targets
+    assert qdq_ops.QUANTIZE_PER_TENSOR not in targets
     assert targets.count(aten.t.default) == 1  # the unrelated constant stays unfolded
     frozen = [n for n in gm.graph.nodes if n.op == "get_attr" and n.target.startswith("_frozen")]
     assert len(frozen) == 1 and getattr(gm, frozen[0].target).dtype == torch.int8
@@ -196,8 +196,8 @@ class WeightDecayedInPlace(torch.nn.Module):
 
     def forward(self, x):
         w = self.weight.mul_(0.5)
-        q = qd.quantize_per_tensor.default(w, 0.05, 0, -127, 127, torch.int8)
-        dq = qd.dequantize_per_tensor.default(q, 0.05, 0, -127, 127, torch.int8)
+        q = qdq_ops.QUANTIZE_PER_TENSOR(w, 0.05, 0, -127, 127, torch.int8)
+        dq = qdq_ops.DEQUANTIZE_PER_TENSOR(q, 0.05, 0, -127, 127, torch.int8)
         return torch.nn.functional.linear(x, dq)
 
 

@@ -18,14 +18,13 @@ from torch import Tensor, nn
 from torch.fx import GraphModule, Node
 
 from pt2e_quant import QuantizationAnnotation, convert_pt2e, prepare_pt2e
+from pt2e_quant.ops import qdq_ops
 from pt2e_quant.passes.insert_observers import OBSERVER_PREFIX, AliasedWriteWarning
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.core.contract.quantizer_fixtures import UINT8_MINMAX, FunctionQuantizer
 from tests.graph_check import count_ops
 from tests.models import ZOO, SingleLinear
 from tests.peer_annotation import library
-
-qd = torch.ops.quantized_decomposed
 
 
 class WriteThroughView(nn.Module):
@@ -267,7 +266,7 @@ def test_an_output_spec_on_a_tuple_valued_op_is_skipped_like_torchao(name: str) 
     assert _observer_readers(prepared) == {"x"}
     prepared(x)
     converted = lib.convert_pt2e(prepared)
-    assert count_ops(converted)[qd.quantize_per_tensor.default] == 1
+    assert count_ops(converted)[qdq_ops.QUANTIZE_PER_TENSOR] == 1
 
 
 def test_the_guard_check_keeps_reading_the_raw_input() -> None:
@@ -315,5 +314,5 @@ def test_annotating_the_getitem_quantizes_one_element_of_a_tuple_output() -> Non
     assert _observer_readers(prepared) == {"getitem"}
     prepared(x)
     converted = convert_pt2e(prepared)
-    assert count_ops(converted)[qd.quantize_per_tensor.default] == 1
+    assert count_ops(converted)[qdq_ops.QUANTIZE_PER_TENSOR] == 1
     assert (converted(x) - MaxOverRows()(x)).abs().max() < 0.02

@@ -13,13 +13,13 @@ import copy
 import torch
 
 from pt2e_quant import convert_pt2e, prepare_qat_pt2e
+from pt2e_quant.ops import qdq_ops
 from pt2e_quant.passes.simulate_batch_norm_folding import simulate_batch_norm_folding
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.graph_check import qdq_and_compute_ops
 from tests.models import ConvBnBranchesAdd
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
 
 #: the simulation of a conv with a bias, then of one without, as inserted before their reader
 _WITH_BIAS = [
@@ -87,9 +87,9 @@ def test_convert_puts_weight_dequantize_after_the_input_qdq_next_to_its_conv() -
     q, dq, dq_ch = (
         str(op)
         for op in (
-            qd.quantize_per_tensor.default,
-            qd.dequantize_per_tensor.default,
-            qd.dequantize_per_channel.default,
+            qdq_ops.QUANTIZE_PER_TENSOR,
+            qdq_ops.DEQUANTIZE_PER_TENSOR,
+            qdq_ops.DEQUANTIZE_PER_CHANNEL,
         )
     )
     conv = str(aten.conv2d.default)

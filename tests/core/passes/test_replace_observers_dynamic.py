@@ -14,10 +14,9 @@ from torch import nn
 
 import pt2e_quant.observer as our_observer
 from pt2e_quant import convert_pt2e, prepare_pt2e
+from pt2e_quant.ops import qdq_ops
 from tests.core.contract.quantizer_fixtures import ConvLinearQuantizer, int8_specs
 from tests.graph_check import assert_node_occurrence
-
-qd = torch.ops.quantized_decomposed
 
 
 def test_symmetric_dynamic_activation_uses_symmetric_choose_qparams() -> None:
@@ -29,12 +28,10 @@ def test_symmetric_dynamic_activation_uses_symmetric_choose_qparams() -> None:
     prepared(*inputs)
     converted = convert_pt2e(prepared)
     assert_node_occurrence(
-        converted, {qd.choose_qparams_symmetric.tensor: 1, qd.choose_qparams.tensor: 0}
+        converted, {qdq_ops.CHOOSE_QPARAMS_SYMMETRIC: 1, qdq_ops.CHOOSE_QPARAMS: 0}
     )
     (choose,) = converted.graph.find_nodes(
-        op="call_function", target=qd.choose_qparams_symmetric.tensor
+        op="call_function", target=qdq_ops.CHOOSE_QPARAMS_SYMMETRIC
     )
-    _, zero_point = torch.ops.quantized_decomposed.choose_qparams_symmetric.tensor(
-        inputs[0] + 1.0, *choose.args[1:]
-    )
+    _, zero_point = qdq_ops.CHOOSE_QPARAMS_SYMMETRIC(inputs[0] + 1.0, *choose.args[1:])
     assert int(zero_point) == 0

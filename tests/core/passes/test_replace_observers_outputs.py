@@ -12,6 +12,7 @@ from torch.fx import GraphModule
 import pt2e_quant.observer as our_observer
 from pt2e_quant import QuantizationAnnotation, QuantizationSpec, convert_pt2e, prepare_pt2e
 from pt2e_quant.graph.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY
+from pt2e_quant.ops import qdq_ops
 from tests.core.contract.quantizer_fixtures import (
     ConvLinearQuantizer,
     FunctionQuantizer,
@@ -20,7 +21,6 @@ from tests.core.contract.quantizer_fixtures import (
 from tests.models import SingleLinear
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
 
 
 def _handle(node: torch.fx.Node) -> int | None:
@@ -38,7 +38,7 @@ def test_bf16_dynamic_dequantize_keeps_model_dtype() -> None:
     prepared = prepare_pt2e(gm, quantizer)
     prepared(x)
     converted = convert_pt2e(prepared)
-    (dq,) = [n for n in converted.graph.nodes if n.target == qd.dequantize_per_tensor.tensor]
+    (dq,) = [n for n in converted.graph.nodes if n.target == qdq_ops.DEQUANTIZE_PER_TENSOR_DYNAMIC]
     assert dq.kwargs.get("out_dtype") == torch.bfloat16
     out = converted(x)
     assert out.dtype == torch.bfloat16

@@ -24,12 +24,12 @@ from pt2e_quant import (
     prepare_pt2e,
     prepare_qat_pt2e,
 )
+from pt2e_quant.ops import qdq_ops
 from pt2e_quant.passes.replace_observers import UncalibratedObserverWarning
 from tests.core.contract.quantizer_fixtures import FunctionQuantizer, int8_specs
 from tests.models import SingleLinear
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
 
 
 def _prepare(spec: QuantizationSpec, edge: str, qat: bool = False) -> tuple[GraphModule, Tensor]:
@@ -51,7 +51,7 @@ def _prepare(spec: QuantizationSpec, edge: str, qat: bool = False) -> tuple[Grap
 
 
 def _quantize_args(gm: GraphModule) -> list[tuple]:
-    return [n.args for n in gm.graph.nodes if n.target == qd.quantize_per_tensor.default]
+    return [n.args for n in gm.graph.nodes if n.target == qdq_ops.QUANTIZE_PER_TENSOR]
 
 
 def test_uncalibrated_torch_ao_per_channel_observer_warns() -> None:

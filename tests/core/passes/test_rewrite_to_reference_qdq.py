@@ -16,6 +16,7 @@ from torch.fx import GraphModule
 
 import pt2e_quant.observer as our_observer
 from pt2e_quant.contract.annotation import annotate_input, mark_annotated
+from pt2e_quant.ops import qdq_ops
 from pt2e_quant.passes.driver import run_pass
 from pt2e_quant.passes.rewrite_to_reference import rewrite_to_reference
 from tests.core.contract.quantizer_fixtures import (
@@ -33,7 +34,6 @@ from tests.core.passes._reference_models import (
     aten,
     convert_both,
     only_node,
-    qd,
 )
 from tests.graph_check import assert_node_occurrence, count_ops
 
@@ -95,11 +95,11 @@ def test_quantize_matches_the_kernels_at_rounding_ties() -> None:
 
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
             args = (self.scales, self.zero_points, 1, 0, 255, torch.uint8)
-            per_channel = qd.quantize_per_channel(x, *args)
+            per_channel = qdq_ops.QUANTIZE_PER_CHANNEL_ANY(x, *args)
             return (
-                qd.quantize_per_tensor(x, 0.0258, 131, 0, 255, torch.uint8),
+                qdq_ops.QUANTIZE_PER_TENSOR_ANY(x, 0.0258, 131, 0, 255, torch.uint8),
                 per_channel,
-                qd.dequantize_per_channel(per_channel, *args),
+                qdq_ops.DEQUANTIZE_PER_CHANNEL_ANY(per_channel, *args),
             )
 
     x = torch.stack([_near_ties(s) for s in (0.0258, 0.0394, 0.0054)], dim=1)
@@ -117,7 +117,7 @@ def test_int32_dequantize_is_bit_identical_beyond_float32_integers() -> None:
 
     class Int32Dequantize(nn.Module):
         def forward(self, q: torch.Tensor) -> torch.Tensor:
-            return qd.dequantize_per_tensor(q, 3e-4, 7, -(2**31), 2**31 - 1, torch.int32)
+            return qdq_ops.DEQUANTIZE_PER_TENSOR_ANY(q, 3e-4, 7, -(2**31), 2**31 - 1, torch.int32)
 
     q = torch.randint(-(2**30), 2**30, (4096,), dtype=torch.int32)
     gm = torch.export.export(Int32Dequantize(), (q,)).module()
@@ -140,15 +140,15 @@ def test_dynamic_quantization(dtype: torch.dtype) -> None:
         nn.Linear(8, 5), inputs, ConvLinearQuantizer(activation, weight)
     )
 
-    dynamic = {qd.quantize_per_tensor.tensor: 1, qd.dequantize_per_tensor.tensor: 1}
-    assert_node_occurrence(plain, {**dynamic, qd.choose_qparams.tensor: 1, DQ_PC: 1})
+    dynamic = {qdq_ops.QUANTIZE_PER_TENSOR_DYNAMIC: 1, qdq_ops.DEQUANTIZE_PER_TENSOR_DYNAMIC: 1}
+    assert_node_occurrence(plain, {**dynamic, qdq_ops.CHOOSE_QPARAMS: 1, DQ_PC: 1})
     left = 0 if dtype is torch.int8 else 1
     assert_node_occurrence(
         reference,
         {
-            qd.choose_qparams.tensor: 1,
-            qd.quantize_per_tensor.tensor: left,
-            qd.dequantize_per_tensor.tensor: left,
+            qdq_ops.CHOOSE_QPARAMS: 1,
+            qdq_ops.QUANTIZE_PER_TENSOR_DYNAMIC: left,
+            qdq_ops.DEQUANTIZE_PER_TENSOR_DYNAMIC: left,
             DQ_PC: 0,
             aten.linear.default: 1,
         },

@@ -11,14 +11,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pt2e_quant.ops import qdq_ops
 from pt2e_quant.passes.driver import run_pass
 from pt2e_quant.passes.rewrite_to_reference import rewrite_to_reference
 from tests.graph_check import assert_node_occurrence, count_ops
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
-Q = qd.quantize_per_tensor.default
-DQ = qd.dequantize_per_tensor.default
+Q = qdq_ops.QUANTIZE_PER_TENSOR
+DQ = qdq_ops.DEQUANTIZE_PER_TENSOR
 I8 = (-128, 127, torch.int8)
 
 
@@ -36,8 +36,8 @@ def test_int16_qdq_is_rewritten_bit_identically() -> None:
 
     class Int16RoundTrip(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            q = qd.quantize_per_tensor(x, 1e-3, 5, -32768, 32767, torch.int16)
-            return qd.dequantize_per_tensor(q, 1e-3, 5, -32768, 32767, torch.int16)
+            q = qdq_ops.QUANTIZE_PER_TENSOR_ANY(x, 1e-3, 5, -32768, 32767, torch.int16)
+            return qdq_ops.DEQUANTIZE_PER_TENSOR_ANY(q, 1e-3, 5, -32768, 32767, torch.int16)
 
     inputs = (torch.randn(64) * 10,)
     gm, expected = _rewritten(Int16RoundTrip(), inputs)
@@ -51,7 +51,7 @@ def test_dequantize_to_bfloat16_is_left_alone() -> None:
 
     class Bf16Dequantize(nn.Module):
         def forward(self, q: torch.Tensor) -> torch.Tensor:
-            return qd.dequantize_per_tensor(q, 0.1, 0, *I8, out_dtype=torch.bfloat16)
+            return qdq_ops.DEQUANTIZE_PER_TENSOR_ANY(q, 0.1, 0, *I8, out_dtype=torch.bfloat16)
 
     q = torch.randint(-128, 128, (16,), dtype=torch.int8)
     gm = torch.export.export(Bf16Dequantize(), (q,)).module()
@@ -70,7 +70,9 @@ def test_quantize_of_a_bfloat16_tensor_is_left_alone() -> None:
 
     class Bf16Quantize(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return qd.quantize_per_tensor(x.to(torch.bfloat16), 0.0137, 131, 0, 255, torch.uint8)
+            return qdq_ops.QUANTIZE_PER_TENSOR_ANY(
+                x.to(torch.bfloat16), 0.0137, 131, 0, 255, torch.uint8
+            )
 
     x = torch.linspace(-1.7, 1.7, 4001)
     gm = torch.export.export(Bf16Quantize(), (x,)).module()
@@ -100,13 +102,15 @@ class QuantizedLinear(nn.Module):
         self.register_buffer("w_zero_points", torch.zeros(6, dtype=torch.int64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qx = qd.quantize_per_tensor(x, 0.02, 0, *self.act)
+        qx = qdq_ops.QUANTIZE_PER_TENSOR_ANY(x, 0.02, 0, *self.act)
         w_args = (self.w_scales, self.w_zero_points, self.weight_axis, *I8)
         y = nn.functional.linear(
-            qd.dequantize_per_tensor(qx, 0.02, 0, *self.act),
-            qd.dequantize_per_channel(self.w, *w_args),
+            qdq_ops.DEQUANTIZE_PER_TENSOR_ANY(qx, 0.02, 0, *self.act),
+            qdq_ops.DEQUANTIZE_PER_CHANNEL_ANY(self.w, *w_args),
         )
-        return qd.dequantize_per_tensor(qd.quantize_per_tensor(y, 0.05, 0, *I8), 0.05, 0, *I8)
+        return qdq_ops.DEQUANTIZE_PER_TENSOR_ANY(
+            qdq_ops.QUANTIZE_PER_TENSOR_ANY(y, 0.05, 0, *I8), 0.05, 0, *I8
+        )
 
 
 def test_int16_inputs_are_not_fused() -> None:
@@ -136,10 +140,16 @@ def test_add_with_alpha_is_not_fused() -> None:
 
     class AddAlpha(nn.Module):
         def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            da = qd.dequantize_per_tensor(qd.quantize_per_tensor(a, 0.02, 0, *I8), 0.02, 0, *I8)
-            db = qd.dequantize_per_tensor(qd.quantize_per_tensor(b, 0.02, 0, *I8), 0.02, 0, *I8)
+            da = qdq_ops.DEQUANTIZE_PER_TENSOR_ANY(
+                qdq_ops.QUANTIZE_PER_TENSOR_ANY(a, 0.02, 0, *I8), 0.02, 0, *I8
+            )
+            db = qdq_ops.DEQUANTIZE_PER_TENSOR_ANY(
+                qdq_ops.QUANTIZE_PER_TENSOR_ANY(b, 0.02, 0, *I8), 0.02, 0, *I8
+            )
             y = torch.add(da, db, alpha=2)
-            return qd.dequantize_per_tensor(qd.quantize_per_tensor(y, 0.06, 0, *I8), 0.06, 0, *I8)
+            return qdq_ops.DEQUANTIZE_PER_TENSOR_ANY(
+                qdq_ops.QUANTIZE_PER_TENSOR_ANY(y, 0.06, 0, *I8), 0.06, 0, *I8
+            )
 
     inputs = (torch.randn(32), torch.randn(32))
     gm, expected = _rewritten(AddAlpha(), inputs)
@@ -156,9 +166,13 @@ def test_max_pool_with_different_output_qparams_is_requantized() -> None:
 
     class RescalingPool(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            dx = qd.dequantize_per_tensor(qd.quantize_per_tensor(x, 0.02, 0, *I8), 0.02, 0, *I8)
+            dx = qdq_ops.DEQUANTIZE_PER_TENSOR_ANY(
+                qdq_ops.QUANTIZE_PER_TENSOR_ANY(x, 0.02, 0, *I8), 0.02, 0, *I8
+            )
             y = nn.functional.max_pool2d(dx, 2)
-            return qd.dequantize_per_tensor(qd.quantize_per_tensor(y, 0.05, 0, *I8), 0.05, 0, *I8)
+            return qdq_ops.DEQUANTIZE_PER_TENSOR_ANY(
+                qdq_ops.QUANTIZE_PER_TENSOR_ANY(y, 0.05, 0, *I8), 0.05, 0, *I8
+            )
 
     inputs = (torch.randn(1, 2, 4, 4),)
     gm, expected = _rewritten(RescalingPool(), inputs)

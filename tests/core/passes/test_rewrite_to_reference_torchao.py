@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.fx import GraphModule, Node
 
+from pt2e_quant.ops import qdq_ops
 from pt2e_quant.passes.driver import run_pass
 from pt2e_quant.passes.rewrite_to_reference import rewrite_to_reference
 from tests.peer_annotation import int8_specs, library
@@ -28,7 +29,6 @@ pytestmark = pytest.mark.torchao
 pytest.importorskip("torchao")
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
 OUT_DTYPE = torch.ops.higher_order.out_dtype
 WEIGHTED = (aten.linear.default, aten.convolution.default)
 RELU = (aten.relu.default,)
@@ -326,11 +326,11 @@ class QuantizeAtTies(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         args = (self.scales, self.zero_points, 1, -128, 127, torch.int8)
-        per_channel = qd.quantize_per_channel(x, *args)
+        per_channel = qdq_ops.QUANTIZE_PER_CHANNEL_ANY(x, *args)
         return (
-            qd.quantize_per_tensor(x, 0.0258, 3, -128, 127, torch.int8),
+            qdq_ops.QUANTIZE_PER_TENSOR_ANY(x, 0.0258, 3, -128, 127, torch.int8),
             per_channel,
-            qd.dequantize_per_channel(per_channel, *args),
+            qdq_ops.DEQUANTIZE_PER_CHANNEL_ANY(per_channel, *args),
         )
 
 
@@ -347,7 +347,7 @@ def test_int8_quantize_divides_like_torchao_not_like_the_kernel() -> None:
     assert not torch.equal(per_tensor, kernel_per_tensor)
     assert not torch.equal(per_channel, kernel_per_channel)
     args = (model.scales, model.zero_points, 1, -128, 127, torch.int8)
-    assert torch.equal(dequantized, qd.dequantize_per_channel(per_channel, *args))
+    assert torch.equal(dequantized, qdq_ops.DEQUANTIZE_PER_CHANNEL_ANY(per_channel, *args))
 
 
 def test_int8_quantize_of_a_bfloat16_tensor_takes_torchaos_form() -> None:
@@ -356,7 +356,9 @@ def test_int8_quantize_of_a_bfloat16_tensor_takes_torchaos_form() -> None:
 
     class Bf16Quantize(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return qd.quantize_per_tensor(x.to(torch.bfloat16), 0.0137, 3, -128, 127, torch.int8)
+            return qdq_ops.QUANTIZE_PER_TENSOR_ANY(
+                x.to(torch.bfloat16), 0.0137, 3, -128, 127, torch.int8
+            )
 
     x = torch.linspace(-1.7, 1.7, 4001)
     ours, theirs = _rewritten_by_both(Bf16Quantize(), (x,))

@@ -17,15 +17,15 @@ from torch import Tensor
 from torch.fx import GraphModule
 
 from pt2e_quant import convert_pt2e, prepare_pt2e
+from pt2e_quant.ops import qdq_ops
 from quantizers.x86_inductor.quantizer import (
     X86InductorQuantizer,
     get_default_x86_inductor_quantization_config,
 )
 from quantizers.xnnpack.quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 
-qd = torch.ops.quantized_decomposed
-Q, DQ = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
-DQ_CH = qd.dequantize_per_channel.default
+Q, DQ = qdq_ops.QUANTIZE_PER_TENSOR, qdq_ops.DEQUANTIZE_PER_TENSOR
+DQ_CH = qdq_ops.DEQUANTIZE_PER_CHANNEL
 
 
 def xnnpack_quantizer() -> XNNPACKQuantizer:

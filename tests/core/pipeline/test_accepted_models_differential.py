@@ -25,22 +25,23 @@ import torch
 from torch import nn
 
 from pt2e_quant import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
+from pt2e_quant.ops import qdq_ops
 from pt2e_quant.pipeline import model_checks
 from quantizers.x86_inductor.quantizer import (
     X86InductorQuantizer,
     get_default_x86_inductor_quantization_config,
 )
 from quantizers.xnnpack.quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
-from tests.core.graph._reentrant_models import (
+from tests.core.pipeline._edge_case_peers import PEER_BACKENDS, peer_pipeline
+from tests.core.pipeline._edge_case_pipeline import QUANTIZERS, Q, all_equal, quiet, run_pipeline
+from tests.graph_check import count_ops, qdq_and_compute_ops, quantized_edges
+from tests.models.reentrant import (
     FakeQuantizedExtraInput,
     HeadThenPart,
     LinearRelu,
     calibrate_and_convert,
     export,
 )
-from tests.core.pipeline._edge_case_peers import PEER_BACKENDS, peer_pipeline
-from tests.core.pipeline._edge_case_pipeline import QUANTIZERS, Q, all_equal, quiet, run_pipeline
-from tests.graph_check import count_ops, qdq_and_compute_ops, quantized_edges
 
 pytestmark = pytest.mark.torchao
 pytest.importorskip("torchao")
@@ -106,11 +107,10 @@ def test_torchao_quantizes_a_converted_part_again() -> None:
             pipeline.prepare_pt2e(copy.deepcopy(parent), peer), pipeline.convert_pt2e, x
         )
         ours = run_pipeline(parent, QUANTIZERS["xnnpack"](), [(x,)])
-    qd = torch.ops.quantized_decomposed
     part_qs = count_ops(part)[Q]
     assert count_ops(ours)[Q] == part_qs + 1  # the head's input; its output is the part's q
     assert count_ops(theirs)[Q] > count_ops(ours)[Q]
-    assert count_ops(theirs)[qd.quantize_per_channel.default] == 1  # the part's int8 weight
+    assert count_ops(theirs)[qdq_ops.QUANTIZE_PER_CHANNEL] == 1  # the part's int8 weight
 
 
 class ConvThenLinear(nn.Module):

@@ -22,7 +22,6 @@ from torch.fx import GraphModule
 from pt2e_quant import convert_pt2e, prepare_pt2e
 from pt2e_quant.observer import NonFiniteObservationWarning
 from pt2e_quant.passes.replace_observers import UncalibratedObserverWarning
-from tests.core.pipeline._edge_case_models import ConvBatchNormDropout
 from tests.core.pipeline._edge_case_pipeline import (
     DQ_CH,
     QUANTIZERS,
@@ -31,6 +30,7 @@ from tests.core.pipeline._edge_case_pipeline import (
     run_pipeline,
     x86_quantizer,
 )
+from tests.models.edge_cases import ConvBatchNormDropout
 
 
 def _dynamic_batch_conv(min_batch: int = 0) -> GraphModule:

@@ -13,7 +13,6 @@ import copy
 import pytest
 import torch
 
-from tests.core.pipeline._edge_case_models import ConvBatchNormDropout
 from tests.core.pipeline._edge_case_peers import calibrated, peer_pipeline
 from tests.core.pipeline._edge_case_pipeline import (
     QUANTIZERS,
@@ -24,6 +23,7 @@ from tests.core.pipeline._edge_case_pipeline import (
     xnnpack_quantizer,
 )
 from tests.graph_check import qdq_and_compute_ops
+from tests.models.edge_cases import ConvBatchNormDropout
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)

@@ -15,7 +15,6 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from tests.core.pipeline._edge_case_models import SameModuleTwice
 from tests.core.pipeline._edge_case_pipeline import (
     DQ_CH,
     QUANTIZERS,
@@ -28,6 +27,7 @@ from tests.core.pipeline._edge_case_pipeline import (
     snapshot,
     xnnpack_quantizer,
 )
+from tests.models.edge_cases import SameModuleTwice
 
 
 class TupleOutputs(nn.Module):

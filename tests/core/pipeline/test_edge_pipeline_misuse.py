@@ -19,7 +19,6 @@ from torch.fx import GraphModule
 
 from pt2e_quant import ModelNotExportedError, convert_pt2e, prepare_pt2e
 from quantizers.xnnpack.quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
-from tests.core.pipeline._edge_case_models import SameModuleTwice
 from tests.core.pipeline._edge_case_pipeline import (
     assert_untouched,
     quiet,
@@ -27,6 +26,7 @@ from tests.core.pipeline._edge_case_pipeline import (
     snapshot,
     xnnpack_quantizer,
 )
+from tests.models.edge_cases import SameModuleTwice
 
 
 def _exported_two_linears() -> tuple[GraphModule, Tensor]:

@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, nn
 
 from pt2e_quant import prepare_pt2e
-from tests.core.pipeline._edge_case_models import ConvBatchNormDropout
 from tests.core.pipeline._edge_case_pipeline import (
     QUANTIZERS,
     assert_untouched,
@@ -25,6 +24,7 @@ from tests.core.pipeline._edge_case_pipeline import (
     snapshot,
     xnnpack_quantizer,
 )
+from tests.models.edge_cases import ConvBatchNormDropout
 
 
 class BatchNormLinear(nn.Module):

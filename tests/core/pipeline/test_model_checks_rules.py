@@ -27,6 +27,7 @@ from pt2e_quant import (
     prepare_pt2e,
     prepare_qat_pt2e,
 )
+from pt2e_quant.ops import qdq_ops
 from pt2e_quant.pipeline import model_checks
 from quantizers.x86_inductor.quantizer import (
     X86InductorQuantizer,
@@ -131,8 +132,7 @@ def test_a_symbolic_trace_without_val_metadata_runs_end_to_end(backend: str, qat
         prepared = prepare(torch.fx.symbolic_trace(model), _backend_quantizer(backend, qat))
     prepared(*example)
     converted = convert_pt2e(prepared)
-    qd = torch.ops.quantized_decomposed
-    assert sum(n.target == qd.dequantize_per_channel.default for n in converted.graph.nodes) == 2
+    assert sum(n.target == qdq_ops.DEQUANTIZE_PER_CHANNEL for n in converted.graph.nodes) == 2
     for ours, reference in zip(converted(*example), model(*example), strict=True):
         torch.testing.assert_close(ours, reference, rtol=0, atol=0.3)
 
@@ -155,12 +155,11 @@ def test_train_eval_switches_still_refuse_a_symbolic_trace() -> None:
 
 def test_a_model_with_its_own_q_dq_is_prepared() -> None:
     """q/dq ops are no sign of an earlier prepare (see the differential test for the result)."""
-    qd = torch.ops.quantized_decomposed
 
     class OwnFakeQuant(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            q = qd.quantize_per_tensor.default(x, 0.1, 0, 0, 255, torch.uint8)
-            return qd.dequantize_per_tensor.default(q, 0.1, 0, 0, 255, torch.uint8) * 2
+            q = qdq_ops.QUANTIZE_PER_TENSOR(x, 0.1, 0, 0, 255, torch.uint8)
+            return qdq_ops.DEQUANTIZE_PER_TENSOR(q, 0.1, 0, 0, 255, torch.uint8) * 2
 
     x = torch.rand(4)
     prepared = prepare_pt2e(

@@ -17,6 +17,7 @@ from pt2e_quant import (
 )
 from pt2e_quant.graph.node_meta import CUSTOM_KEY, NUMERIC_DEBUG_HANDLE_KEY
 from pt2e_quant.graph.subgraphs import iter_graph_modules
+from pt2e_quant.ops import qdq_ops
 from tests.core.contract.quantizer_fixtures import (
     ConvLinearQuantizer,
     FunctionQuantizer,
@@ -34,7 +35,6 @@ from tests.models import (
 )
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
 
 
 def _qdq_counts(gm: GraphModule) -> dict[str, int]:
@@ -98,7 +98,7 @@ def test_no_grad_region_is_inlined_and_weight_folded() -> None:
     targets = [n.target for n in converted.graph.nodes if n.op == "call_function"]
     assert torch.ops.higher_order.wrap_with_set_grad_enabled not in targets
     assert_node_occurrence(
-        converted, {qd.quantize_per_channel.default: 0, qd.dequantize_per_channel.default: 1}
+        converted, {qdq_ops.QUANTIZE_PER_CHANNEL: 0, qdq_ops.DEQUANTIZE_PER_CHANNEL: 1}
     )
 
 
@@ -160,11 +160,11 @@ def test_dynamic_quantization_ops() -> None:
     assert_node_occurrence(
         converted,
         {
-            qd.choose_qparams.tensor: 2,
-            qd.quantize_per_tensor.tensor: 2,
-            qd.dequantize_per_tensor.tensor: 2,
-            qd.quantize_per_tensor.default: 0,
-            qd.dequantize_per_channel.default: 2,
+            qdq_ops.CHOOSE_QPARAMS: 2,
+            qdq_ops.QUANTIZE_PER_TENSOR_DYNAMIC: 2,
+            qdq_ops.DEQUANTIZE_PER_TENSOR_DYNAMIC: 2,
+            qdq_ops.QUANTIZE_PER_TENSOR: 0,
+            qdq_ops.DEQUANTIZE_PER_CHANNEL: 2,
         },
     )
 
@@ -174,10 +174,10 @@ def test_per_tensor_qparams_are_python_scalars_and_per_channel_are_buffers() -> 
     inputs = model.example_inputs()
     converted = _quantize(model, inputs, ConvLinearQuantizer(*int8_specs(our_observer)))
     for node in converted.graph.nodes:
-        if node.target in (qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default):
+        if node.target in (qdq_ops.QUANTIZE_PER_TENSOR, qdq_ops.DEQUANTIZE_PER_TENSOR):
             assert type(node.args[1]) is float and type(node.args[2]) is int
             assert node.args[5] == torch.int8
-        if node.target == qd.dequantize_per_channel.default:
+        if node.target == qdq_ops.DEQUANTIZE_PER_CHANNEL:
             scale, zero_point = node.args[1], node.args[2]
             assert scale.op == "get_attr" and zero_point.op == "get_attr"
             assert isinstance(getattr(converted, scale.target), torch.Tensor)
@@ -191,8 +191,8 @@ def test_fold_quantize_false_keeps_weight_quantize() -> None:
     prepared(*inputs)
     folded = convert_pt2e(prepared)
     unfolded = convert_pt2e(prepared, fold_quantize=False)
-    assert count_ops(folded)[qd.quantize_per_channel.default] == 0
-    assert count_ops(unfolded)[qd.quantize_per_channel.default] == 1
+    assert count_ops(folded)[qdq_ops.QUANTIZE_PER_CHANNEL] == 0
+    assert count_ops(unfolded)[qdq_ops.QUANTIZE_PER_CHANNEL] == 1
     frozen = [n for n in folded.graph.nodes if n.op == "get_attr" and "_frozen_param" in n.target]
     assert len(frozen) == 1 and getattr(folded, frozen[0].target).dtype == torch.int8
     assert torch.equal(folded(*inputs), unfolded(*inputs))
@@ -213,7 +213,7 @@ def test_fp16_spec_becomes_cast_round_trip() -> None:
     model = TwoLinearModule().eval()
     inputs = model.example_inputs()
     converted = _quantize(model, inputs, FunctionQuantizer(annotate))
-    assert_node_occurrence(converted, {qd.convert_element_type.no_fuse: 6})
+    assert_node_occurrence(converted, {qdq_ops.CONVERT_ELEMENT_TYPE: 6})
     expected = model(*inputs)
     assert torch.allclose(expected, converted(*inputs), atol=1e-2)
 
@@ -297,7 +297,7 @@ def test_dynamic_choose_qparams_carries_the_consumers_metadata() -> None:
         dq = linear.args[0]
         q = dq.args[0]
         choose = q.args[1].args[0]
-        assert choose.target == qd.choose_qparams.tensor
+        assert choose.target == qdq_ops.CHOOSE_QPARAMS
         for node in (choose, q, dq):
             assert node.meta.get("quantization_tag") == linear.meta["quantization_tag"]
             assert node.meta.get("stack_trace") == linear.meta["stack_trace"]

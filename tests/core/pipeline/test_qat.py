@@ -27,6 +27,7 @@ from pt2e_quant import (
 )
 from pt2e_quant.fake_quantize import FakeQuantize, FakeQuantizeBase, disable_observer
 from pt2e_quant.observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
+from pt2e_quant.ops import qdq_ops
 from pt2e_quant.passes.simulate_batch_norm_folding import BatchNormNotFusedWarning
 from quantizers import (
     X86InductorQuantizer,
@@ -38,7 +39,6 @@ from tests.graph_check import count_ops, ops_in_order
 from tests.models import CondLinear, ScanLinear, WhileLinear
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
 
 _CONVS = {
     "conv1d": (nn.Conv1d, nn.BatchNorm1d, (2, 3, 10)),
@@ -148,7 +148,7 @@ def _output_scale(converted: torch.fx.GraphModule) -> float | None:
     """Scale of the last dequantize (the output's quantization step), if the output is quantized."""
     output = next(n for n in converted.graph.nodes if n.op == "output")
     value = output.args[0][0]
-    if value.target is qd.dequantize_per_tensor.default:
+    if value.target is qdq_ops.DEQUANTIZE_PER_TENSOR:
         return float(value.args[1])
     return None
 
@@ -160,7 +160,7 @@ def _qdq_sequence(gm: torch.fx.GraphModule) -> list[str]:
 def _weight_dequantize_before_its_conv(sequence: list[str]) -> list[str]:
     """A post-training sequence (weight dequantize first, next to the weight) in QAT's order:
     the weight's dequantize right before its conv, where torchao's QAT convert leaves it."""
-    weight_dq = str(qd.dequantize_per_channel.default)
+    weight_dq = str(qdq_ops.DEQUANTIZE_PER_CHANNEL)
     rest = [op for op in sequence if op != weight_dq]
     conv = next(i for i, op in enumerate(rest) if "conv" in op)
     return rest[:conv] + [weight_dq] * sequence.count(weight_dq) + rest[conv:]
@@ -293,7 +293,7 @@ def test_convert_folds_bn_and_matches_ptq_structure_and_qat_eval(
     ops = count_ops(converted)
     assert aten.batch_norm.default not in ops and aten.add_.Tensor not in ops
     assert aten.mul.Tensor not in ops and aten.div.Tensor not in ops
-    assert qd.quantize_per_channel.default not in ops  # the folded weight is an int8 constant
+    assert qdq_ops.QUANTIZE_PER_CHANNEL not in ops  # the folded weight is an int8 constant
     ptq = prepare_pt2e(
         torch.export.export(copy.deepcopy(model).eval(), (x,)).module(),
         XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True)),
@@ -301,7 +301,7 @@ def test_convert_folds_bn_and_matches_ptq_structure_and_qat_eval(
     ptq(x)
     # the q / dq of post-training quantization, in torchao's QAT order
     ptq_sequence = _qdq_sequence(convert_pt2e(ptq))
-    assert ptq_sequence[0] == str(qd.dequantize_per_channel.default)
+    assert ptq_sequence[0] == str(qdq_ops.DEQUANTIZE_PER_CHANNEL)
     assert _weight_dequantize_before_its_conv(ptq_sequence) == _qdq_sequence(converted)
 
     step = _output_scale(converted)
@@ -343,7 +343,7 @@ def test_convs_sharing_one_weight_fold_into_separate_weights() -> None:
     original = prepared.weight.detach().clone()
     converted = convert_pt2e(prepared)
     assert torch.equal(prepared.weight, original)  # the prepared model is untouched
-    weights = [n for n in converted.graph.nodes if n.target is qd.dequantize_per_channel.default]
+    weights = [n for n in converted.graph.nodes if n.target is qdq_ops.DEQUANTIZE_PER_CHANNEL]
     assert len(weights) == 2
     assert weights[0].args[0].target != weights[1].args[0].target
     step = _output_scale(converted)

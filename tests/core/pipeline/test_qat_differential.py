@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import pt2e_quant
+from pt2e_quant.ops import qdq_ops
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.graph_check import count_ops, qdq_and_compute_ops
 from tests.peer_annotation import library
@@ -101,7 +102,7 @@ def test_transposed_conv_weights_quantize_along_output_channels_unlike_the_peer(
     ours = _qat_then_convert("ours", model, batches)
     peer = _qat_then_convert("peer", model, batches)
     assert _qdq_counts(ours) == _qdq_counts(peer)
-    per_channel = torch.ops.quantized_decomposed.dequantize_per_channel.default
+    per_channel = qdq_ops.DEQUANTIZE_PER_CHANNEL
 
     def axes(gm):
         return [n.args[3] for n in gm.graph.nodes if n.target is per_channel]

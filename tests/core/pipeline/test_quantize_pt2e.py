@@ -18,6 +18,7 @@ from pt2e_quant import (
     prepare_pt2e,
     prepare_qat_pt2e,
 )
+from pt2e_quant.ops import qdq_ops
 from tests.core.contract.quantizer_fixtures import FunctionQuantizer, SeedSpecs, seed_specs
 from tests.graph_check import assert_node_occurrence, assert_node_order
 from tests.models import (
@@ -31,11 +32,10 @@ from tests.models import (
 )
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
-Q = qd.quantize_per_tensor.default
-DQ = qd.dequantize_per_tensor.default
-Q_PC = qd.quantize_per_channel.default
-DQ_PC = qd.dequantize_per_channel.default
+Q = qdq_ops.QUANTIZE_PER_TENSOR
+DQ = qdq_ops.DEQUANTIZE_PER_TENSOR
+Q_PC = qdq_ops.QUANTIZE_PER_CHANNEL
+DQ_PC = qdq_ops.DEQUANTIZE_PER_CHANNEL
 
 
 @pytest.fixture(params=["pt2e_quant", "torch.ao"])

@@ -21,6 +21,7 @@ from pt2e_quant import (
     prepare_pt2e,
     prepare_qat_pt2e,
 )
+from pt2e_quant.ops import qdq_ops
 from tests.core.contract.quantizer_fixtures import (
     ConvLinearQuantizer,
     FunctionQuantizer,
@@ -30,11 +31,10 @@ from tests.graph_check import assert_node_occurrence, assert_node_order
 from tests.models import ConvTWithBNRelu
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
-Q = qd.quantize_per_tensor.default
-DQ = qd.dequantize_per_tensor.default
-Q_PC = qd.quantize_per_channel.default
-DQ_PC = qd.dequantize_per_channel.default
+Q = qdq_ops.QUANTIZE_PER_TENSOR
+DQ = qdq_ops.DEQUANTIZE_PER_TENSOR
+Q_PC = qdq_ops.QUANTIZE_PER_CHANNEL
+DQ_PC = qdq_ops.DEQUANTIZE_PER_CHANNEL
 
 
 def _linear_quantizer(per_channel: bool) -> ConvLinearQuantizer:

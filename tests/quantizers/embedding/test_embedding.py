@@ -12,6 +12,7 @@ from torch import nn
 
 from pt2e_quant import AnnotationError, convert_pt2e, prepare_pt2e
 from pt2e_quant.contract.annotation import annotate_input, get_annotation, is_annotated
+from pt2e_quant.ops import qdq_ops
 from quantizers.embedding.quantizer import (
     EMBEDDING_OPS,
     EmbeddingQuantizer,
@@ -20,7 +21,6 @@ from quantizers.embedding.quantizer import (
 from tests.graph_check import assert_node_occurrence, assert_node_order, ops_in_order
 from tests.models import EmbeddingBagModel, EmbeddingModule, export_model
 
-qd = torch.ops.quantized_decomposed
 aten = torch.ops.aten
 
 
@@ -102,20 +102,20 @@ def test_embedding_module_seed_counts_and_order() -> None:
     assert_node_occurrence(
         converted,
         {
-            qd.quantize_per_channel.default: 0,
-            qd.dequantize_per_channel.default: 1,
-            qd.quantize_per_tensor.default: 0,
-            qd.dequantize_per_tensor.default: 0,
+            qdq_ops.QUANTIZE_PER_CHANNEL: 0,
+            qdq_ops.DEQUANTIZE_PER_CHANNEL: 1,
+            qdq_ops.QUANTIZE_PER_TENSOR: 0,
+            qdq_ops.DEQUANTIZE_PER_TENSOR: 0,
         },
     )
-    assert_node_order(converted, [qd.dequantize_per_channel.default, aten.embedding.default])
+    assert_node_order(converted, [qdq_ops.DEQUANTIZE_PER_CHANNEL, aten.embedding.default])
 
 
 def test_dequantized_table_has_float_qparams_per_row() -> None:
     torch.manual_seed(0)
     model = EmbeddingModule()
     converted = _quantize(model)
-    (dq,) = [n for n in converted.graph.nodes if n.target == qd.dequantize_per_channel.default]
+    (dq,) = [n for n in converted.graph.nodes if n.target == qdq_ops.DEQUANTIZE_PER_CHANNEL]
     scale = getattr(converted, dq.args[1].target)
     zero_point = getattr(converted, dq.args[2].target)
     assert scale.shape == (10,) and zero_point.is_floating_point()
@@ -136,12 +136,10 @@ def test_embedding_bag_is_quantized() -> None:
     bags = [n.target for n in exported.graph.nodes if n.target in EMBEDDING_OPS]
     assert bags == [aten.embedding_bag.padding_idx]  # what export produces today
     converted = _quantize(model)
-    assert_node_occurrence(converted, {qd.dequantize_per_channel.default: 1})
-    assert_node_order(
-        converted, [qd.dequantize_per_channel.default, aten.embedding_bag.padding_idx]
-    )
+    assert_node_occurrence(converted, {qdq_ops.DEQUANTIZE_PER_CHANNEL: 1})
+    assert_node_order(converted, [qdq_ops.DEQUANTIZE_PER_CHANNEL, aten.embedding_bag.padding_idx])
     # the linear after the bag is not this quantizer's business
-    assert_node_occurrence(converted, {qd.dequantize_per_tensor.default: 0})
+    assert_node_occurrence(converted, {qdq_ops.DEQUANTIZE_PER_TENSOR: 0})
 
 
 class Bag(nn.Module):
@@ -176,7 +174,7 @@ def test_embedding_bag_stays_within_its_rows_quantization_steps(mode: str) -> No
     weights = torch.rand(12) * 2 - 1 if mode == "sum" else None
     inputs = (indices, offsets, weights) if weights is not None else (indices, offsets)
     converted = _quantize(model, inputs=inputs)
-    (dq,) = [n for n in converted.graph.nodes if n.target == qd.dequantize_per_channel.default]
+    (dq,) = [n for n in converted.graph.nodes if n.target == qdq_ops.DEQUANTIZE_PER_CHANNEL]
     table = model.bag.weight.detach()
     step = (table.amax(dim=1) - table.amin(dim=1)) / 255
     torch.testing.assert_close(getattr(converted, dq.args[1].target), step)
@@ -228,7 +226,7 @@ def test_module_name_none_leaves_one_table_float() -> None:
     torch.manual_seed(0)
     quantizer = EmbeddingQuantizer().set_module_name("users", None)
     converted = _quantize(TwoTables(), quantizer)
-    assert_node_occurrence(converted, {qd.dequantize_per_channel.default: 1})
+    assert_node_occurrence(converted, {qdq_ops.DEQUANTIZE_PER_CHANNEL: 1})
     embeddings = [n for n in converted.graph.nodes if n.target == aten.embedding.default]
     tables = [n.args[0] for n in embeddings]
     assert sorted(t.op for t in tables) == ["call_function", "get_attr"]
@@ -238,7 +236,7 @@ def test_module_name_none_leaves_one_table_float() -> None:
 
 def test_global_none_quantizes_nothing() -> None:
     converted = _quantize(TwoTables(), EmbeddingQuantizer().set_global(None))
-    assert_node_occurrence(converted, {qd.dequantize_per_channel.default: 0})
+    assert_node_occurrence(converted, {qdq_ops.DEQUANTIZE_PER_CHANNEL: 0})
 
 
 def test_validate_rejects_table_computed_from_inputs() -> None:
@@ -263,7 +261,7 @@ def test_table_derived_from_parameter_is_stored_quantized() -> None:
 def test_computed_table_can_be_excluded() -> None:
     quantizer = EmbeddingQuantizer().set_operator_type(aten.embedding.default, None)
     converted = _quantize(ComputedTable(), quantizer)
-    assert_node_occurrence(converted, {qd.dequantize_per_channel.default: 0})
+    assert_node_occurrence(converted, {qdq_ops.DEQUANTIZE_PER_CHANNEL: 0})
 
 
 def test_validate_rejects_quantized_indices() -> None:
@@ -315,7 +313,7 @@ def test_same_as_torchao(model_cls) -> None:
         theirs = _run("torchao", model, calibration)
         ours = _run("pt2e_quant", model, calibration)
     assert _qdq_and_compute(ours) == _qdq_and_compute(theirs)
-    assert qd.dequantize_per_channel.default in set(ops_in_order(ours))
+    assert qdq_ops.DEQUANTIZE_PER_CHANNEL in set(ops_in_order(ours))
     (indices,) = model.example_inputs()
     with torch.no_grad():
         assert torch.equal(ours(indices), theirs(indices))

@@ -22,7 +22,9 @@ from pt2e_quant import (
     prepare_qat_pt2e,
 )
 from quantizers.x86_inductor.quantizer import X86InductorQuantizer
-from tests.quantizers.x86_inductor._x86_inductor_pattern_models import x86_config
+from tests.quantizers.x86_inductor._x86_inductor_quantize import (
+    x86_config,
+)
 
 
 def torchao_x86_module():

@@ -34,10 +34,12 @@ from quantizers.x86_inductor.quantizer import (
 )
 from tests.graph_check import qdq_and_compute_ops
 from tests.models import export_model
-from tests.paths import REPO
-from tests.quantizers.x86_inductor._x86_inductor_pattern_models import (
+from tests.models.x86_patterns import (
     ConvUnary,
     LinearUnary,
+)
+from tests.paths import REPO
+from tests.quantizers.x86_inductor._x86_inductor_quantize import (
     quantize,
     x86_config,
 )

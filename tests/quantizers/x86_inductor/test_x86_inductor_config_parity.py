@@ -27,7 +27,7 @@ from torch import nn
 from pt2e_quant import AnnotationError
 from tests._migration_harness import Api, ours, peer
 from tests.graph_check import qdq_and_compute_ops
-from tests.quantizers.x86_inductor._x86_inductor_pattern_models import (
+from tests.models.x86_patterns import (
     ConvThenLinears,
     ConvUnary,
     LinearFlattenLinear,

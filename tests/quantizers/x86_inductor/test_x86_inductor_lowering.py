@@ -46,7 +46,10 @@ from pt2e_quant import convert_pt2e, prepare_pt2e
 from pt2e_quant.ops.qdq_ops import is_dequantize
 from quantizers import X86InductorQuantizer, get_default_x86_inductor_quantization_config
 from tests.models import ZOO
-from tests.quantizers.x86_inductor._x86_inductor_pattern_models import ConvThenLinears, LinearUnary
+from tests.models.x86_patterns import (
+    ConvThenLinears,
+    LinearUnary,
+)
 
 pytestmark = [pytest.mark.inductor, pytest.mark.torchao]
 

@@ -19,12 +19,11 @@ from torch import nn
 from pt2e_quant import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 from pt2e_quant.contract.annotation import get_annotation, is_annotated
 from pt2e_quant.fake_quantize import FakeQuantizeBase
+from pt2e_quant.ops import qdq_ops
 from quantizers.x86_inductor.quantizer import X86InductorQuantizer
 from tests.graph_check import assert_node_occurrence, assert_node_order, ops_in_order
 from tests.models import ConvWithBNRelu, export_model
-from tests.quantizers.x86_inductor._x86_inductor_pattern_models import (
-    DQ,
-    DQ_CH,
+from tests.models.x86_patterns import (
     PATTERN_MODELS,
     ConvAdd,
     ConvAddAlpha,
@@ -35,9 +34,12 @@ from tests.quantizers.x86_inductor._x86_inductor_pattern_models import (
     LinearAdd,
     LinearUnary,
     Matmul,
+)
+from tests.quantizers.x86_inductor._x86_inductor_quantize import (
+    DQ,
+    DQ_CH,
     Q,
     aten,
-    qd,
     qdq_counts,
     quantize,
     x86_config,
@@ -176,9 +178,9 @@ def test_dynamic_config_quantizes_activations_at_run_time() -> None:
     assert_node_occurrence(
         converted,
         {
-            qd.choose_qparams.tensor: 1,
-            qd.quantize_per_tensor.tensor: 1,
-            qd.dequantize_per_tensor.tensor: 1,
+            qdq_ops.CHOOSE_QPARAMS: 1,
+            qdq_ops.QUANTIZE_PER_TENSOR_DYNAMIC: 1,
+            qdq_ops.DEQUANTIZE_PER_TENSOR_DYNAMIC: 1,
             Q: 0,
             DQ_CH: 1,
         },

@@ -17,13 +17,15 @@ import pytest
 import torch
 
 from tests.graph_check import assert_node_occurrence, qdq_and_compute_ops
-from tests.quantizers.x86_inductor._x86_inductor_pattern_models import (
+from tests.models.x86_patterns import (
     LINEAR_POST_OPS,
     LinearPostOpThen,
+)
+from tests.quantizers.x86_inductor._x86_inductor_peer_run import calibration_batches, run_pipeline
+from tests.quantizers.x86_inductor._x86_inductor_quantize import (
     qdq_counts,
     quantize,
 )
-from tests.quantizers.x86_inductor._x86_inductor_peer_run import calibration_batches, run_pipeline
 
 FOLLOWERS = ("cat", "maxpool", "flatten")
 

@@ -18,20 +18,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pt2e_quant.ops import qdq_ops
 from quantizers.x86_inductor.quantizer import (
     MixedConfigWarning,
     X86InductorQuantizer,
     get_x86_inductor_linear_dynamic_fp16_config,
 )
-from tests.quantizers.x86_inductor._x86_inductor_pattern_models import (
+from tests.models.x86_patterns import (
+    image,
+)
+from tests.quantizers.x86_inductor._x86_inductor_quantize import (
     DQ_CH,
     aten,
-    image,
     quantize,
     x86_config,
 )
 
-CHOOSE_QPARAMS = torch.ops.quantized_decomposed.choose_qparams.tensor
+CHOOSE_QPARAMS = qdq_ops.CHOOSE_QPARAMS
 
 
 class Sub(nn.Module):

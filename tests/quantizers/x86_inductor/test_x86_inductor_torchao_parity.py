@@ -23,7 +23,9 @@ import torch
 
 from tests.graph_check import qdq_and_compute_ops
 from tests.models import ZOO
-from tests.quantizers.x86_inductor._x86_inductor_pattern_models import PATTERN_MODELS
+from tests.models.x86_patterns import (
+    PATTERN_MODELS,
+)
 from tests.quantizers.x86_inductor._x86_inductor_peer_run import (
     calibration_batches,
     run_pipeline,

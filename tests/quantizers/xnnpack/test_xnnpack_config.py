@@ -26,15 +26,17 @@ from pt2e_quant.observer import (
 from quantizers.config import QuantizationConfig
 from quantizers.xnnpack.quantizer import get_symmetric_quantization_config
 from quantizers.xnnpack.rules import RULES
-from tests.quantizers.xnnpack._xnnpack_models import (
-    DYNAMIC,
+from tests.models.xnnpack_patterns import (
     IMAGE,
-    PER_CHANNEL,
-    PER_TENSOR,
-    QAT,
     X4,
     ConvPoolHead,
     LinearModel,
+)
+from tests.quantizers.xnnpack._xnnpack_quantize import (
+    DYNAMIC,
+    PER_CHANNEL,
+    PER_TENSOR,
+    QAT,
     global_quantizer,
     prepare,
 )

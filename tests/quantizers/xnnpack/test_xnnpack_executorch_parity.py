@@ -23,17 +23,19 @@ from torch.fx import GraphModule
 from quantizers.xnnpack.quantizer import get_symmetric_quantization_config
 from tests.graph_check import qdq_and_compute_ops, quantized_edges
 from tests.models import ZOO
-from tests.quantizers.xnnpack._xnnpack_models import (
+from tests.models.xnnpack_patterns import (
     SHARED_QPARAM_CASES,
     ComputedWeight,
     NonFloat32Binary,
     SharedQParamOp,
-    global_quantizer,
 )
 from tests.quantizers.xnnpack._xnnpack_peer_run import (
     PRESETS,
     run_peer_and_ours,
     skip_peer_conv_bn_annotators,
+)
+from tests.quantizers.xnnpack._xnnpack_quantize import (
+    global_quantizer,
 )
 
 

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 from torch.fx import GraphModule, Node
 
+from pt2e_quant.ops import qdq_ops
 from pt2e_quant.ops.qdq_ops import is_dequantize
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.models import ZOO
@@ -285,9 +286,7 @@ def test_dynamic_linear_delegates_like_executorch_quantizer(peer) -> None:
     _, theirs = _dynamic_lowering(peer_quantizer, library("torchao"))
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(**DYNAMIC))
     converted, mine = _dynamic_lowering(quantizer, library("pt2e_quant"))
-    assert torch.ops.quantized_decomposed.choose_qparams.tensor in {
-        n.target for n in converted.graph.nodes
-    }
+    assert qdq_ops.CHOOSE_QPARAMS in {n.target for n in converted.graph.nodes}
     assert len(mine.undelegated) <= len(theirs.undelegated), (
         f"ours leaves {sorted(mine.undelegated)}, ExecuTorch's {sorted(theirs.undelegated)}"
     )
@@ -316,9 +315,8 @@ def test_dynamic_linear_pte_matches_converted_model_within_activation_steps() ->
     with torch.no_grad():
         expected = converted(test_input)
     (actual,) = run_pte(lowered.pte, (test_input,))
-    qd = torch.ops.quantized_decomposed
-    (choose,) = [n for n in converted.graph.nodes if n.target == qd.choose_qparams.tensor]
-    step, _ = qd.choose_qparams.tensor(test_input, *choose.args[1:])
+    (choose,) = [n for n in converted.graph.nodes if n.target == qdq_ops.CHOOSE_QPARAMS]
+    step, _ = qdq_ops.CHOOSE_QPARAMS(test_input, *choose.args[1:])
     (linear,) = [n for n in converted.graph.nodes if n.target == torch.ops.aten.linear.default]
     weight_dq = linear.args[1]
     int_weight, scales = (getattr(converted, a.target) for a in weight_dq.args[:2])

@@ -22,17 +22,8 @@ from quantizers.config import QuantizationConfig
 from quantizers.xnnpack.quantizer import get_symmetric_quantization_config
 from tests.graph_check import assert_node_occurrence, assert_node_order, count_ops
 from tests.models import ConvTWithBNRelu
-from tests.quantizers.xnnpack._xnnpack_models import (
-    CHOOSE,
-    DQ,
-    DQ_CH,
-    DQ_DYN,
-    DYNAMIC,
+from tests.models.xnnpack_patterns import (
     IMAGE,
-    PER_CHANNEL,
-    PER_TENSOR,
-    Q_DYN,
-    QAT,
     SHARED_QPARAM_CASES,
     X4,
     Binary,
@@ -42,8 +33,19 @@ from tests.quantizers.xnnpack._xnnpack_models import (
     ConvPoolHead,
     LinearModel,
     NonFloat32Binary,
-    Q,
     SharedQParamOp,
+)
+from tests.quantizers.xnnpack._xnnpack_quantize import (
+    CHOOSE,
+    DQ,
+    DQ_CH,
+    DQ_DYN,
+    DYNAMIC,
+    PER_CHANNEL,
+    PER_TENSOR,
+    Q_DYN,
+    QAT,
+    Q,
     aten,
     call_nodes,
     global_quantizer,

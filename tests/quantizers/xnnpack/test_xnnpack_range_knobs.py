@@ -19,14 +19,16 @@ from torch.fx import GraphModule, Node
 
 from pt2e_quant import convert_pt2e, prepare_qat_pt2e
 from quantizers.xnnpack.quantizer import get_symmetric_quantization_config
-from tests.quantizers.xnnpack._xnnpack_models import (
+from tests.models.xnnpack_patterns import (
+    X4,
+    LinearModel,
+)
+from tests.quantizers.xnnpack._xnnpack_quantize import (
     CHOOSE,
     DQ,
     DQ_CH,
     DQ_DYN,
     Q_DYN,
-    X4,
-    LinearModel,
     Q,
     call_nodes,
     global_quantizer,

@@ -18,16 +18,18 @@ from torch.fx import GraphModule
 from pt2e_quant import convert_pt2e, move_exported_model_to_eval, prepare_qat_pt2e
 from quantizers.xnnpack.quantizer import XNNPACKQuantizer
 from tests.graph_check import assert_node_order, count_ops
-from tests.quantizers.xnnpack._xnnpack_models import (
-    DQ,
-    DQ_CH,
+from tests.models.xnnpack_patterns import (
     IMAGE,
-    PER_CHANNEL,
-    PER_TENSOR,
-    QAT,
     X4,
     ConvPoolHead,
     LinearModel,
+)
+from tests.quantizers.xnnpack._xnnpack_quantize import (
+    DQ,
+    DQ_CH,
+    PER_CHANNEL,
+    PER_TENSOR,
+    QAT,
     Q,
     aten,
     call_nodes,

@@ -1,51 +1,13 @@
-"""Tiny models for the X86InductorQuantizer tests, one per fused pattern the x86 recipe knows.
-
-Shared by the pattern tests (test_x86_inductor_patterns.py: the q/dq each pattern yields),
-the config tests (test_x86_inductor_config.py: validate rejects configs on a conv) and the
-torchao parity tests (test_x86_inductor_torchao_parity.py: every ``PATTERN_MODELS`` entry
-must quantize exactly as torchao's quantizer does). Defined once here so the three files
-check the same graphs; ``quantize`` is the export / prepare / calibrate / convert recipe they
-all run.
-"""
+"""Tiny models for the X86InductorQuantizer tests, one per fused pattern the x86 recipe knows
+(``PATTERN_MODELS``), shared by the pattern, config, post-op and torchao parity tests."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.fx import GraphModule
 
-from pt2e_quant import convert_pt2e, prepare_pt2e
-from quantizers.config import QuantizationConfig
-from quantizers.x86_inductor.quantizer import (
-    X86InductorQuantizer,
-    get_default_x86_inductor_quantization_config,
-)
-from tests.models import export_model
-
-qd = torch.ops.quantized_decomposed
 aten = torch.ops.aten
-Q, DQ = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
-DQ_CH = qd.dequantize_per_channel.default
-
-
-def x86_config(**kwargs) -> QuantizationConfig:
-    return get_default_x86_inductor_quantization_config(**kwargs)
-
-
-def quantize(model: nn.Module, quantizer: X86InductorQuantizer | None = None) -> GraphModule:
-    """Export, prepare (global default config unless ``quantizer``), calibrate once, convert."""
-    torch.manual_seed(0)
-    inputs = model.example_inputs()
-    quantizer = quantizer or X86InductorQuantizer().set_global(x86_config())
-    prepared = prepare_pt2e(export_model(model, inputs), quantizer)
-    prepared(*inputs)
-    return convert_pt2e(prepared)
-
-
-def qdq_counts(q: int, dq: int, dq_ch: int) -> dict:
-    """Expected (activation q, activation dq, per-channel weight dq) occurrences."""
-    return {Q: q, DQ: dq, DQ_CH: dq_ch}
 
 
 def image(channels: int = 3) -> tuple[Tensor, ...]:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.fx import GraphModule
 
-qd = torch.ops.quantized_decomposed
+from pt2e_quant.ops import qdq_ops
 
 
 class LinearRelu(nn.Module):
@@ -59,8 +59,8 @@ class FakeQuantizedExtraInput(nn.Module):
         self.lin = nn.Linear(4, 4)
 
     def forward(self, x: Tensor, extra: Tensor) -> Tensor:
-        q = qd.quantize_per_tensor.default(extra, 0.05, 0, -128, 127, torch.int8)
-        dq = qd.dequantize_per_tensor.default(q, 0.05, 0, -128, 127, torch.int8)
+        q = qdq_ops.QUANTIZE_PER_TENSOR(extra, 0.05, 0, -128, 127, torch.int8)
+        dq = qdq_ops.DEQUANTIZE_PER_TENSOR(q, 0.05, 0, -128, 127, torch.int8)
         return self.lin(x) + dq
 
 

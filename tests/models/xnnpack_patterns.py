@@ -1,73 +1,12 @@
-"""Presets, graph helpers and tiny models shared by the XNNPACKQuantizer tests.
-
-test_xnnpack_patterns.py, test_xnnpack_scoping.py and test_xnnpack_config.py all quantize
-these models with these presets and read the converted graph through these helpers
-(which dequantize feeds a weight, which scale an edge carries); test_xnnpack_executorch_parity.py
-builds its quantizer with ``global_quantizer``. Kept in one place so the files check the same
-graphs; the models are the smallest that exercise one rule each.
-"""
+"""The smallest models that exercise one XNNPACK rule each, shared by the XNNPACKQuantizer
+tests (patterns, scoping, config, ExecuTorch parity) so they check the same graphs."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.fx import GraphModule, Node
-
-from pt2e_quant import convert_pt2e, prepare_pt2e
-from quantizers.config import QuantizationConfig
-from quantizers.xnnpack.quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 
 aten = torch.ops.aten
-qd = torch.ops.quantized_decomposed
-Q, DQ = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
-DQ_CH = qd.dequantize_per_channel.default
-CHOOSE = qd.choose_qparams.tensor
-Q_DYN, DQ_DYN = qd.quantize_per_tensor.tensor, qd.dequantize_per_tensor.tensor
-
-PER_TENSOR = get_symmetric_quantization_config()
-PER_CHANNEL = get_symmetric_quantization_config(is_per_channel=True)
-DYNAMIC = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
-QAT = get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
-
-
-def quantize(model: nn.Module, inputs: tuple, quantizer: XNNPACKQuantizer) -> GraphModule:
-    """Export in eval mode, prepare, calibrate on ``inputs`` once, convert."""
-    exported = torch.export.export(model.eval(), inputs).module()
-    prepared = prepare_pt2e(exported, quantizer)
-    with torch.no_grad():
-        prepared(*inputs)
-    return convert_pt2e(prepared)
-
-
-def prepare(model: nn.Module, inputs: tuple, quantizer: XNNPACKQuantizer) -> GraphModule:
-    return prepare_pt2e(torch.export.export(model.eval(), inputs).module(), quantizer)
-
-
-def global_quantizer(config: QuantizationConfig) -> XNNPACKQuantizer:
-    return XNNPACKQuantizer().set_global(config)
-
-
-def call_nodes(gm: GraphModule, target) -> list[Node]:
-    """The call_function nodes of ``gm`` that call ``target``, in graph order."""
-    return [n for n in gm.graph.nodes if n.op == "call_function" and n.target == target]
-
-
-def weight_dq(node: Node) -> Node | None:
-    """The dequantize feeding ``node``'s weight, or None when the weight stayed float."""
-    weight = node.args[1]
-    return weight if weight.target in (DQ, DQ_CH) else None
-
-
-def input_scale(node: Node, index: int = 0) -> float:
-    dq = node.args[0][index] if isinstance(node.args[0], (list, tuple)) else node.args[index]
-    assert dq.target is DQ, f"{node.name} input {index} is not dequantized"
-    return float(dq.args[1])
-
-
-def output_scale(node: Node) -> float:
-    (q,) = [u for u in node.users if u.target is Q]
-    return float(q.args[1])
-
 
 # ------------------------------------------------------------------------ small models
 
