@@ -2,6 +2,8 @@
 
 * The core (``pt2e_quant``) never imports a backend (``quantizers``), not even lazily inside a
   function: backends build on the core and reach it through the registry.
+* Inside the core, imports point down the layers of ``docs/ARCHITECTURE.md``: a module imports
+  only from its own layer and the ones below.
 * Every aten overload that belongs to an op family is spelled in ``pt2e_quant/ops/families.py``
   and imported from there; a few rule tables and graph builders must name exact overloads (the
   overloads a partitioner config accepts, the ops a rewrite emits) and are listed, with why.
@@ -76,6 +78,44 @@ def test_importing_the_core_loads_no_backend_module() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+#: the core's layers, bottom up; a module may import from its own layer or one listed before it
+LAYERS = (
+    "errors",
+    "ops",
+    "contract",
+    "graph",
+    "observer",
+    "fake_quantize",
+    "reference",
+    "passes",
+    "pipeline",
+    "debug",
+    "coverage",
+    "quantize_model",
+    "cli",
+    "__main__",
+    "__init__",
+)
+
+
+def _layer(path: Path) -> str:
+    relative = path.relative_to(CORE)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+@pytest.mark.parametrize("path", sorted(CORE.rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))
+def test_core_module_imports_only_its_layer_and_below(path: Path) -> None:
+    rank = LAYERS.index(_layer(path))
+    above = sorted(
+        {
+            module.split(".")[1]
+            for module in _imported_modules(ast.parse(path.read_text(), str(path)))
+            if module.startswith("pt2e_quant.") and LAYERS.index(module.split(".")[1]) > rank
+        }
+    )
+    assert above == [], f"{path.relative_to(REPO)} ({LAYERS[rank]}) imports from {above}"
 
 
 def _family_members() -> dict[object, str]:

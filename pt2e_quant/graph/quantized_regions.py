@@ -40,8 +40,8 @@ from torch.fx import GraphModule, Node
 
 from pt2e_quant.contract.sharing import SharingPlan
 from pt2e_quant.contract.specs import DerivedQuantizationSpec, EdgeOrNode
+from pt2e_quant.graph.constants import foldable_constant_nodes
 from pt2e_quant.ops import qdq_ops
-from pt2e_quant.passes.fold_quantized_constants import foldable_constant_nodes
 
 __all__ = ["QuantizedRegions", "find_quantized_regions", "drop_observers_of_quantized_values"]
 

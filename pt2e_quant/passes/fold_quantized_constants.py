@@ -20,44 +20,14 @@ import torch
 from torch.fx import GraphModule, Node
 from torch.fx.node import map_arg
 
-from pt2e_quant.graph.aliasing import written_attributes
 from pt2e_quant.graph.aten_args import attribute
+from pt2e_quant.graph.constants import foldable_constant_nodes
 from pt2e_quant.ops import qdq_ops
 from pt2e_quant.passes.driver import remove_dead_nodes
 
-__all__ = ["fold_quantized_constants", "foldable_constant_nodes", "FROZEN_PARAM_PREFIX"]
+__all__ = ["fold_quantized_constants", "FROZEN_PARAM_PREFIX"]
 
 FROZEN_PARAM_PREFIX = "_frozen_param"
-
-
-def foldable_constant_nodes(gm: GraphModule) -> set[Node]:
-    """Nodes computed from module tensors alone by pure calls, found in one forward scan.
-
-    A quantize op on one of these is pre-computed at convert, so quantizers may treat such a
-    value as a weight (an embedding table read through ``weight.float()``). Deciding this by a
-    boolean scan first means the (costly) evaluation below only ever runs on weight chains,
-    never on the activations of the whole graph.
-
-    A module tensor that a node of the graph writes (a buffer updated in place, through any
-    alias) is not a constant: folding a quantize of it would freeze its value at convert time.
-    """
-    constant: set[Node] = set()
-    impure: dict[Any, bool] = {}
-    written = written_attributes(gm)
-    for node in gm.graph.nodes:
-        if node.op == "get_attr":
-            target = str(node.target)
-            if target not in written and isinstance(attribute(gm, target), torch.Tensor):
-                constant.add(node)
-        elif node.op == "call_function":
-            inputs = node.all_input_nodes
-            if not inputs or not all(i in constant for i in inputs):
-                continue
-            if node.target not in impure:
-                impure[node.target] = node.is_impure()
-            if not impure[node.target]:
-                constant.add(node)
-    return constant
 
 
 class _ConstantEvaluator:

@@ -30,10 +30,10 @@ from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.contract.specs import QuantizationSpec
 from pt2e_quant.errors import AnnotationError, describe_node, graph_context
 from pt2e_quant.graph.aten_args import argument
+from pt2e_quant.graph.constants import foldable_constant_nodes
 from pt2e_quant.graph.patterns import is_call
 from pt2e_quant.observer import PerChannelMinMaxObserver
 from pt2e_quant.ops.families import EMBEDDING_OPS
-from pt2e_quant.passes.fold_quantized_constants import foldable_constant_nodes
 from quantizers.config import QuantizationConfig, checked_config
 from quantizers.scoping import ScopedConfigs
 
