@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import operator
 import re
 import sys
 import textwrap
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from pt2e_quant.graph.patterns import Rule
 from pt2e_quant.ops.families import (
     BATCH_NORM_OPS,
     CAT_OPS,
@@ -178,6 +180,30 @@ def _fused_after(op: object, anchors: list[str]) -> str:
     return f"fused after {', '.join(_compress(dict.fromkeys(anchors)))}{qat}"
 
 
+def _post_ops(rule: Rule) -> list[tuple[frozenset, ...]]:
+    """What follows the anchor of ``rule``'s pattern, one tuple of op sets per path up to its
+    root (``(batch_norm, relu)``); the getitem that reads a batch norm's tuple is not an op
+    of its own."""
+    paths = (
+        tuple(step.targets for step in path[1:] if operator.getitem not in step.targets)
+        for path in rule.paths
+    )
+    return list(dict.fromkeys(paths))
+
+
+def _collect_chains(
+    rule: Rule, chains: dict[object, list[tuple[str, ...]]], fused_after: dict[object, list[str]]
+) -> None:
+    """Add ``rule``'s chains to its anchors' entries and its anchors to its post-ops'."""
+    for post_ops in _post_ops(rule):
+        chain = tuple("/".join(_names(ops)) for ops in post_ops)
+        for op in _ordered(rule.targets):
+            chains.setdefault(op, []).append(chain)
+        for ops in post_ops:
+            for op in _ordered(ops):
+                fused_after.setdefault(op, []).extend(_names(rule.targets))
+
+
 # ----------------------------------------------------------------------- XNNPACK
 
 
@@ -201,12 +227,7 @@ def _xnnpack_facts(config: QuantizationConfig) -> Facts:
     chains: dict[object, list[tuple[str, ...]]] = {}
     fused_after: dict[object, list[str]] = {}
     for rule in rules:
-        chain = tuple("/".join(_names(xnnpack_rules.fuse_ops(kind))) for kind in rule.fuse)
-        for op in _ordered(rule.ops):
-            chains.setdefault(op, []).append(chain)
-        for kind in rule.fuse:
-            for op in _ordered(xnnpack_rules.fuse_ops(kind)):
-                fused_after.setdefault(op, []).extend(_names(rule.ops))
+        _collect_chains(rule, chains, fused_after)
     facts: Facts = {}
     for op, op_chains in chains.items():
         _add(facts, [op], _join(_xnnpack_anchor(op, config), _fuses(op_chains)))
@@ -229,18 +250,7 @@ def _x86_facts(config: QuantizationConfig) -> Facts:
     chains: dict[object, list[tuple[str, ...]]] = {}
     fused_after: dict[object, list[str]] = {}
     for rule in rules.FUSION_RULES:
-        steps = [
-            (rule.batch_norm, rules.BATCH_NORM_OPS),
-            (rule.binary, rules.ADD_OPS),
-            (bool(rule.unary), rule.unary),
-        ]
-        post_ops = [ops for present, ops in steps if present]
-        chain = tuple("/".join(_names(ops)) for ops in post_ops)
-        for op in _ordered(rule.anchors):
-            chains.setdefault(op, []).append(chain)
-        for ops in post_ops:
-            for op in _ordered(ops):
-                fused_after.setdefault(op, []).extend(_names(rule.anchors))
+        _collect_chains(rule, chains, fused_after)
     act = _activation(config)
     facts: Facts = {}
     for op, op_chains in chains.items():

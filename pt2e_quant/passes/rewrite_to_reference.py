@@ -16,7 +16,8 @@ bias-free linear or convolution; a convolution that is not 2-D, or dilated, or t
 the rows' conditions say which.
 
 :data:`RULES` is the whole rewrite: rows of (pattern, action) in the order they run, each over
-the whole graph (``reference/patterns.py``). torchao's fused patterns go first in torchao's
+the whole graph by the one pattern driver
+(:func:`pt2e_quant.graph.patterns.rewrite`). torchao's fused patterns go first in torchao's
 order, then ours for what they left, then torchao's standalone q/dq, then ours. Matching runs
 on our graph directly; nothing is traced or exported.
 """
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from torch.fx import GraphModule
 
-from pt2e_quant.graph.patterns import Rule, apply
+from pt2e_quant.graph.patterns import Rule, rewrite
 from pt2e_quant.reference import exact_forms as exact
 from pt2e_quant.reference import torchao_forms as torchao
 
@@ -72,7 +73,4 @@ def rewrite_to_reference(gm: GraphModule) -> bool:
     The nodes a rewrite leaves unread (weight and qparam buffers) are left for the pass
     driver's dead-code removal.
     """
-    changed = False
-    for rule in RULES:
-        changed |= apply(gm.graph, rule)
-    return changed
+    return rewrite(gm.graph, RULES)

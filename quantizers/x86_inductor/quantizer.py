@@ -43,12 +43,24 @@ import torch
 import torch.nn.functional as F
 from torch.fx import Graph, GraphModule, Node
 
-from pt2e_quant.contract.annotation import annotate_input, annotate_output, mark_annotated
+from pt2e_quant.contract.annotation import (
+    annotate_input,
+    annotate_output,
+    is_annotated,
+    mark_annotated,
+)
 from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.contract.specs import SharedQuantizationSpec
 from pt2e_quant.errors import AnnotationError, describe_node, graph_context
-from pt2e_quant.graph.aten_args import argument
-from pt2e_quant.graph.patterns import any_annotated, is_call, is_float_tensor
+from pt2e_quant.graph.patterns import (
+    Match,
+    Rule,
+    any_annotated,
+    chain,
+    is_call,
+    is_float_tensor,
+    run,
+)
 from pt2e_quant.ops.families import CAT_OPS, FLATTEN_OPS, LINEAR_OPS
 from quantizers.config import QuantizationConfig, checked_config
 from quantizers.scoping import ScopedConfigs
@@ -68,7 +80,6 @@ from quantizers.x86_inductor.rules import (
     QUANTIZABLE_OPS,
     X86_MUL_OPS,
     FusionRule,
-    Match,
 )
 
 __all__ = [
@@ -242,36 +253,37 @@ class X86InductorQuantizer(Quantizer):
     # ---------------------------------------------------------------------- annotation
 
     def annotate(self, model: GraphModule) -> GraphModule:
-        """Fusion patterns (table order), then mul / matmul, then int8 propagation."""
+        """The fusion rows (:data:`FUSION_RULES`, table order), then matmul, mul and int8
+        propagation (:data:`_AFTER_FUSION`), all run by the pattern driver."""
         applied: list[tuple[Node, QuantizationConfig, bool]] = []
         self._applied[model.graph] = applied
         quantized_outputs: set[Node] = set()
-        nodes = list(model.graph.nodes)
-        for rule in FUSION_RULES:
-            for node in nodes:
-                match = rule.match(node)
-                if match is None or any_annotated(match.nodes):
-                    continue
-                config = self._scoped.config_for(match.anchor)
-                if rule.qat_only and config is not None and not config.is_qat:
-                    continue
-                mark_annotated(match.nodes)
-                if config is not None:
-                    _annotate_fusion(match, rule, config)
-                    quantized_outputs.add(match.output)
-                    applied.append((match.anchor, config, True))
-        for node in nodes:
-            if is_call(node, MATMUL_OPS):
-                self._annotate_elementwise(
-                    node, self._explicit_config(node), applied, quantized_outputs
-                )
-        for node in nodes:
-            if is_call(node, X86_MUL_OPS):
-                self._annotate_mul(node, applied, quantized_outputs)
-        for node in nodes:
-            if is_call(node, INT8_IN_INT8_OUT_OPS):
-                self._propagate(node, applied, quantized_outputs)
+
+        def claim(rule: FusionRule, match: Match) -> bool:
+            """Claim a fusion pattern, quantized by its anchor's config or (None) left float."""
+            if any_annotated(match.nodes):
+                return False
+            anchor = match["anchor"]
+            config = self._scoped.config_for(anchor)
+            if rule.qat_only and config is not None and not config.is_qat:
+                return False
+            mark_annotated(match.nodes)
+            if config is not None:
+                rule.action(match, rule, config)
+                quantized_outputs.add(match.root)
+                applied.append((anchor, config, True))
+            return True
+
+        def decide(rule: Rule, match: Match) -> bool:
+            rule.action(self, match["anchor"], applied, quantized_outputs)
+            return True
+
+        run(model.graph, FUSION_RULES, claim, skip=is_annotated, static=True)
+        run(model.graph, _AFTER_FUSION, decide, skip=is_annotated, static=True)
         return model
+
+    def _annotate_matmul(self, node: Node, applied: list, quantized_outputs: set[Node]) -> None:
+        self._annotate_elementwise(node, self._explicit_config(node), applied, quantized_outputs)
 
     def _explicit_config(self, node: Node) -> QuantizationConfig | None:
         """The config a scope other than the global one gives ``node``.
@@ -365,22 +377,18 @@ class X86InductorQuantizer(Quantizer):
                 )
 
 
-def _annotate_fusion(match: Match, rule: FusionRule, config: QuantizationConfig) -> None:
-    """Quantize the anchor's activation and weight (and the add's other operand if asked)."""
-    anchor = match.anchor
-    specs = [
-        (anchor.args[0], config.input_activation),
-        (anchor.args[1], config.weight),
-        (argument(anchor, "bias"), config.bias),
-    ]
-    for value, spec in specs:
-        if isinstance(value, Node) and spec is not None:
-            annotate_input(anchor, value, spec)
-    if match.binary is not None and rule.quantize_extra_input:
-        if config.input_activation is not None:
-            annotate_input(match.binary, match.extra_input, config.input_activation)
-    if rule.quantize_output and config.output_activation is not None:
-        annotate_output(match.output, config.output_activation)
+#: After the fusion rows, in this order: each lone op goes to the method that decides it,
+#: which reads what the rows before quantized (``quantized_outputs``).
+_AFTER_FUSION: tuple[Rule, ...] = (
+    Rule("matmul", chain(MATMUL_OPS), X86InductorQuantizer._annotate_matmul, anchor="anchor"),
+    Rule("mul", chain(X86_MUL_OPS), X86InductorQuantizer._annotate_mul, anchor="anchor"),
+    Rule(
+        "int8_in_int8_out",
+        chain(INT8_IN_INT8_OUT_OPS),
+        X86InductorQuantizer._propagate,
+        anchor="anchor",
+    ),
+)
 
 
 _UINT8 = (torch.uint8, torch.quint8)

@@ -8,10 +8,13 @@ input. A pattern's last node is remembered as a "quantized output", which is wha
 int8-in/int8-out ops after it (pooling, flatten, cat) keep running on int8 (see
 :mod:`quantizers.x86_inductor.quantizer`).
 
-Each :class:`FusionRule` row reads ``anchor -> [batch_norm] -> [add] -> [unary]``; the rows run
-in table order over the whole graph, so longer patterns claim their nodes before shorter ones
-(``conv -> add -> relu`` before ``conv -> add`` before ``conv``). The order and the post-op
-sets are torchao's ``X86InductorQuantizer`` recipe, recognised here from the aten graph::
+:data:`FUSION_RULES` is rows of (pattern, action) in the core's pattern language
+(:mod:`pt2e_quant.graph.patterns`), run by its driver. Each pattern is a
+:func:`~pt2e_quant.graph.patterns.chain` ``anchor -> [batch_norm] -> [add] -> [unary]``; the
+rows run in table order over the whole graph, so longer patterns claim their nodes before
+shorter ones (``conv -> add -> relu`` before ``conv -> add`` before ``conv``). The order and
+the post-op sets are torchao's ``X86InductorQuantizer`` recipe, recognised here from the aten
+graph::
 
     conv2d ─┬─ add ─ relu                         conv2d_add_relu  (add's other input quantized)
             ├─ add                                conv2d_add
@@ -33,7 +36,10 @@ from dataclasses import dataclass
 import torch
 from torch.fx import Node
 
-from pt2e_quant.graph.patterns import is_call, is_float_tensor, next_op
+from pt2e_quant.contract.annotation import annotate_input, annotate_output
+from pt2e_quant.graph import patterns
+from pt2e_quant.graph.aten_args import argument
+from pt2e_quant.graph.patterns import Match, chain, is_float_tensor, then, then_either_operand
 from pt2e_quant.ops.families import (
     ADAPTIVE_AVG_POOL2D_OPS,
     ADD_OPS,
@@ -55,6 +61,7 @@ from pt2e_quant.ops.families import (
     SILU_OPS,
     TANH_OPS,
 )
+from quantizers.config import QuantizationConfig
 
 __all__ = [
     "CONV1D_OPS",
@@ -68,6 +75,7 @@ __all__ = [
     "Match",
     "FusionRule",
     "FUSION_RULES",
+    "annotate_fusion",
 ]
 
 _aten = torch.ops.aten
@@ -100,26 +108,9 @@ POST_OPS = CONV2D_UNARY_OPS | LINEAR_UNARY_OPS | ADD_OPS | BATCH_NORM_OPS
 
 
 @dataclass(frozen=True)
-class Match:
-    """One occurrence of a fusion pattern.
-
-    ``nodes`` lists the pattern in data-flow order, anchor first; ``output`` is the last of
-    them (the fused kernel's result); ``extra_input`` is the add's other operand, if any.
-    """
-
-    anchor: Node
-    nodes: tuple[Node, ...]
-    binary: Node | None = None
-    extra_input: Node | None = None
-
-    @property
-    def output(self) -> Node:
-        return self.nodes[-1]
-
-
-@dataclass(frozen=True)
-class FusionRule:
-    """``anchor -> [batch_norm] -> [add] -> [unary]``: one row of the recipe.
+class FusionRule(patterns.Rule):
+    """One row of the recipe: a chain ``anchor -> [batch_norm] -> [add] -> [unary]`` and
+    :func:`annotate_fusion`.
 
     ``quantize_extra_input``: quantize the add's other operand (conv: yes; linear: no, the
     recipe keeps it float for accuracy). ``qat_only`` rows match the batch norm that QAT keeps
@@ -127,39 +118,10 @@ class FusionRule:
     QAT recipe does.
     """
 
-    name: str
-    anchors: frozenset
-    batch_norm: bool = False
-    binary: bool = False
-    unary: frozenset = frozenset()
+    anchor: str | None = "anchor"
     quantize_extra_input: bool = True
     quantize_output: bool = False
     qat_only: bool = False
-
-    def match(self, anchor: Node) -> Match | None:
-        if not is_call(anchor, self.anchors):
-            return None
-        nodes = [anchor]
-        if self.batch_norm:
-            bn = next_op(anchor, BATCH_NORM_OPS)
-            if bn is None or bn.target != _aten.batch_norm.default:
-                return None
-            nodes.append(bn)
-        binary = extra = None
-        if self.binary:
-            binary = next_op(nodes[-1], ADD_OPS)
-            if binary is None:
-                return None
-            extra = _other_operand(binary, nodes[-1])
-            if extra is None:
-                return None
-            nodes.append(binary)
-        if self.unary:
-            post_op = next_op(nodes[-1], self.unary)
-            if post_op is None:
-                return None
-            nodes.append(post_op)
-        return Match(anchor, tuple(nodes), binary, extra)
 
 
 def _other_operand(binary: Node, operand: Node) -> Node | None:
@@ -171,45 +133,88 @@ def _other_operand(binary: Node, operand: Node) -> Node | None:
     return other if is_float_tensor(other) else None
 
 
+def _adds_a_tensor(anchor: Node, binary: Node, bn: Node | None = None, **_: Node) -> bool:
+    """The add sums the pattern with a float tensor, as the fused kernel does."""
+    return _other_operand(binary, bn if bn is not None else anchor) is not None
+
+
+def annotate_fusion(match: Match, rule: FusionRule, config: QuantizationConfig) -> None:
+    """Quantize the anchor's activation and weight (and the add's other operand if asked)."""
+    anchor, binary = match["anchor"], match.get("binary")
+    specs = [
+        (anchor.args[0], config.input_activation),
+        (anchor.args[1], config.weight),
+        (argument(anchor, "bias"), config.bias),
+    ]
+    for value, spec in specs:
+        if isinstance(value, Node) and spec is not None:
+            annotate_input(anchor, value, spec)
+    if binary is not None and rule.quantize_extra_input:
+        extra = _other_operand(binary, match.get("bn", anchor))
+        if config.input_activation is not None and extra is not None:
+            annotate_input(binary, extra, config.input_activation)
+    if rule.quantize_output and config.output_activation is not None:
+        annotate_output(match.root, config.output_activation)
+
+
 _CONV_ANY = CONV1D_OPS | CONV2D_OPS
+#: QAT keeps the module's batch norm as ``aten.batch_norm`` (not its tuple-returning forms)
+_BATCH_NORM = then(frozenset({_aten.batch_norm.default}), name="bn")
+_ADD = then_either_operand(ADD_OPS, name="binary")
 
 FUSION_RULES: tuple[FusionRule, ...] = (
     # QAT keeps batch norm between the conv and its post-ops (folded later by convert).
     FusionRule(
         "qat_conv2d_bn_add_relu",
-        CONV2D_OPS,
-        batch_norm=True,
-        binary=True,
-        unary=RELU_OPS,
+        chain(CONV2D_OPS, _BATCH_NORM, _ADD, then(RELU_OPS)),
+        annotate_fusion,
+        _adds_a_tensor,
         quantize_output=True,
         qat_only=True,
     ),
     FusionRule(
         "qat_conv2d_bn_add",
-        CONV2D_OPS,
-        batch_norm=True,
-        binary=True,
+        chain(CONV2D_OPS, _BATCH_NORM, _ADD),
+        annotate_fusion,
+        _adds_a_tensor,
         quantize_output=True,
         qat_only=True,
     ),
     FusionRule(
         "qat_conv2d_bn_unary",
-        CONV2D_OPS,
-        batch_norm=True,
-        unary=CONV2D_UNARY_OPS,
+        chain(CONV2D_OPS, _BATCH_NORM, then(CONV2D_UNARY_OPS)),
+        annotate_fusion,
         quantize_output=True,
         qat_only=True,
     ),
-    FusionRule("qat_conv2d_bn", CONV2D_OPS, batch_norm=True, quantize_output=True, qat_only=True),
-    FusionRule("conv2d_add_relu", CONV2D_OPS, binary=True, unary=RELU_OPS),
-    FusionRule("conv2d_add", CONV2D_OPS, binary=True),
-    FusionRule("conv2d_unary", CONV2D_OPS, unary=CONV2D_UNARY_OPS),
-    FusionRule("conv1d_relu", CONV1D_OPS, unary=RELU_OPS),
-    FusionRule("conv", _CONV_ANY),
     FusionRule(
-        "linear_add_relu", LINEAR_OPS, binary=True, unary=RELU_OPS, quantize_extra_input=False
+        "qat_conv2d_bn",
+        chain(CONV2D_OPS, _BATCH_NORM),
+        annotate_fusion,
+        quantize_output=True,
+        qat_only=True,
     ),
-    FusionRule("linear_add", LINEAR_OPS, binary=True, quantize_extra_input=False),
-    FusionRule("linear_unary", LINEAR_OPS, unary=LINEAR_UNARY_OPS),
-    FusionRule("linear", LINEAR_OPS),
+    FusionRule(
+        "conv2d_add_relu", chain(CONV2D_OPS, _ADD, then(RELU_OPS)), annotate_fusion, _adds_a_tensor
+    ),
+    FusionRule("conv2d_add", chain(CONV2D_OPS, _ADD), annotate_fusion, _adds_a_tensor),
+    FusionRule("conv2d_unary", chain(CONV2D_OPS, then(CONV2D_UNARY_OPS)), annotate_fusion),
+    FusionRule("conv1d_relu", chain(CONV1D_OPS, then(RELU_OPS)), annotate_fusion),
+    FusionRule("conv", chain(_CONV_ANY), annotate_fusion),
+    FusionRule(
+        "linear_add_relu",
+        chain(LINEAR_OPS, _ADD, then(RELU_OPS)),
+        annotate_fusion,
+        _adds_a_tensor,
+        quantize_extra_input=False,
+    ),
+    FusionRule(
+        "linear_add",
+        chain(LINEAR_OPS, _ADD),
+        annotate_fusion,
+        _adds_a_tensor,
+        quantize_extra_input=False,
+    ),
+    FusionRule("linear_unary", chain(LINEAR_OPS, then(LINEAR_UNARY_OPS)), annotate_fusion),
+    FusionRule("linear", chain(LINEAR_OPS), annotate_fusion),
 )

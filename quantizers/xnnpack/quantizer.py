@@ -30,13 +30,13 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-from pt2e_quant.contract.annotation import get_annotation
+from pt2e_quant.contract.annotation import get_annotation, is_annotated
 from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.contract.specs import QuantizationSpec, QuantizationSpecBase
 from pt2e_quant.errors import AnnotationError, describe_node, graph_context
 from pt2e_quant.fake_quantize import FakeQuantize, FusedMovingAvgObsFakeQuantize
 from pt2e_quant.graph.aten_args import argument
-from pt2e_quant.graph.patterns import any_annotated, is_call
+from pt2e_quant.graph.patterns import Match, any_annotated, is_call, run
 from pt2e_quant.graph.subgraphs import iter_graph_modules
 from pt2e_quant.observer import (
     HistogramObserver,
@@ -56,7 +56,7 @@ from pt2e_quant.ops.families import (
 )
 from quantizers.config import QuantizationConfig, checked_config
 from quantizers.scoping import ScopedConfigs
-from quantizers.xnnpack.rules import RULE_OPS, RULES, Rule, fused_chain, propagate_shared_qparams
+from quantizers.xnnpack.rules import RULE_OPS, RULES, Rule, propagate_shared_qparams
 
 __all__ = ["XNNPACKQuantizer", "get_symmetric_quantization_config", "lift_scalar_operands"]
 
@@ -295,10 +295,7 @@ class XNNPACKQuantizer(Quantizer):
         return model
 
     def annotate(self, model: GraphModule) -> GraphModule:
-        for rule in RULES:
-            for node in list(model.graph.nodes):
-                if is_call(node, rule.ops):
-                    self._apply(rule, node)
+        run(model.graph, RULES, self._apply, skip=is_annotated, static=True)
         propagate_shared_qparams(model, excluded=self._excluded_predicate())
         return model
 
@@ -323,15 +320,15 @@ class XNNPACKQuantizer(Quantizer):
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _apply(self, rule: Rule, anchor: Node) -> None:
-        chain = fused_chain(anchor, rule.fuse)
-        if chain is None:
-            return
-        if any_annotated([anchor, *chain]):
-            return
+    def _apply(self, rule: Rule, match: Match) -> bool:
+        """Annotate a match of ``rule`` unless an earlier rule claimed part of it or no config
+        covers it; returns whether it was annotated."""
+        if any_annotated(match.nodes):
+            return False
+        anchor = match["anchor"]
+        chain = [node for node in match.nodes if node is not anchor]
         config = self._pattern_config(rule, anchor, chain)
-        if config is not None:
-            rule.annotate(anchor, chain, config)
+        return config is not None and rule.action(anchor, chain, config)
 
     def _pattern_config(
         self, rule: Rule, anchor: Node, chain: list[Node]

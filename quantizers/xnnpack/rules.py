@@ -1,12 +1,18 @@
 """The XNNPACK annotation rules: which aten patterns are quantized, and how, as one table.
 
-"Which ops does XNNPACK quantize?" is answered by :data:`RULES`, read top to bottom. The order
-is ExecuTorch's ``SUPPORTED_PATTERNS`` order and it matters: a node claimed by an earlier rule
-(``linear -> relu``) is skipped by later ones (``linear``). Each rule is anchored at one op (the
-conv, the add, ...) whose config, found through the quantizer's scoping, decides how the whole
-pattern is quantized (``XNNPACKQuantizer._pattern_config``: an operator-type config covers the
-anchor's fused relu / batch norm, and a fused relu only joins when it sits in the anchor's
-module scope). Patterns are recognised from aten targets and data flow only.
+"Which ops does XNNPACK quantize?" is answered by :data:`RULES`, read top to bottom: rows of
+(pattern, annotator) in the core's pattern language (:mod:`pt2e_quant.graph.patterns`), run by
+its driver. The order is ExecuTorch's ``SUPPORTED_PATTERNS`` order and it matters: a node
+claimed by an earlier rule (``linear -> relu``) is skipped by later ones (``linear``). Each
+pattern is a :func:`~pt2e_quant.graph.patterns.chain` anchored at one op (the conv, the add,
+...) and followed by the ops fused after it, each the sole user of the one before::
+
+    chain(CONV_OPS, _BATCH_NORM, _RELU)     conv -> batch_norm [-> getitem 0] -> relu
+
+The anchor's config, found through the quantizer's scoping, decides how the whole pattern is
+quantized (``XNNPACKQuantizer._pattern_config``: an operator-type config covers the anchor's
+fused relu / batch norm, and a fused relu only joins when it sits in the anchor's module
+scope). Patterns are recognised from aten targets and data flow only.
 
 After the table has run, :func:`propagate_shared_qparams` lets ops that move values without
 changing them (max_pool2d, view, permute, ...) reuse their producer's qparams, so XNNPACK can
@@ -30,8 +36,20 @@ from pt2e_quant.contract.annotation import (
     set_annotation,
 )
 from pt2e_quant.contract.specs import QuantizationSpec, QuantizationSpecBase, SharedQuantizationSpec
+from pt2e_quant.graph import patterns
 from pt2e_quant.graph.aten_args import argument
-from pt2e_quant.graph.patterns import is_call, is_float_tensor, next_op
+from pt2e_quant.graph.patterns import (
+    ANY_USERS,
+    Either,
+    Op,
+    Pattern,
+    Users,
+    chain,
+    is_call,
+    is_float_tensor,
+    next_op,
+    then,
+)
 from pt2e_quant.ops.families import (
     ADAPTIVE_AVG_POOL2D_OPS,
     ADD_OPS,
@@ -61,7 +79,6 @@ __all__ = [
     "RULES",
     "RULE_OPS",
     "SHARED_QPARAM_OPS",
-    "fuse_ops",
     "propagate_shared_qparams",
 ]
 
@@ -100,19 +117,13 @@ Annotator = Callable[[Node, list[Node], QuantizationConfig], bool]
 
 
 @dataclass(frozen=True)
-class Rule:
-    """One row of the table.
+class Rule(patterns.Rule):
+    """One row of the table: ``action`` is the pattern's :data:`Annotator`.
 
-    ``fuse`` names what must follow the anchor for the pattern to match: ``()`` for a lone op,
-    ``("relu",)``, ``("batch_norm",)`` or ``("batch_norm", "relu")`` (QAT, where batch norm is
-    still in the graph). ``dynamic`` rules also run for dynamic configs, which quantize only
-    weighted ops.
+    ``dynamic`` rules also run for dynamic configs, which quantize only weighted ops.
     """
 
-    name: str
-    ops: frozenset
-    annotate: Annotator
-    fuse: tuple[str, ...] = ()
+    anchor: str | None = "anchor"
     dynamic: bool = False
 
 
@@ -271,68 +282,68 @@ def _annotate_pool(anchor: Node, chain: list[Node], config: QuantizationConfig) 
 # ------------------------------------------------------------------------- the table
 
 
+def _returns_tensor(node: Node) -> bool:
+    return not isinstance(node.meta.get("val"), (tuple, list))
+
+
+def _returns_tuple_read_once(node: Node) -> bool:
+    """A batch norm's training form returns a tuple, of which exactly one ``getitem(bn, 0)``
+    reads the output (the other items, its running statistics, may be read or not)."""
+    if not isinstance(node.meta.get("val"), (tuple, list)):
+        return False
+    items = [u for u in node.users if u.target is operator.getitem and u.args[1] == 0]
+    return len(items) == 1
+
+
+def _then_batch_norm(previous: Pattern, users: Users) -> Pattern:
+    """The chain link of a batch norm reading ``previous``; one returning a tuple continues
+    through its ``getitem(bn, 0)``."""
+    training_form = Op(
+        BATCH_NORM_OPS, (previous, ...), users=ANY_USERS, check=_returns_tuple_read_once
+    )
+    return Either(
+        Op(operator.getitem, (training_form, 0), users=users),
+        Op(BATCH_NORM_OPS, (previous, ...), users=users, check=_returns_tensor),
+    )
+
+
+_BATCH_NORM = _then_batch_norm
+_RELU = then(RELU_OPS)
+
 RULES: tuple[Rule, ...] = (
-    Rule("conv_bn_relu", CONV_OPS, _annotate_weighted, ("batch_norm", "relu")),
-    Rule("conv_bn", CONV_OPS, _annotate_weighted, ("batch_norm",)),
-    Rule("conv_transpose_bn_relu", CONV_TRANSPOSE_OPS, _annotate_weighted, ("batch_norm", "relu")),
-    Rule("conv_transpose_bn", CONV_TRANSPOSE_OPS, _annotate_weighted, ("batch_norm",)),
+    Rule("conv_bn_relu", chain(CONV_OPS, _BATCH_NORM, _RELU), _annotate_weighted),
+    Rule("conv_bn", chain(CONV_OPS, _BATCH_NORM), _annotate_weighted),
+    Rule(
+        "conv_transpose_bn_relu",
+        chain(CONV_TRANSPOSE_OPS, _BATCH_NORM, _RELU),
+        _annotate_weighted,
+    ),
+    Rule("conv_transpose_bn", chain(CONV_TRANSPOSE_OPS, _BATCH_NORM), _annotate_weighted),
     # Not in ExecuTorch's table (deliberate addition): under QAT, linear + BatchNorm1d is
     # annotated as one pattern so prepare_qat_pt2e can simulate and convert can fold it, like
     # conv + bn. After PTQ's prepare-time fold there is no batch norm left to match.
-    Rule("linear_bn_relu", LINEAR_OPS, _annotate_weighted, ("batch_norm", "relu")),
-    Rule("linear_bn", LINEAR_OPS, _annotate_weighted, ("batch_norm",)),
-    Rule("linear_relu", LINEAR_OPS, _annotate_weighted, ("relu",)),
-    Rule("linear", LINEAR_OPS, _annotate_weighted, dynamic=True),
-    Rule("conv", CONV_OPS, _annotate_weighted, dynamic=True),
-    Rule("conv_transpose", CONV_TRANSPOSE_OPS, _annotate_weighted, dynamic=True),
-    Rule("conv_relu", CONV_OPS, _annotate_weighted, ("relu",)),
-    Rule("conv_transpose_relu", CONV_TRANSPOSE_OPS, _annotate_weighted, ("relu",)),
-    Rule("adaptive_avg_pool2d", ADAPTIVE_AVG_POOL_OPS, _annotate_pool),
-    Rule("add_relu", ADD_OPS, _annotate_binary, ("relu",)),
-    Rule("add", ADD_OPS, _annotate_binary),
-    Rule("mul_relu", MUL_OPS, _annotate_binary, ("relu",)),
-    Rule("mul", MUL_OPS, _annotate_binary),
-    Rule("cat", CAT_OPS, _annotate_cat),
+    Rule("linear_bn_relu", chain(LINEAR_OPS, _BATCH_NORM, _RELU), _annotate_weighted),
+    Rule("linear_bn", chain(LINEAR_OPS, _BATCH_NORM), _annotate_weighted),
+    Rule("linear_relu", chain(LINEAR_OPS, _RELU), _annotate_weighted),
+    Rule("linear", chain(LINEAR_OPS), _annotate_weighted, dynamic=True),
+    Rule("conv", chain(CONV_OPS), _annotate_weighted, dynamic=True),
+    Rule("conv_transpose", chain(CONV_TRANSPOSE_OPS), _annotate_weighted, dynamic=True),
+    Rule("conv_relu", chain(CONV_OPS, _RELU), _annotate_weighted),
+    Rule("conv_transpose_relu", chain(CONV_TRANSPOSE_OPS, _RELU), _annotate_weighted),
+    Rule("adaptive_avg_pool2d", chain(ADAPTIVE_AVG_POOL_OPS), _annotate_pool),
+    Rule("add_relu", chain(ADD_OPS, _RELU), _annotate_binary),
+    Rule("add", chain(ADD_OPS), _annotate_binary),
+    Rule("mul_relu", chain(MUL_OPS, _RELU), _annotate_binary),
+    Rule("mul", chain(MUL_OPS), _annotate_binary),
+    Rule("cat", chain(CAT_OPS), _annotate_cat),
 )
 
 #: Every op some rule can quantize: the anchors of :data:`RULES`, the ops they fuse, and the
 #: qparam-sharing ops (quantized when their producer is). Coverage reports read it to tell
 #: "no rule for this op" from "a rule exists but did not apply".
 RULE_OPS: frozenset = frozenset().union(
-    *(rule.ops for rule in RULES), RELU_OPS, BATCH_NORM_OPS, SHARED_QPARAM_OPS
+    *(rule.targets for rule in RULES), RELU_OPS, BATCH_NORM_OPS, SHARED_QPARAM_OPS
 )
-
-_FUSE_OPS = {"relu": RELU_OPS, "batch_norm": BATCH_NORM_OPS}
-
-
-def fuse_ops(kind: str) -> frozenset:
-    """The ops a ``Rule.fuse`` entry (``"relu"``, ``"batch_norm"``) matches.
-
-    Read-only view of the table for generated docs (:mod:`tools.supported_ops`), so they
-    name fused ops from the same mapping :func:`fused_chain` matches with.
-    """
-    return _FUSE_OPS[kind]
-
-
-def fused_chain(anchor: Node, fuse: tuple[str, ...]) -> list[Node] | None:
-    """The nodes after ``anchor`` that ``fuse`` asks for, each the sole user of the previous;
-    None when the graph does not have them. A batch norm returning a tuple (its training form)
-    continues through its ``getitem(bn, 0)``."""
-    chain: list[Node] = []
-    current = anchor
-    for kind in fuse:
-        following = next_op(current, _FUSE_OPS[kind])
-        if following is None:
-            return None
-        chain.append(following)
-        current = following
-        if kind == "batch_norm" and isinstance(following.meta.get("val"), (tuple, list)):
-            items = [u for u in following.users if u.target is operator.getitem and u.args[1] == 0]
-            if len(items) != 1:
-                return None
-            chain.append(items[0])
-            current = items[0]
-    return chain
 
 
 # ---------------------------------------------------------------------- propagation
