@@ -61,6 +61,20 @@ CHOOSE_QPARAMS_FOR_QSCHEME = {
 }
 
 
+def affine_quantize_ops() -> frozenset:
+    """torchao's ``quantize_affine`` (the packet and its overloads), once torchao registered it.
+
+    Only a foreign observer's own ``convert`` emits it (torchao's affine observers, QNN's
+    per-block weight observer); convert folds it on constant weights like our quantize ops.
+    Looked up on each call: torchao may be imported after pt2e_quant.
+    """
+    namespace = torch.ops.torchao
+    if not hasattr(namespace, "quantize_affine"):
+        return frozenset()
+    packet = namespace.quantize_affine
+    return frozenset({packet, *(getattr(packet, name) for name in packet.overloads())})
+
+
 def _is_call_to(node: object, ops: frozenset) -> bool:
     return isinstance(node, Node) and node.op == "call_function" and node.target in ops
 

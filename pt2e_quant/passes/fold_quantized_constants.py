@@ -73,12 +73,14 @@ def _replace_with_constant(gm: GraphModule, node: Node, value: torch.Tensor) -> 
 
 
 def fold_quantized_constants(gm: GraphModule) -> bool:
-    """Fold every quantize op whose input is constant; True if any was folded."""
+    """Fold every quantize op whose input is constant (ours, and torchao's ``quantize_affine``
+    a foreign observer emitted); True if any was folded."""
     constant = foldable_constant_nodes(gm)
     evaluator = _ConstantEvaluator(gm, constant)
     folded: list[tuple[Node, torch.Tensor]] = []
+    affine = qdq_ops.affine_quantize_ops()
     for node in gm.graph.nodes:
-        if node in constant and qdq_ops.is_quantize(node):
+        if node in constant and (qdq_ops.is_quantize(node) or node.target in affine):
             value = evaluator.value(node)
             if isinstance(value, torch.Tensor):
                 folded.append((node, value))

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule
 
+from pt2e_quant.contract.foreign import ForeignSpecWarning, is_foreign_class
 from pt2e_quant.contract.sharing import (
     SharingGroup,
     SharingPlan,
@@ -28,7 +29,7 @@ from pt2e_quant.contract.specs import (
     QuantizationSpecBase,
     is_per_channel,
 )
-from pt2e_quant.errors import AnnotationError, graph_context
+from pt2e_quant.errors import AnnotationError, graph_context, warn_user
 from pt2e_quant.ops.decomposed_kernels import QUANTIZE_INPUT_DTYPES
 from pt2e_quant.ops.qdq_ops import is_quantized_dtype
 
@@ -56,11 +57,15 @@ def _ctor_kwargs(spec: QuantizationSpec) -> dict[str, Any]:
         "qscheme": spec.qscheme,
         "is_dynamic": spec.is_dynamic,
     }
-    cls_name = getattr(observer_class_of(spec.observer_or_fake_quant_ctr), "__name__", "")
+    cls = observer_class_of(spec.observer_or_fake_quant_ctr)
+    cls_name = getattr(cls, "__name__", "")
     # ch_axis is only understood by per-channel observers. torchao decides by class name alone,
     # which silently drops the axis of a per-channel spec built with a generic FakeQuantize ctor
-    # (transposed-conv weights need axis 1); we also pass it when the spec itself is per-channel.
-    if "PerChannel" in cls_name or (is_per_channel(spec.qscheme) and spec.ch_axis is not None):
+    # (transposed-conv weights need axis 1); for our classes we also pass it when the spec
+    # itself is per-channel. A foreign class gets torchao's rule: its constructor may not take
+    # the keyword at all (a vendor's per-block observer), and its numerics are torchao's.
+    per_channel_spec = is_per_channel(spec.qscheme) and spec.ch_axis is not None
+    if "PerChannel" in cls_name or (per_channel_spec and not is_foreign_class(cls)):
         kwargs["ch_axis"] = spec.ch_axis
     return kwargs
 
@@ -128,6 +133,23 @@ def _check_training_kind(
         return
     where = describe_edge_or_node(member)
     kind = type(module).__name__
+    if is_foreign_class(type(module)):
+        # torchao accepts either kind in either prepare (CoreML's post-training specs build
+        # FakeQuantize modules): a foreign quantizer's choice is its own, and its numerics
+        # are torchao's, so say what it means and go on.
+        what = "an observer" if is_qat else "a fake-quantize module"
+        effect = (
+            "its value passes through training unrounded"
+            if is_qat
+            else "calibration also rounds the values it passes on, as torchao's would"
+        )
+        warn_user(
+            f"{'prepare_qat_pt2e' if is_qat else 'prepare_pt2e'}: the spec on the {where} "
+            f"builds {kind}, {what}; it is used as the quantizer asked, as torchao does: "
+            f"{effect}.",
+            ForeignSpecWarning,
+        )
+        return
     if is_qat:
         raise AnnotationError(
             f"prepare_qat_pt2e: the spec on the {where} builds {kind}, an observer, not a "
@@ -197,11 +219,11 @@ class _Builder:
             return module
         kind = type(spec)
         raise AnnotationError(
-            f"Unsupported spec type {kind.__module__}.{kind.__qualname__} on the "
-            f"{describe_edge_or_node(group.members[0])}; use one of pt2e_quant's "
-            "QuantizationSpec, FixedQParamsQuantizationSpec, SharedQuantizationSpec, "
-            "DerivedQuantizationSpec (a spec class from torchao or ExecuTorch has the same name "
-            "but is not read here: import it from pt2e_quant instead)."
+            f"The {describe_edge_or_node(group.members[0])} carries a "
+            f"{kind.__module__}.{kind.__qualname__}, which is not a quantization spec "
+            "pt2e_quant can read; annotate with QuantizationSpec, FixedQParamsQuantizationSpec, "
+            "SharedQuantizationSpec or DerivedQuantizationSpec (torchao's or pt2e_quant's).\n"
+            + graph_context(_anchor_node(group.members[0]))
         )
 
     def _source(self, group: SharingGroup, source: EdgeOrNode) -> torch.nn.Module:

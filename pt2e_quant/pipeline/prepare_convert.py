@@ -11,9 +11,11 @@ from functools import partial
 from torch.fx import GraphModule
 
 from pt2e_quant.contract.annotation import mark_converted
+from pt2e_quant.contract.foreign import translate_annotations
 from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.contract.sharing import plan_sharing
 from pt2e_quant.contract.validation import check_annotations
+from pt2e_quant.errors import AnnotationError
 from pt2e_quant.graph.copy_module import copy_graph_module
 from pt2e_quant.graph.export_hooks import drop_export_hooks
 from pt2e_quant.graph.quantized_regions import (
@@ -46,29 +48,36 @@ from pt2e_quant.pipeline.model_checks import (
     warn_if_nothing_to_convert,
 )
 from pt2e_quant.pipeline.observer_factory import build_observers
+from pt2e_quant.pipeline.quantizer_calls import call_quantizer, name_the_quantizer
 from pt2e_quant.pipeline.train_eval import disallow_eval_train, warn_training_mode_ops
 
 __all__ = ["prepare_pt2e", "prepare_qat_pt2e", "convert_pt2e"]
 
 
-def _annotate_and_observe(model: GraphModule, quantizer: Quantizer, is_qat: bool) -> None:
+def _annotate_and_observe(model: GraphModule, quantizer: Quantizer, is_qat: bool, api: str) -> None:
     """Annotate the model and every higher-order-op body, then insert their observers.
 
     Regions the model already holds quantized (a converted submodule) are claimed before the
-    quantizer runs, and values they quantize get no second observer.
+    quantizer runs, and values they quantize get no second observer. Annotations written
+    with torchao's classes are read into ours right after the quantizer's ``validate``.
     """
     for gm in iter_graph_modules(model):
         run_pass(gm, claim_quantized_regions, deferred=True)
-        quantizer.annotate(gm)
-        quantizer.validate(gm)
-        check_annotations(gm)
-        if is_qat:
-            # After annotation, so the weight's spec can move onto the scaled weight.
-            run_pass(gm, simulate_batch_norm_folding, deferred=True)
-        plan = plan_sharing(gm)
-        observers = build_observers(gm, plan, is_qat)
+        call_quantizer(quantizer, "annotate", api, gm)
+        call_quantizer(quantizer, "validate", api, gm)
+        try:
+            translate_annotations(gm, quantizer)
+            check_annotations(gm)
+            if is_qat:
+                # After annotation, so the weight's spec can move onto the scaled weight.
+                run_pass(gm, simulate_batch_norm_folding, deferred=True)
+            plan = plan_sharing(gm)
+            observers = build_observers(gm, plan, is_qat)
+        except AnnotationError as error:
+            name_the_quantizer(error, quantizer)
+            raise
         observers = drop_observers_of_quantized_values(observers, plan, find_quantized_regions(gm))
-        quantizer.prepare_obs_or_fq_callback(gm, observers)
+        call_quantizer(quantizer, "prepare_obs_or_fq_callback", api, gm, observers)
         run_pass(gm, partial(insert_observers, observers=observers), deferred=True)
         run_pass(gm, use_eager_control_flow, deferred=True)
 
@@ -90,8 +99,8 @@ def _prepare(model: GraphModule, quantizer: Quantizer, is_qat: bool, api: str) -
     if changed:
         # The quantizer's own code may run or print the model: give it up-to-date code.
         finalize_graphs(model)
-    model = quantizer.transform_for_annotation(model)
-    _annotate_and_observe(model, quantizer, is_qat)
+    model = call_quantizer(quantizer, "transform_for_annotation", api, model)
+    _annotate_and_observe(model, quantizer, is_qat, api)
     return disallow_eval_train(finalize_graphs(model))
 
 
