@@ -42,7 +42,7 @@ COLUMNS: tuple[tuple[str, Getter], ...] = (
 
 _PLOT_MISSING = (
     "The per-layer SQNR plot needs matplotlib, which is not installed "
-    "(pip install matplotlib); the table above has the same numbers."
+    "(pip install matplotlib); the table below has the same numbers."
 )
 
 
