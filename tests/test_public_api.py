@@ -88,6 +88,8 @@ DEBUG_NAMES = {
     "numeric_report",
     "NumericReport",
     "ReportRow",
+    "Accumulation",
+    "LossContribution",
     "MissingDebugHandlesError",
     "sensitivity",
     "SensitivityRanking",
