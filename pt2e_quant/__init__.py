@@ -69,6 +69,7 @@ from pt2e_quant.observer import (  # noqa: E402
     PlaceholderObserver,
     UniformQuantizationObserverBase,
 )
+from pt2e_quant.ops.saved_programs import load  # noqa: E402
 from pt2e_quant.pipeline.model_checks import model_is_exported  # noqa: E402
 from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e, prepare_qat_pt2e  # noqa: E402
 from pt2e_quant.pipeline.train_eval import (  # noqa: E402
@@ -95,6 +96,7 @@ __all__ = [
     "move_exported_model_to_train",
     "allow_exported_model_train_eval",
     "model_is_exported",
+    "load",
     # specs and annotations
     "QuantizationSpecBase",
     "QuantizationSpec",

@@ -2,12 +2,16 @@
 
 ::
 
-    pt2e-quant quantize MODEL --backend {xnnpack,x86,...} [--per-tensor] [--dynamic]
+    pt2e-quant quantize MODEL [--backend {xnnpack,x86,...}] [--per-tensor] [--dynamic]
         [--input-shape 1,3,224,224] [--calibration-batches N] [--calibration-data FILE.pt]
         --output OUT.pt2 [--pte OUT.pte] [--report REPORT.html] [--explain]
-    pt2e-quant explain MODEL --backend {xnnpack,x86,...} [same model and data options]
+    pt2e-quant explain MODEL [--backend {xnnpack,x86,...}] [same model and data options]
 
-``--backend`` takes any installed backend (:mod:`pt2e_quant.contract.backends`).
+``--backend`` takes any installed backend (:mod:`pt2e_quant.contract.backends`) and defaults
+to the API's default (:data:`pt2e_quant.quantize_model.DEFAULT_BACKEND`); the quantizer comes
+from :func:`~pt2e_quant.quantize_model.preset_quantizer`, as in ``quantize()``, so
+``--dynamic`` means what ``quantize(..., dynamic=True)`` means. The saved ``.pt2`` calls
+``quantized_decomposed`` ops: load it with ``pt2e_quant.load`` (the CLI says so).
 
 Exit codes: 0 success; 2 usage error (a bad argument: unknown option, a MODEL that does not
 resolve, an unwritable output path, ...); 1 failure (export, calibration, lowering), with a
@@ -30,8 +34,9 @@ from typing import Any
 
 from pt2e_quant.contract.backends import get_backend, installed_backends
 from pt2e_quant.pipeline.calibration import load_batches, random_batches
+from pt2e_quant.quantize_model import DEFAULT_BACKEND, preset_quantizer, quantize
 
-__all__ = ["UsageError", "build_parser", "load_model", "main"]
+__all__ = ["UsageError", "build_parser", "load_hint", "load_model", "main"]
 
 PROG = "pt2e-quant"
 DEFAULT_CALIBRATION_BATCHES = 8
@@ -64,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         type=Path,
         metavar="OUT.pt2",
-        help="where to torch.export.save the quantized program",
+        help="where to torch.export.save the quantized program (load it with pt2e_quant.load)",
     )
     quantize.add_argument(
         "--pte",
@@ -95,10 +100,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     backends = installed_backends()
     parser.add_argument(
         "--backend",
-        required=True,
+        default=DEFAULT_BACKEND,
         choices=list(backends),
         help="preset quantizer: "
-        + ", ".join(f"{b.name} ({b.description or b.title})" for b in backends.values()),
+        + ", ".join(f"{b.name} ({b.description or b.title})" for b in backends.values())
+        + f" (default: {DEFAULT_BACKEND})",
     )
     per_tensor = [b.name for b in backends.values() if b.supports_per_tensor]
     parser.add_argument(
@@ -191,9 +197,6 @@ def _run(args: argparse.Namespace) -> int:
             "--input-shape 1,3,224,224"
         )
     calibration, max_batches = _calibration(args, example_inputs)
-
-    from pt2e_quant.quantize_model import quantize
-
     result = quantize(
         model,
         example_inputs,
@@ -217,6 +220,7 @@ def _run(args: argparse.Namespace) -> int:
         print(result.coverage.to_text())
     for path in outputs:
         _say(f"wrote {path}")
+    _say(load_hint(args.output))
     _say(result.coverage.summary())
     return 0
 
@@ -259,8 +263,15 @@ def _check_writable(flag: str, path: Path) -> None:
 
 
 def _preset(args: argparse.Namespace) -> Any:
-    backend = get_backend(args.backend)
-    return backend.preset(per_tensor=args.per_tensor, dynamic=args.dynamic)
+    return preset_quantizer(args.backend, per_tensor=args.per_tensor, dynamic=args.dynamic)
+
+
+def load_hint(path: Path) -> str:
+    """How to load the saved program: a plain torch.export.load cannot resolve its ops."""
+    return (
+        f"load {path} with pt2e_quant.load({str(path)!r}); a plain torch.export.load needs "
+        "'import pt2e_quant' first (it defines the quantized_decomposed ops the program calls)"
+    )
 
 
 def _calibration(
@@ -274,10 +285,11 @@ def _calibration(
             raise UsageError(f"--calibration-data {_one_line(error)}") from None
         return batches, args.calibration_batches
     count = args.calibration_batches or DEFAULT_CALIBRATION_BATCHES
-    _say(
-        f"warning: no --calibration-data: calibrating on {count} batches of random data; "
-        "activation ranges will not match real inputs"
-    )
+    if not args.dynamic:  # dynamic activation ranges are computed at run time, not calibrated
+        _say(
+            f"warning: no --calibration-data: calibrating on {count} batches of random data; "
+            "activation ranges will not match real inputs"
+        )
     return random_batches(example_inputs, count), None
 
 

@@ -33,9 +33,18 @@ from pt2e_quant.errors import QuantizationError, warn_user
 from pt2e_quant.pipeline.calibration import calibrate, check_max_batches
 from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
-__all__ = ["ExportFailedError", "QuantizationResult", "quantize"]
+__all__ = [
+    "DEFAULT_BACKEND",
+    "ExportFailedError",
+    "QuantizationResult",
+    "preset_quantizer",
+    "quantize",
+]
 
 TrainFn = Callable[[GraphModule], Any]
+
+#: the backend :func:`quantize` and the CLI's ``--backend`` use when none is named
+DEFAULT_BACKEND = "xnnpack"
 
 
 class ExportFailedError(QuantizationError, RuntimeError):
@@ -77,12 +86,31 @@ class QuantizationResult:
         return numeric_report(self.float_program, self.module, self.example_inputs)
 
 
+def preset_quantizer(
+    backend: str = DEFAULT_BACKEND,
+    *,
+    per_tensor: bool = False,
+    dynamic: bool = False,
+    qat: bool = False,
+) -> Quantizer:
+    """A new quantizer with ``backend``'s recommended config: the one :func:`quantize` uses
+    when given none, and the one the CLI builds from ``--backend`` / ``--per-tensor`` /
+    ``--dynamic``, so the API and the command line mean the same by each knob.
+
+    ``dynamic``: int8 activations whose scale and zero point are computed from each input
+    at run time (``choose_qparams -> quantize -> dequantize`` before the linear / conv; no
+    activation ranges to calibrate, outputs stay float); weights are int8 as usual.
+    """
+    return get_backend(backend).preset(per_tensor=per_tensor, dynamic=dynamic, qat=qat)
+
+
 def quantize(
     model: nn.Module,
     example_inputs: tuple[Any, ...],
     quantizer: Quantizer | None = None,
     *,
-    backend: str = "xnnpack",
+    backend: str = DEFAULT_BACKEND,
+    dynamic: bool = False,
     calibration: Iterable[Any] | None = None,
     qat: bool = False,
     train_fn: TrainFn | None = None,
@@ -94,8 +122,13 @@ def quantize(
     """Export, quantize and re-export ``model``; the caller's model is not modified.
 
     * ``quantizer``: any :class:`Quantizer`; when None, ``backend`` (an installed backend's
-      name: "xnnpack", "x86", ...) picks its preset (see :mod:`pt2e_quant.contract.backends`). With an explicit quantizer, the
-      coverage report infers the backend from the quantizer's type.
+      name: "xnnpack", "x86", ...; :data:`DEFAULT_BACKEND` by default) picks its preset
+      (:func:`preset_quantizer`). With an explicit quantizer, the coverage report infers the
+      backend from the quantizer's type.
+    * ``dynamic=True``: the preset quantizes activations dynamically (see
+      :func:`preset_quantizer`), as the CLI's ``--dynamic``; calibration then only runs the
+      model once, and ``calibration=None`` is not warned about. It configures the preset, so
+      it cannot be combined with an explicit ``quantizer``.
     * ``calibration``: an iterable of batches, each a tuple of positional inputs or a lone
       tensor (a DataLoader of inputs works). None calibrates on ``example_inputs`` once, with
       a warning: ranges from one batch are rarely representative. At most ``max_batches``
@@ -108,9 +141,10 @@ def quantize(
     * ``strict`` / ``dynamic_shapes``: passed to ``torch.export.export`` (both exports).
     """
     _check_arguments(model, example_inputs, quantizer, backend, calibration, qat, train_fn)
+    _check_dynamic(dynamic, quantizer)
     check_max_batches(max_batches)
     if quantizer is None:
-        quantizer = get_backend(backend).preset(qat=qat)
+        quantizer = preset_quantizer(backend, dynamic=dynamic, qat=qat)
         coverage_backend: str | None = backend
     else:
         coverage_backend = None
@@ -123,7 +157,7 @@ def quantize(
         prepared = prepare_pt2e(float_program.module(), quantizer)
         calibrate(
             prepared,
-            _calibration_batches(calibration, example_inputs),
+            _calibration_batches(calibration, example_inputs, warn=not dynamic),
             example_inputs,
             progress=progress,
             max_batches=max_batches,
@@ -175,11 +209,24 @@ def _check_arguments(
         raise ValueError("train_fn is only used with qat=True")
 
 
+def _check_dynamic(dynamic: Any, quantizer: Quantizer | None) -> None:
+    if not isinstance(dynamic, bool):
+        raise ValueError(f"dynamic must be True or False, got {dynamic!r}")
+    if dynamic and quantizer is not None:
+        raise ValueError(
+            f"dynamic=True configures the backend preset, but an explicit quantizer "
+            f"({type(quantizer).__name__}) was passed; configure dynamic quantization on it "
+            "(e.g. get_symmetric_quantization_config(is_dynamic=True)) or drop quantizer="
+        )
+
+
 def _calibration_batches(
-    calibration: Iterable[Any] | None, example_inputs: tuple[Any, ...]
+    calibration: Iterable[Any] | None, example_inputs: tuple[Any, ...], warn: bool
 ) -> Iterable[Any]:
     if calibration is not None:
         return calibration
+    if not warn:  # dynamic quantization: activation ranges are computed at run time
+        return [example_inputs]
     warn_user(
         "calibration is None: calibrating on example_inputs only; pass representative "
         "batches (calibration=...) for accurate activation ranges",

@@ -17,6 +17,7 @@ EXPECTED_TOP_LEVEL = {
     "move_exported_model_to_train",
     "allow_exported_model_train_eval",
     "model_is_exported",
+    "load",  # torch.export.load with the quantized_decomposed ops defined first (issue 21)
     "QuantizationSpecBase",
     "QuantizationSpec",
     "FixedQParamsQuantizationSpec",
@@ -87,6 +88,8 @@ DEBUG_NAMES = {
     "numeric_report",
     "NumericReport",
     "ReportRow",
+    "Accumulation",
+    "LossContribution",
     "MissingDebugHandlesError",
     "sensitivity",
     "SensitivityRanking",

@@ -20,13 +20,15 @@ model can be run side by side and compared op by op. Typical flow::
 
 Beyond the seed API: :func:`extract_weights` compares float and dequantized weights,
 :func:`numeric_report` puts activations and weights in one per-layer table (text, CSV, HTML
-with a plot), and :func:`sensitivity` quantizes one layer at a time to rank the layers by the
+with a plot; ``report.accumulation()`` ranks the ops by the SQNR they lose, for a gradual
+decay), and :func:`sensitivity` quantizes one layer at a time to rank the layers by the
 damage they do.
 
 This module only re-exports; see :mod:`.handles`, :mod:`.loggers`, :mod:`.comparison`,
-:mod:`.weights`, :mod:`.report` and :mod:`.sensitivity`.
+:mod:`.weights`, :mod:`.report`, :mod:`.accumulation` and :mod:`.sensitivity`.
 """
 
+from pt2e_quant.debug.accumulation import Accumulation, LossContribution
 from pt2e_quant.debug.comparison import (
     NodeAccuracySummary,
     QuantizationComparisonResult,
@@ -78,6 +80,8 @@ __all__ = [
     "numeric_report",
     "NumericReport",
     "ReportRow",
+    "Accumulation",
+    "LossContribution",
     "MissingDebugHandlesError",
     "sensitivity",
     "SensitivityRanking",

@@ -27,9 +27,15 @@ Definitions (what each column means, and the edge cases):
   when the input is exact (+inf) or unknown (a control-flow body's input): all error is then
   created at this op and there is no finite input to compare with; :meth:`NumericReport.worst`
   still ranks such rows by their activation SQNR.
+* **inputs SQNR** (``ReportRow.inputs_sqnr``, not a column): the input SQNR of every data input,
+  in argument order (an add or cat reads several); the first is the input SQNR column.
 * **weight SQNR**: see :mod:`.weights`; for per-channel weights the worst channel, with all
   channels kept in ``weight_channel_sqnr``. None for ops without a weight, or when the float and
   quantized weights are not comparable (``weight.note`` says why).
+
+:meth:`NumericReport.first_jump` finds one op that loses a lot; :meth:`NumericReport.accumulation`
+says where a gradual decay, many ops each losing a little, comes from (see
+:mod:`.accumulation`).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from torch.export import ExportedProgram
 from torch.fx import GraphModule, Node
 
 from pt2e_quant.debug import report_render
+from pt2e_quant.debug.accumulation import Accumulation, accumulate
 from pt2e_quant.debug.comparison import (
     NodeAccuracySummary,
     compare_results,
@@ -90,6 +97,7 @@ class ReportRow:
     input_sqnr: float | None
     drop: float | None
     weight: WeightComparison | None = None
+    inputs_sqnr: tuple[float | None, ...] = ()
 
     @property
     def weight_sqnr(self) -> float | None:
@@ -125,8 +133,15 @@ class NumericReport:
                 return row
         return None
 
+    def accumulation(self, top: int = 5) -> Accumulation:
+        """Where the SQNR is lost, op by op, when no single op loses much: the ``top`` ops
+        with the largest loss and their share of the total (definitions in
+        :mod:`pt2e_quant.debug.accumulation`). Complements :meth:`first_jump`, which is None
+        for a model whose SQNR decays over many small drops."""
+        return accumulate(self.rows, top)
+
     def to_text(self) -> str:
-        return report_render.render_text(self.rows, self._worst_or_none())
+        return report_render.render_text(self.rows, self._worst_or_none(), self.accumulation())
 
     def to_csv(self, path: str | Path | None = None) -> str:
         """The table as CSV text; also written to ``path`` when given."""
@@ -134,7 +149,8 @@ class NumericReport:
 
     def to_html(self, path: str | Path | None = None) -> str:
         """A self-contained HTML page (table + SQNR plot); also written to ``path`` when given."""
-        return _written(report_render.render_html(self.rows, self._worst_or_none()), path)
+        page = report_render.render_html(self.rows, self._worst_or_none(), self.accumulation())
+        return _written(page, path)
 
     def __str__(self) -> str:
         return self.to_text()
@@ -245,10 +261,11 @@ class _InputSqnr:
             h for g in iter_graph_modules(top) for h in _dequantized_handles(g.graph.nodes)
         }
 
-    def __call__(self, gm: GraphModule, constants: set[Node], op: Node) -> float | None:
-        read = _first_data_input(op, constants)
-        if read is None:
-            return None
+    def __call__(self, gm: GraphModule, constants: set[Node], op: Node) -> tuple[float | None, ...]:
+        """The SQNR of each data input of ``op``, in argument order."""
+        return tuple(self._of(gm, constants, read) for read in _data_inputs(op, constants))
+
+    def _of(self, gm: GraphModule, constants: set[Node], read: Node) -> float | None:
         handle = get_debug_handle(read)
         if handle is not None:
             return self.sqnr.get(handle)
@@ -285,12 +302,13 @@ class _InputSqnr:
         return pairs
 
 
-def _first_data_input(op: Node, constants: set[Node]) -> Node | None:
-    """The first argument that is data, not a constant (a weight and its q / dq)."""
+def _data_inputs(op: Node, constants: set[Node]) -> list[Node]:
+    """The arguments that are data, not constants (a weight and its q / dq), in order."""
+    reads: list[Node] = []
     for arg in _leaves((op.args, tuple(op.kwargs.values()))):
-        if isinstance(arg, Node) and arg not in constants:
-            return arg
-    return None
+        if isinstance(arg, Node) and arg not in constants and arg not in reads:
+            reads.append(arg)
+    return reads
 
 
 def _dequantized_handles(nodes: Iterable[Node]) -> set[int]:
@@ -316,7 +334,8 @@ def _rows(
             if handle is None or (handle not in quantized and handle not in weights):
                 continue
             seen.add(handle)
-            activation, before = sqnr.get(handle), input_sqnr(gm, constants, op)
+            inputs = input_sqnr(gm, constants, op)
+            activation, before = sqnr.get(handle), inputs[0] if inputs else None
             drop = None
             if activation is not None and before is not None and math.isfinite(before):
                 drop = before - activation
@@ -331,6 +350,7 @@ def _rows(
                     input_sqnr=before,
                     drop=drop,
                     weight=weights.get(handle),
+                    inputs_sqnr=inputs,
                 )
             )
     return tuple(rows)

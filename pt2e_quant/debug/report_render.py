@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pt2e_quant.debug.accumulation import Accumulation
     from pt2e_quant.debug.report import ReportRow
 
 __all__ = ["COLUMNS", "render_text", "render_csv", "render_html", "sqnr_plot_png", "summary_line"]
@@ -42,7 +43,7 @@ COLUMNS: tuple[tuple[str, Getter], ...] = (
 
 _PLOT_MISSING = (
     "The per-layer SQNR plot needs matplotlib, which is not installed "
-    "(pip install matplotlib); the table above has the same numbers."
+    "(pip install matplotlib); the table below has the same numbers."
 )
 
 
@@ -70,8 +71,11 @@ def summary_line(worst: ReportRow | None) -> str:
     )
 
 
-def render_text(rows: Sequence[ReportRow], worst: ReportRow | None) -> str:
-    """Columns padded to their widest cell, then the summary line."""
+def render_text(
+    rows: Sequence[ReportRow], worst: ReportRow | None, accumulation: Accumulation | None = None
+) -> str:
+    """Columns padded to their widest cell, then where the error accumulates (when given) and
+    the worst-layer line."""
     table = [[header for header, _ in COLUMNS]]
     table += [[_readable(get(row)) for _, get in COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
@@ -80,7 +84,8 @@ def render_text(rows: Sequence[ReportRow], worst: ReportRow | None) -> str:
         for line in table
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join([*lines, "", summary_line(worst)]) + "\n"
+    notes = [accumulation.summary()] if accumulation is not None else []
+    return "\n".join([*lines, "", *notes, summary_line(worst)]) + "\n"
 
 
 def render_csv(rows: Sequence[ReportRow]) -> str:
@@ -134,6 +139,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #f0f0f0; }
 tr.worst td { background: #fdd; font-weight: bold; }
 p.note { color: #666; font-style: italic; }
+ol.accumulation { margin-top: 0; }
 """
 
 
@@ -151,8 +157,24 @@ def _html_table(rows: Sequence[ReportRow], worst: ReportRow | None) -> str:
     return f"<table>\n<tr>{head}</tr>\n" + "\n".join(body) + "\n</table>"
 
 
-def render_html(rows: Sequence[ReportRow], worst: ReportRow | None) -> str:
-    """The page: heading naming the worst layer, the plot (or a note), the table."""
+def _html_accumulation(accumulation: Accumulation | None) -> list[str]:
+    """The accumulation sentence and its ranked ops as an ordered list."""
+    if accumulation is None:
+        return []
+    items = "".join(
+        f"<li>{html.escape(c.row.label)}: {html.escape(c.row.op)}, loss {c.loss:.2f} dB, "
+        f"{c.share:.0%} of the total</li>"
+        for c in accumulation.contributions
+    )
+    listing = [f'<ol class="accumulation">{items}</ol>'] if items else []
+    return [f'<p id="accumulation">{html.escape(accumulation.summary())}</p>', *listing]
+
+
+def render_html(
+    rows: Sequence[ReportRow], worst: ReportRow | None, accumulation: Accumulation | None = None
+) -> str:
+    """The page: heading naming the worst layer, where the error accumulates (when given), the
+    plot (or a note), the table."""
     png = sqnr_plot_png(rows)
     if png is None:
         plot = f'<p class="note">{html.escape(_PLOT_MISSING)}</p>'
@@ -168,6 +190,7 @@ def render_html(rows: Sequence[ReportRow], worst: ReportRow | None) -> str:
             "<body>",
             "<h1>Quantization numeric report</h1>",
             f'<h2 id="worst">{html.escape(summary_line(worst))}</h2>',
+            *_html_accumulation(accumulation),
             plot,
             _html_table(rows, worst),
             "</body>",

@@ -25,6 +25,7 @@ from pt2e_quant.ops.families import (
 )
 
 __all__ = [
+    "TrainingModeOpWarning",
     "MODE_FLAGS",
     "TRAINING_OVERLOADS",
     "has_switchable_mode",
@@ -32,6 +33,16 @@ __all__ = [
     "mode_flag",
     "updates_running_stats",
 ]
+
+
+class TrainingModeOpWarning(UserWarning):
+    """Post-training quantization of a graph whose dropout / batch norm run in training mode.
+
+    The base of every such warning (a batch norm folded with its running statistics warns
+    with a subclass), so one filter silences them all. It lives here, beside what reads the
+    mode, because passes below the pipeline raise it too.
+    """
+
 
 _NORMALIZATION_FLAGS: dict[object, str] = {
     **dict.fromkeys(FLAGGED_BATCH_NORM_OPS, "training"),

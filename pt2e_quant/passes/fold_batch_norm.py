@@ -44,6 +44,7 @@ from pt2e_quant.graph.conv_batch_norm import (
     why_not_foldable,
 )
 from pt2e_quant.graph.node_meta import copy_debug_handle
+from pt2e_quant.graph.training_mode import TrainingModeOpWarning
 
 __all__ = ["fold_batch_norm", "BatchNormNotFoldedWarning", "BatchNormInTrainingModeWarning"]
 
@@ -52,8 +53,11 @@ class BatchNormNotFoldedWarning(UserWarning):
     """A batch norm after a conv / linear could not be folded and stays in the graph."""
 
 
-class BatchNormInTrainingModeWarning(UserWarning):
-    """A batch norm exported in training mode was folded with its running statistics."""
+class BatchNormInTrainingModeWarning(TrainingModeOpWarning):
+    """A batch norm exported in training mode was folded with its running statistics.
+
+    A :class:`TrainingModeOpWarning`, so filtering that silences this one too.
+    """
 
 
 @dataclass

@@ -26,6 +26,7 @@ from pt2e_quant.graph.aten_args import argument, set_argument
 from pt2e_quant.graph.subgraphs import iter_graph_modules
 from pt2e_quant.graph.training_mode import (
     MODE_FLAGS,
+    TrainingModeOpWarning,
     has_switchable_mode,
     is_training_mode_op,
     mode_flag,
@@ -41,10 +42,6 @@ __all__ = [
     "allow_exported_model_train_eval",
     "disallow_eval_train",
 ]
-
-
-class TrainingModeOpWarning(UserWarning):
-    """Post-training quantization of a graph whose dropout / batch norm run in training mode."""
 
 
 def warn_training_mode_ops(model: GraphModule, api: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pt2e_quant.contract.backends import Backend
-from quantizers.xnnpack.delegation import predict_xnnpack
+from quantizers.xnnpack.delegation import FP32, INT8, INT8_DYNAMIC, predict_xnnpack
 from quantizers.xnnpack.quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
 
 __all__ = ["BACKEND", "INSTALL_EXECUTORCH", "preset"]
@@ -29,10 +29,12 @@ def preset(
 
 
 def _summarize(counts: Mapping[str, int]) -> str:
-    return (
-        f"; XNNPACK will delegate {counts.get('xnnpack int8', 0)} as int8, "
-        f"{counts.get('xnnpack fp32', 0)} in fp32"
-    )
+    """``"; XNNPACK will delegate 3 as int8 (2 dynamically quantized), 1 in fp32"``."""
+    dynamic = counts.get(INT8_DYNAMIC, 0)
+    int8 = f"{counts.get(INT8, 0) + dynamic} as int8"
+    if dynamic:
+        int8 += f" ({dynamic} dynamically quantized)"
+    return f"; XNNPACK will delegate {int8}, {counts.get(FP32, 0)} in fp32"
 
 
 def _write_pte(program: Any, path: Path) -> None:

@@ -4,7 +4,7 @@ Argument *types* (``--input-shape``, ``--calibration-batches``) are checked in-p
 ``build_parser()``, which is what ``main`` parses with. Everything that needs ``main`` runs
 ``python -m pt2e_quant`` as a subprocess, like tests/test_cli.py: the runs are declared in
 ``RUNS`` and started together on a small pool when the first test asks, so the torch imports
-overlap. All runs but two fail before any export, so they take about an import each.
+overlap. All runs but four fail before any export, so they take about an import each.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import pytest
 import torch
 
 import pt2e_quant  # noqa: F401  (registers the quantized_decomposed ops torch.export.load needs)
-from pt2e_quant.cli import build_parser
+from pt2e_quant.cli import build_parser, load_hint
+from pt2e_quant.quantize_model import DEFAULT_BACKEND
 from tests.cli_models import EXAMPLE_SHAPE
 from tests.paths import REPO
 
@@ -45,6 +46,8 @@ RUNS: dict[str, tuple[list[str], str]] = {
     "missing_dependency": (["explain", "broken_model:get_model", "--backend", "xnnpack"], "{tmp}"),
     "bare_tensor_inputs": (["explain", "{tmp}/bare_tensor_model.py", "--backend", "xnnpack", "--calibration-batches", "1"], "{repo}"),
     "first_batch_only": (["quantize", "tests.cli_models:tiny", "--backend", "xnnpack", "--calibration-data", "{tmp}/small_then_large.pt", "--calibration-batches", "1", "--output", "{tmp}/first.pt2"], "{repo}"),
+    "default_backend": (["quantize", "tests.cli_models:tiny", "--calibration-batches", "1", "--output", "{tmp}/default.pt2"], "{repo}"),
+    "dynamic": (["explain", "tests.cli_models:tiny", "--dynamic", "--calibration-batches", "1"], "{repo}"),
 }  # fmt: skip
 
 
@@ -178,3 +181,27 @@ def test_calibration_batches_limits_the_batches_read_from_data(runs) -> None:
     (x,) = [n for n in program.graph.nodes if n.op == "placeholder" and n.name == "x"]
     (quantize,) = [u for u in x.users if "quantize_per_tensor" in str(u.target)]
     assert quantize.args[1] < 0.1 / 127 * 1.5
+
+
+def test_backend_defaults_to_the_apis_default_and_the_output_says_how_to_load(runs) -> None:
+    """Without --backend the CLI quantizes for quantize()'s default backend (xnnpack), and
+    after saving it tells the user that the .pt2 needs pt2e_quant.load (issue 21)."""
+    assert DEFAULT_BACKEND == "xnnpack"
+    run = runs["default_backend"]
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.strip().splitlines()
+    output = runs.tmp / "default.pt2"
+    assert f"{PREFIX}wrote {output}" in lines
+    assert f"{PREFIX}{load_hint(output)}" in lines
+    assert "pt2e_quant.load(" in load_hint(output)
+    assert "XNNPACK will delegate" in lines[-1]
+    assert pt2e_quant.load(output).module()(torch.randn(EXAMPLE_SHAPE)).shape == (1, 5)
+
+
+def test_dynamic_flag_quantizes_activations_at_run_time(runs) -> None:
+    """--dynamic builds the quantizer quantize(dynamic=True) builds; random calibration data
+    is not warned about, since dynamic activation ranges are not calibrated."""
+    run = runs["dynamic"]
+    assert run.returncode == 0, run.stderr
+    assert "xnnpack int8 (dynamic)" in run.stdout
+    assert "warning: no --calibration-data" not in run.stderr

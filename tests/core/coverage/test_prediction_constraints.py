@@ -1,9 +1,10 @@
-"""explain()'s backend predictions for ops whose quantized pattern breaks a backend constraint.
+"""explain()'s backend predictions for ops that break a backend constraint.
 
-XNNPACK's partitioner takes an int8 add / cat / max_pool2d / mean only under per-op conditions
-(module docstring of :mod:`quantizers.xnnpack.delegation`); a quantized op that breaks one
-runs in fp32, and the report must say so rather than promise an int8 kernel. On x86, conv1d
-prepacks into a oneDNN qconv just like conv2d.
+XNNPACK's partitioner takes an add / cat / max_pool2d / mean only under per-op conditions
+(module docstring of :mod:`quantizers.xnnpack.delegation`); an op that breaks one is not
+delegated at all, quantized or not, and the report must say so rather than promise an int8 or
+fp32 kernel (``tests/quantizers/xnnpack/test_delegation_against_lowering.py`` checks the same
+models against real lowering). On x86, conv1d prepacks into a oneDNN qconv just like conv2d.
 """
 
 from __future__ import annotations
@@ -40,20 +41,31 @@ class ConvThen(nn.Module):
 TAILS = {
     "add": lambda m, y, x: torch.add(y, m.other(x), alpha=2),  # XNNPACK needs alpha == 1
     "cat": lambda m, y, x: torch.cat([y], 1),  # needs at least two inputs
-    "max_pool2d": lambda m, y, x: F.max_pool2d(y, 3, stride=2, ceil_mode=True),  # no ceil_mode
+    "max_pool2d": lambda m, y, x: F.max_pool2d(y, 2, stride=3),  # needs stride <= kernel
     "mean": lambda m, y, x: y.mean((2, 3)),  # needs keepdim
 }
 
 
 @pytest.mark.parametrize("op", TAILS)
-def test_quantized_op_breaking_an_xnnpack_constraint_is_predicted_fp32(op: str) -> None:
-    """The op is quantized (q/dq around it) yet XNNPACK will not take it as int8: predicting
-    "xnnpack int8" would hide a float island from the user."""
+def test_quantized_op_breaking_an_xnnpack_constraint_is_not_delegated(op: str) -> None:
+    """The op is quantized (q/dq around it) yet XNNPACK rejects it in every precision:
+    predicting "xnnpack int8" or "xnnpack fp32" would hide a round trip out of the delegate."""
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config())
     report = explain_quantized(ConvThen(TAILS[op]), (torch.randn(1, 3, 4, 4),), quantizer)
     (row,) = [r for r in report.rows if r.op == op]
-    assert (row.quantized, row.prediction) == (True, "xnnpack fp32")
+    assert (row.quantized, row.prediction) == (True, "not delegated")
     assert report.rows[0].prediction == "xnnpack int8"  # the conv before it still is int8
+
+
+def test_max_pool_in_ceil_mode_on_static_shapes_is_predicted_int8() -> None:
+    """ExecuTorch 1.5.1 pads for ceil_mode when shapes are static, so it stays int8."""
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config())
+    tail = lambda m, y, x: F.max_pool2d(y, 3, stride=2, ceil_mode=True)  # noqa: E731
+    report = explain_quantized(ConvThen(tail), (torch.randn(1, 3, 4, 4),), quantizer)
+    assert [(r.op, r.prediction) for r in report.rows] == [
+        ("conv2d", "xnnpack int8"),
+        ("max_pool2d", "xnnpack int8"),
+    ]
 
 
 def test_x86_conv1d_is_predicted_as_an_int8_qconv() -> None:

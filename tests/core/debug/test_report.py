@@ -323,10 +323,14 @@ def test_html_is_written_parses_and_names_the_worst_layer(bad_report, tmp_path) 
 def test_html_without_matplotlib_has_a_note_instead_of_the_plot(bad_report, monkeypatch) -> None:
     for module in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
         monkeypatch.setitem(sys.modules, module, None)  # import now raises ImportError
+    text = bad_report.to_html()
     page = _Page()
-    page.feed(bad_report.to_html())
+    page.feed(text)
     assert page.images == [] and "matplotlib" in page.notes[0]
     assert "Worst layer: bad" in page.headings[0]
+    # the note sits where the plot would, above the table, and says so
+    assert "the table below has the same numbers" in page.notes[0]
+    assert text.index('<p class="note">') < text.index("<table>")
 
 
 def test_html_escapes_user_strings() -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from pt2e_quant import prepare_pt2e
 from pt2e_quant.graph.conv_batch_norm import store_constant
 from pt2e_quant.graph.copy_module import copy_graph_module
 from pt2e_quant.passes.driver import run_pass
@@ -17,6 +18,8 @@ from pt2e_quant.passes.fold_batch_norm import (
     BatchNormNotFoldedWarning,
     fold_batch_norm,
 )
+from pt2e_quant.pipeline.train_eval import TrainingModeOpWarning
+from tests.core.contract.quantizer_fixtures import FunctionQuantizer
 
 aten = torch.ops.aten
 BATCH_NORM_OPS = {aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default}
@@ -161,6 +164,24 @@ def test_training_mode_batch_norm_folds_with_running_stats_and_warns():
     before = gm.bn.num_batches_tracked.clone()
     torch.testing.assert_close(folded(x), model.eval()(x), rtol=1e-5, atol=1e-5)
     assert torch.equal(gm.bn.num_batches_tracked, before)
+
+
+def test_training_mode_batch_norm_warning_is_a_training_mode_op_warning():
+    """One filter on TrainingModeOpWarning (what docs/behaviour.md names) silences every
+    training-mode warning of a real prepare, the folded batch norm's included."""
+    assert issubclass(BatchNormInTrainingModeWarning, TrainingModeOpWarning)
+    model = LayerBn(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    gm = torch.export.export(model.train(), (torch.randn(2, 3, 4, 4),)).module()
+    quantizer = FunctionQuantizer(lambda gm: None)
+    with warnings.catch_warnings(record=True) as unfiltered:
+        warnings.simplefilter("always")
+        prepare_pt2e(copy_graph_module(gm), quantizer)
+    assert BatchNormInTrainingModeWarning in {w.category for w in unfiltered}
+    with warnings.catch_warnings(record=True) as filtered:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=TrainingModeOpWarning)
+        prepare_pt2e(copy_graph_module(gm), quantizer)
+    assert [w for w in filtered if issubclass(w.category, TrainingModeOpWarning)] == []
 
 
 def test_batch_norm_without_running_stats_is_left_with_a_warning():
