@@ -23,7 +23,13 @@ _USERS = (
     "torchao.quantization.pt2e.utils",
     "torchao.quantization.pt2e.qat_utils",
     "executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils",
+    "executorch.backends.apple.coreml.quantizer._coreml_quantizer_utils",
 )
+
+
+def _stateless(module: torch.nn.Module) -> bool:
+    """No parameters, buffers or submodules: the module's graph is its ``forward``'s code."""
+    return not (module._parameters or module._buffers or module._modules)
 
 
 def memoized_pattern_export(export_pattern: Callable[..., Any]) -> Callable[..., Any]:
@@ -34,6 +40,8 @@ def memoized_pattern_export(export_pattern: Callable[..., Any]) -> Callable[...,
 
     def wrapper(pattern, example_inputs, is_cuda=False, **kwargs):
         fn = getattr(pattern, "fn", pattern)  # torchao's WrapperModule
+        if isinstance(fn, torch.nn.Module) and _stateless(fn):
+            fn = type(fn).forward  # CoreML's patterns: a local Module class per call
         try:
             cells = tuple(cell.cell_contents for cell in fn.__closure__ or ())
             key = (fn.__code__, cells, tuple(map(spec, example_inputs)), is_cuda)
