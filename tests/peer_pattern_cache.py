@@ -1,10 +1,11 @@
 """Make the peers' QAT pipeline affordable in tests: cache their pattern exports.
 
-torchao's QAT prepare / convert / move-to-eval and ExecuTorch's conv-bn annotators re-export
-the same ~120 search patterns with ``torch.export`` on every call, 10-25 s per model with a
-batch norm. A pattern's graph depends only on its code, the values it closes over and the
-shapes of its example inputs, so the first export is kept and deep-copied for later callers
-(they mutate it). Test speed only: the peers compute exactly what they would uncached.
+torchao's QAT prepare / convert / move-to-eval, ExecuTorch's conv-bn annotators and its Core ML
+quantizer's annotators re-export the same search patterns (~120; Core ML's ~400) with
+``torch.export`` on every call, 10-90 s per model. A pattern's graph depends only on its code,
+the values it closes over and the shapes of its example inputs, so the first export is kept
+and deep-copied for later callers (they mutate it). Test speed only: the peers compute exactly
+what they would uncached.
 """
 
 from __future__ import annotations

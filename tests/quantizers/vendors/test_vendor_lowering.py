@@ -92,7 +92,7 @@ def test_write_pte_writes_the_lowered_program(name: str, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_coreml_lowers_like_torchaos_where_coremltools_converts() -> None:
+def test_coreml_lowers_like_torchaos_where_coremltools_converts(peer_pattern_cache) -> None:
     runs = run_both("coreml")
     try:
         theirs = lower("coreml", runs.theirs_program, _partitioner("coreml"))

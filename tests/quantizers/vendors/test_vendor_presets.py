@@ -2,7 +2,8 @@
 torchao: the same q/dq op counts and bit-identical outputs on a tiny CNN.
 
 A backend whose vendor package is missing skips with the install command; the Core ML run is
-marked slow (its quantizer exports ~400 search patterns while annotating).
+marked slow (its quantizer exports ~400 search patterns while annotating; ``peer_pattern_cache``
+keeps the second pipeline from paying that again).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from tests.vendors.differential import assert_same_outputs, qdq_counts
 
 pytestmark = [pytest.mark.vendor, pytest.mark.torchao]
 
-#: backend -> the q/dq ops its preset leaves in VendorCNN (ours and torchao's alike)
 CASES = [
     "arm",
     "cadence",
@@ -30,7 +30,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_preset_matches_the_vendor_quantizer_through_torchao(name: str) -> None:
+def test_preset_matches_the_vendor_quantizer_through_torchao(name: str, peer_pattern_cache) -> None:
     runs = run_both(name)
     ours, theirs = qdq_counts(runs.ours.module), qdq_counts(runs.theirs)
     assert ours == theirs, f"q/dq op counts differ\nours:   {ours}\ntheirs: {theirs}"
