@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pte",
         type=Path,
         metavar="OUT.pte",
-        help="also lower to ExecuTorch with XNNPACK (xnnpack backend only)",
+        help="also lower to an ExecuTorch .pte with the backend's partitioner",
     )
     quantize.add_argument(
         "--report",

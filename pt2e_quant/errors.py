@@ -21,6 +21,7 @@ __all__ = [
     "AnnotationError",
     "ModelNotExportedError",
     "ModelAlreadyQuantizedError",
+    "MissingPackageError",
     "graph_context",
     "describe_node",
     "warn_user",
@@ -51,6 +52,11 @@ class ModelAlreadyQuantizedError(QuantizationError, ValueError):
     The name is torchao-era: a model holding q/dq ops (a converted submodule, a value
     fake-quantized in ``forward``) is accepted, see :mod:`pt2e_quant.pipeline.model_checks`.
     """
+
+
+class MissingPackageError(QuantizationError, ImportError):
+    """A backend needs a package (or a vendor SDK) that is not installed; the message names
+    the backend, the missing module and the command or SDK that provides it."""
 
 
 def describe_node(node: Node) -> str:

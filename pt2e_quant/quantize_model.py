@@ -138,7 +138,8 @@ def quantize(
       is ignored); it replaces calibration, so ``calibration`` must be None. The model is
       exported in training mode from a deep copy, so training never touches the caller's
       parameters.
-    * ``strict`` / ``dynamic_shapes``: passed to ``torch.export.export`` (both exports).
+    * ``strict`` / ``dynamic_shapes``: passed to ``torch.export.export`` (both exports);
+      a preset whose backend needs strict export (``Backend.export_strict``) gets it.
     """
     _check_arguments(model, example_inputs, quantizer, backend, calibration, qat, train_fn)
     _check_dynamic(dynamic, quantizer)
@@ -148,13 +149,15 @@ def quantize(
         coverage_backend: str | None = backend
     else:
         coverage_backend = None
+    strict, check_guards = _export_options(coverage_backend, strict)
     float_program = _export(model, example_inputs, strict, dynamic_shapes, training=qat)
     generate_numeric_debug_handle(float_program)  # before module(): prepare keeps the handles
+    float_module = float_program.module(check_guards=check_guards)
     if qat:
-        prepared = prepare_qat_pt2e(float_program.module(), quantizer)
+        prepared = prepare_qat_pt2e(float_module, quantizer)
         train_fn(prepared)  # type: ignore[misc]  # checked by _check_arguments
     else:
-        prepared = prepare_pt2e(float_program.module(), quantizer)
+        prepared = prepare_pt2e(float_module, quantizer)
         calibrate(
             prepared,
             _calibration_batches(calibration, example_inputs, warn=not dynamic),
@@ -188,9 +191,10 @@ def _check_arguments(
             f"example_inputs must be a tuple of positional inputs, got "
             f"{type(example_inputs).__name__}; write (x,) for a single input"
         )
-    if quantizer is not None and not isinstance(quantizer, Quantizer):
+    if quantizer is not None and not _is_quantizer(quantizer):
         raise ValueError(
-            f"quantizer must be a pt2e_quant Quantizer or None, got {type(quantizer).__name__}"
+            f"quantizer must be a pt2e_quant Quantizer, a quantizer written for torchao (with "
+            f"annotate and validate), or None; got {type(quantizer).__name__}"
         )
     if quantizer is None or backend is not None:
         get_backend(backend)  # a ValueError listing the installed backends
@@ -218,6 +222,24 @@ def _check_dynamic(dynamic: Any, quantizer: Quantizer | None) -> None:
             f"({type(quantizer).__name__}) was passed; configure dynamic quantization on it "
             "(e.g. get_symmetric_quantization_config(is_dynamic=True)) or drop quantizer="
         )
+
+
+def _is_quantizer(value: Any) -> bool:
+    """Ours, or a foreign quantizer (ExecuTorch's vendors derive from torchao's base class,
+    not ours): prepare reads its annotations at one boundary (``contract.foreign``)."""
+    return isinstance(value, Quantizer) or all(
+        callable(getattr(value, method, None)) for method in ("annotate", "validate")
+    )
+
+
+def _export_options(backend: str | None, strict: bool) -> tuple[bool, bool]:
+    """``(strict, check_guards)`` for the first export: a preset's backend may need strict
+    export or no guard call (``Backend.export_strict`` / ``check_guards``); with an explicit
+    quantizer (``backend`` None here) the caller's ``strict`` stands."""
+    if backend is None:
+        return strict, True
+    chosen = get_backend(backend)
+    return strict or chosen.export_strict, chosen.check_guards
 
 
 def _calibration_batches(

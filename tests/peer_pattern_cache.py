@@ -1,10 +1,11 @@
 """Make the peers' QAT pipeline affordable in tests: cache their pattern exports.
 
-torchao's QAT prepare / convert / move-to-eval and ExecuTorch's conv-bn annotators re-export
-the same ~120 search patterns with ``torch.export`` on every call, 10-25 s per model with a
-batch norm. A pattern's graph depends only on its code, the values it closes over and the
-shapes of its example inputs, so the first export is kept and deep-copied for later callers
-(they mutate it). Test speed only: the peers compute exactly what they would uncached.
+torchao's QAT prepare / convert / move-to-eval, ExecuTorch's conv-bn annotators and its Core ML
+quantizer's annotators re-export the same search patterns (~120; Core ML's ~400) with
+``torch.export`` on every call, 10-90 s per model. A pattern's graph depends only on its code,
+the values it closes over and the shapes of its example inputs, so the first export is kept
+and deep-copied for later callers (they mutate it). Test speed only: the peers compute exactly
+what they would uncached.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ _USERS = (
     "torchao.quantization.pt2e.utils",
     "torchao.quantization.pt2e.qat_utils",
     "executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils",
+    "executorch.backends.apple.coreml.quantizer._coreml_quantizer_utils",
 )
+
+
+def _stateless(module: torch.nn.Module) -> bool:
+    """No parameters, buffers or submodules: the module's graph is its ``forward``'s code."""
+    return not (module._parameters or module._buffers or module._modules)
 
 
 def memoized_pattern_export(export_pattern: Callable[..., Any]) -> Callable[..., Any]:
@@ -34,6 +41,8 @@ def memoized_pattern_export(export_pattern: Callable[..., Any]) -> Callable[...,
 
     def wrapper(pattern, example_inputs, is_cuda=False, **kwargs):
         fn = getattr(pattern, "fn", pattern)  # torchao's WrapperModule
+        if isinstance(fn, torch.nn.Module) and _stateless(fn):
+            fn = type(fn).forward  # CoreML's patterns: a local Module class per call
         try:
             cells = tuple(cell.cell_contents for cell in fn.__closure__ or ())
             key = (fn.__code__, cells, tuple(map(spec, example_inputs)), is_cuda)

@@ -56,6 +56,16 @@ class Backend:
     * ``supports_per_tensor``: whether ``preset(per_tensor=True)`` is allowed.
     * ``order``: where help texts and error messages list the backend (lower first, then by
       name); entry points come in no defined order.
+    * ``export_strict``: ``quantize()`` exports with ``strict=True`` for this backend's preset,
+      whatever the caller passed, because its quantizer matches on metadata only strict export
+      writes (Cadence's annotators read ``source_fn_stack`` as its own compiler exports it).
+    * ``check_guards``: False makes ``quantize()`` take the exported program's
+      ``module(check_guards=False)``, without the ``_guards_fn`` call a quantizer may not
+      expect in the graph (Arm's and Cortex-M's flows export that way).
+
+    A backend whose quantizer lives in another package (ExecuTorch's vendor backends) imports
+    it inside ``preset``; when the package is missing, ``preset`` raises
+    :class:`~pt2e_quant.errors.MissingPackageError` naming what to install.
     """
 
     name: str
@@ -69,6 +79,8 @@ class Backend:
     write_pte: Callable[[Any, Any], None] | None = None
     supports_per_tensor: bool = True
     order: int = 100
+    export_strict: bool = False
+    check_guards: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -144,11 +156,13 @@ def get_backend(name: str) -> Backend:
 
 def backend_for(quantizer: Quantizer | None) -> Backend | None:
     """The backend whose quantizer types ``quantizer`` (or, for a composition, its first
-    leaf that has one) is an instance of; None when no installed backend claims it."""
+    leaf that has one) is an instance of; None when no installed backend claims it. A
+    quantizer written for torchao has no ``leaf_quantizers`` and stands for itself."""
     if quantizer is None:
         return None
     backends = [b for b in installed_backends().values() if b.predict is not None]
-    for leaf in quantizer.leaf_quantizers():
+    leaves = getattr(quantizer, "leaf_quantizers", None)
+    for leaf in leaves() if callable(leaves) else [quantizer]:
         for backend in backends:
             if backend.quantizer_types and isinstance(leaf, backend.quantizer_types):
                 return backend

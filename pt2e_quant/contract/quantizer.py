@@ -13,11 +13,12 @@ The base class fixes the call order prepare uses:
    the observers prepare built, e.g. to swap one sharing group's observer.
 
 Coverage reports (``explain()``) ask a quantizer four more things, with defaults that fit a
-quantizer that declares nothing (one written for torchao says nothing of its rules, so every
-float op reads "pattern not matched"): its name in reports (:attr:`coverage_name`), the ops
-its rules anchor on (:meth:`rule_ops`), the ops it only fuses after another (:meth:`post_ops`),
+quantizer that declares nothing: its name in reports (:attr:`coverage_name`), the ops its
+rules anchor on (:meth:`rule_ops`), the ops it only fuses after another (:meth:`post_ops`),
 the scope decision for a node (:meth:`scope_decision`), and, for a composition, its members
-(:meth:`leaf_quantizers`).
+(:meth:`leaf_quantizers`). A quantizer written for torchao has none of these methods; the
+coverage code reads each with ``getattr`` and a default that claims nothing, so its float ops
+read "not annotated by <quantizer>" (:mod:`pt2e_quant.coverage.reasons`).
 """
 
 from __future__ import annotations

@@ -18,7 +18,14 @@ Checked in this order, the first that holds is reported:
    matched (a shape or argument the rule excludes, e.g. a grouped transposed conv).
 
 Without a quantizer only the dtype and the input checks can be made; other float ops read
-``no quantizer given``.
+``no quantizer given``. A quantizer written for torchao (ExecuTorch's vendor quantizers) has
+none of the coverage interface (:class:`~pt2e_quant.contract.quantizer.Quantizer`'s
+``rule_ops`` / ``post_ops`` / ``scope_decision`` / ``leaf_quantizers``), so each method is read
+with a default that claims nothing: checks 2 and 3 are skipped, and a float op that carries no
+annotation reads ``not annotated by <quantizer> (it declares no rule table ...)`` right after
+check 1, since which of its inputs are float says nothing about why such a quantizer passed it
+by; an op it did annotate goes on through checks 4 to 6, and then reads ``left float by
+<quantizer>``.
 """
 
 from __future__ import annotations
@@ -30,7 +37,6 @@ import torch
 from torch.fx import Node
 
 from pt2e_quant.contract.annotation import get_annotation
-from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.coverage.evidence import is_quantized_edge, tensor_inputs
 from pt2e_quant.graph.aliasing import first_writer
 
@@ -45,6 +51,8 @@ _KINDS = (
     ("written in place", "written in place"),
     ("input not quantized", "input not quantized"),
     ("pattern not matched", "pattern not matched"),
+    ("not annotated by", "not annotated"),
+    ("left float by", "left float"),
     ("no quantizer", "no quantizer given"),
 )
 
@@ -59,38 +67,44 @@ def reason_kind(reason: str) -> str:
 
 def leaf_quantizers(quantizer: Any) -> Iterator[Any]:
     """The quantizers that annotate: ``quantizer`` itself, or a composition's members. A
-    quantizer that is not ours (written for torchao) has none of the coverage interface, so
-    it stands for itself."""
+    quantizer without ``leaf_quantizers`` (written for torchao) stands for itself."""
     if quantizer is None:
         return
-    leaves = quantizer.leaf_quantizers() if isinstance(quantizer, Quantizer) else [quantizer]
-    yield from leaves
+    leaves = getattr(quantizer, "leaf_quantizers", None)
+    yield from leaves() if callable(leaves) else [quantizer]
 
 
 def _name(quantizer: Any) -> str:
     return getattr(quantizer, "coverage_name", None) or type(quantizer).__name__
 
 
-def _ops(quantizer: Any, method: str) -> frozenset:
-    """``quantizer.rule_ops()`` / ``post_ops()``; nothing declared for a foreign quantizer."""
-    return getattr(quantizer, method)() if isinstance(quantizer, Quantizer) else frozenset()
+def _ops(quantizer: Any, method: str) -> frozenset | None:
+    """``quantizer.rule_ops()`` / ``post_ops()``; None when the quantizer does not declare
+    them (one written for torchao): which ops it handles is then unknown."""
+    declared = getattr(quantizer, method, None)
+    return frozenset(declared()) if callable(declared) else None
 
 
-def _no_rule(node: Node, leaves: list[Quantizer]) -> str | None:
-    if any(node.target in _ops(q, "rule_ops") for q in leaves):
+def _no_rule(node: Node, leaves: list[Any]) -> str | None:
+    rule_ops = [_ops(q, "rule_ops") for q in leaves]
+    if any(ops is None or node.target in ops for ops in rule_ops):
         return None
     names = "/".join(_name(q) for q in leaves)
-    if any(node.target in _ops(q, "post_ops") for q in leaves):
+    if any(node.target in (_ops(q, "post_ops") or ()) for q in leaves):
         return f"no rule for this op in {names} (only fused after conv/linear)"
     return f"no rule for this op in {names}"
 
 
-def _scope_filter(node: Node, leaves: list[Quantizer]) -> str | None:
+def _scope_filter(node: Node, leaves: list[Any]) -> str | None:
     setters = []
     for quantizer in leaves:
-        if node.target not in _ops(quantizer, "rule_ops"):
+        decide = getattr(quantizer, "scope_decision", None)
+        ops = _ops(quantizer, "rule_ops")
+        if ops is None or not callable(decide):
+            return None  # a quantizer that says nothing of its rules may have annotated it
+        if node.target not in ops:
             continue
-        config, setter = quantizer.scope_decision(node)
+        config, setter = decide(node)
         if config is not None:
             return None
         setters.append(setter)
@@ -117,7 +131,7 @@ def _written_input(node: Node) -> str | None:
     return None
 
 
-def float_reason(node: Node, quantizer: Quantizer | None, body_kind: str | None) -> str:
+def float_reason(node: Node, quantizer: Any, body_kind: str | None) -> str:
     """Why ``node`` (a float compute op) was not quantized; ``body_kind`` names the
     higher-order op whose body holds it (None in the top graph)."""
     value: Any = node.meta.get("val")
@@ -130,6 +144,12 @@ def float_reason(node: Node, quantizer: Quantizer | None, body_kind: str | None)
         reason = _no_rule(node, leaves) or _scope_filter(node, leaves)
         if reason is not None:
             return reason
+    undeclared = "/".join(_name(q) for q in leaves if _ops(q, "rule_ops") is None)
+    if undeclared and get_annotation(node) is None:
+        return (
+            f"not annotated by {undeclared} (it declares no rule table, so whether it covers "
+            "this op is unknown)"
+        )
     written = _written_input(node)
     if written is not None:
         return written
@@ -140,4 +160,6 @@ def float_reason(node: Node, quantizer: Quantizer | None, body_kind: str | None)
         return f"input not quantized ('{source.name}' is float)"
     if not leaves:
         return "no quantizer given (pass it to explain() to see why)"
+    if undeclared:
+        return f"left float by {undeclared} (it annotated the op; no input edge was quantized)"
     return f"pattern not matched by any {'/'.join(_name(q) for q in leaves)} rule"

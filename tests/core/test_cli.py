@@ -103,7 +103,7 @@ def test_help_lists_commands_and_options(runs):
     assert "{quantize,explain}" in runs["help"].stdout or "quantize" in runs["help"].stdout
     text = runs["quantize_help"].stdout
     assert runs["quantize_help"].returncode == 0
-    for option in ("--backend {xnnpack,x86}", "--per-tensor", "--dynamic", "--input-shape",
+    for option in ("--backend {xnnpack,x86", "--per-tensor", "--dynamic", "--input-shape",
                    "--calibration-batches", "--calibration-data", "--output", "--pte",
                    "--report", "--explain", "--debug", "get_model"):  # fmt: skip
         assert option in text, option
