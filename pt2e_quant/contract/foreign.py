@@ -102,8 +102,8 @@ class _Translator:
         if kind is None:
             cls = type(value)
             raise AnnotationError(
-                f"{self.who} put a {cls.__module__}.{cls.__qualname__} as the {role} spec of "
-                f"'{node.name}', which is not a quantization spec pt2e_quant can read. A "
+                f"{self.who} put a {cls.__module__}.{cls.__qualname__} as the spec of the {role}, "
+                "which is not a quantization spec pt2e_quant can read. A "
                 "quantizer annotates with QuantizationSpec, SharedQuantizationSpec, "
                 "DerivedQuantizationSpec or FixedQParamsQuantizationSpec (torchao's or "
                 "pt2e_quant's, or a subclass of one); fix the quantizer's annotate, or "
@@ -117,8 +117,8 @@ class _Translator:
             return kind(**values)
         except SpecError as error:
             warn_user(
-                f"{self.who}: the {role} spec of '{node.name}' is used as written, as torchao "
-                f"would, though pt2e_quant rejects it in its own specs: {error}",
+                f"{self.who}: the spec of the {role} is used as written, as torchao would, "
+                f"though pt2e_quant rejects it in its own specs: {error}",
                 ForeignSpecWarning,
             )
             return _unchecked(kind, values)
@@ -127,10 +127,14 @@ class _Translator:
         inputs = getattr(annotation, "input_qspec_map", None) or {}
         return QuantizationAnnotation(
             input_qspec_map={
-                source: self.spec(spec, node, f"input '{getattr(source, 'name', source)}'")
+                source: self.spec(
+                    spec, node, f"edge '{getattr(source, 'name', source)}' -> '{node.name}'"
+                )
                 for source, spec in inputs.items()
             },
-            output_qspec=self.spec(getattr(annotation, "output_qspec", None), node, "output"),
+            output_qspec=self.spec(
+                getattr(annotation, "output_qspec", None), node, f"output of '{node.name}'"
+            ),
             allow_implicit_sharing=bool(getattr(annotation, "allow_implicit_sharing", True)),
             _annotated=bool(getattr(annotation, "_annotated", False)),
         )

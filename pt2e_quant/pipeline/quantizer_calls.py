@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pt2e_quant.contract.foreign import describe_quantizer
+from pt2e_quant.contract.foreign import describe_quantizer, is_foreign_class
 from pt2e_quant.errors import QuantizationError
 from pt2e_quant.pipeline.gc_pause import gc_resumed
 
@@ -44,7 +44,13 @@ def call_quantizer(quantizer: Any, phase: str, api: str, *args: Any) -> Any:
 
 
 def name_the_quantizer(error: QuantizationError, quantizer: Any) -> None:
-    """Prefix an error about annotations with the quantizer that wrote them (in place)."""
+    """Prefix an error about annotations with the quantizer that wrote them (in place).
+
+    Quantizers shipped with pt2e_quant are left out: their errors already speak in their
+    terms, and an internal one (the sensitivity sweep's) means nothing to the user.
+    """
+    if not is_foreign_class(type(quantizer)):
+        return
     who = describe_quantizer(quantizer)
     message = str(error.args[0]) if error.args else ""
     if who not in message:

@@ -151,9 +151,10 @@ class QuantizationSpec_FromAnotherLibrary:  # noqa: N801 - reads as what it stan
     """Stands in for torchao's / ExecuTorch's QuantizationSpec: same role, not our class."""
 
 
-def test_spec_of_another_library_names_its_class_node_and_import() -> None:
-    """A half-migrated quantizer builds specs from torchao's classes; the error must say so
-    instead of "unsupported QuantizationSpec, use QuantizationSpec"."""
+def test_spec_of_an_unreadable_class_names_it_the_edge_and_the_quantizer() -> None:
+    """A spec object that is no quantization spec at all (torchao's are read by shape): the
+    error names its class, the edge and the quantizer, and asks no vendor's user to import
+    our classes."""
     foreign = QuantizationSpec_FromAnotherLibrary()
 
     def annotate(gm: GraphModule) -> None:
@@ -169,7 +170,8 @@ def test_spec_of_another_library_names_its_class_node_and_import() -> None:
     message = str(caught.value)
     assert "tests.core.test_errors.QuantizationSpec_FromAnotherLibrary" in message
     assert "edge 'x' -> 'linear'" in message
-    assert "import it from pt2e_quant" in message
+    assert "FunctionQuantizer (tests.core.contract.quantizer_fixtures)" in message
+    assert "import it from pt2e_quant" not in message
     assert model.code == code
 
 
