@@ -28,9 +28,19 @@ _USERS = (
 )
 
 
-def _stateless(module: torch.nn.Module) -> bool:
-    """No parameters, buffers or submodules: the module's graph is its ``forward``'s code."""
-    return not (module._parameters or module._buffers or module._modules)
+def _pattern_function(pattern: Any) -> Any:
+    """The function whose code and closure determine the pattern's graph: torchao's
+    ``WrapperModule.fn``, a plain function, or the ``forward`` of a stateless module class
+    defined per call (CoreML's ``Pattern``, which closes over the conv / activation)."""
+    fn = getattr(pattern, "fn", None)
+    if fn is not None:
+        return fn
+    if isinstance(pattern, torch.nn.Module):
+        # only when forward is all there is: no state, no other class attribute it might read
+        own = {name for name in vars(type(pattern)) if not name.startswith("__")}
+        stateless = not pattern._modules and not pattern._parameters and not pattern._buffers
+        return type(pattern).forward if stateless and own == {"forward"} else None
+    return pattern
 
 
 def memoized_pattern_export(export_pattern: Callable[..., Any]) -> Callable[..., Any]:
@@ -40,9 +50,7 @@ def memoized_pattern_export(export_pattern: Callable[..., Any]) -> Callable[...,
         return (tuple(value.shape), value.dtype) if isinstance(value, torch.Tensor) else value
 
     def wrapper(pattern, example_inputs, is_cuda=False, **kwargs):
-        fn = getattr(pattern, "fn", pattern)  # torchao's WrapperModule
-        if isinstance(fn, torch.nn.Module) and _stateless(fn):
-            fn = type(fn).forward  # CoreML's patterns: a local Module class per call
+        fn = _pattern_function(pattern)
         try:
             cells = tuple(cell.cell_contents for cell in fn.__closure__ or ())
             key = (fn.__code__, cells, tuple(map(spec, example_inputs)), is_cuda)
@@ -58,12 +66,14 @@ def memoized_pattern_export(export_pattern: Callable[..., Any]) -> Callable[...,
 
 
 @contextmanager
-def cached_peer_pattern_exports() -> Iterator[None]:
-    """Patch every peer module that exports patterns with one shared cache."""
+def cached_peer_pattern_exports(modules: tuple[str, ...] = _USERS) -> Iterator[None]:
+    """Patch ``modules`` (by default every peer module that exports patterns) with one
+    shared cache. A vendor's own exporter (CoreML's annotator utils export ~400 patterns per
+    ``annotate``) is passed by the tests that use that vendor."""
     utils = pytest.importorskip("torchao.quantization.pt2e.utils")
     cached = memoized_pattern_export(utils._get_aten_graph_module_for_pattern)
     with pytest.MonkeyPatch.context() as patch:
-        for name in _USERS:
+        for name in modules:
             try:
                 module = importlib.import_module(name)
             except ImportError:

@@ -152,9 +152,14 @@ def compare(
     check_guards: bool = True,
     batches: int = 3,
     convert_kwargs: dict[str, Any] | None = None,
+    make_ours: Callable[[], Any] | None = None,
 ) -> Differential:
     """Run ``model`` (a zoo name or a module with ``example_inputs()``) through torchao's and
-    our prepare / calibrate / convert with a fresh ``make_quantizer()`` each."""
+    our prepare / calibrate / convert with a fresh ``make_quantizer()`` each.
+
+    ``make_ours`` builds the quantizer for our pipeline instead, for a composition whose
+    pt2e_quant form differs from its torchao form only in the imports (e.g. our
+    ``ComposableQuantizer`` and ``EmbeddingQuantizer`` around the same vendor quantizer)."""
     torch.manual_seed(0)
     module = ZOO[model]() if isinstance(model, str) else model
     module = module.train() if qat else module.eval()
@@ -164,5 +169,6 @@ def compare(
     held_out = _batches(example, batches + 1)[-1]
     kwargs = convert_kwargs or {}
     theirs = _run(_torchao_pipeline(), exported, make_quantizer(), data, held_out, qat, kwargs)
-    ours = _run(_ours(), exported, make_quantizer(), data, held_out, qat, kwargs)
+    ours_quantizer = (make_ours or make_quantizer)()
+    ours = _run(_ours(), exported, ours_quantizer, data, held_out, qat, kwargs)
     return Differential(theirs, ours, held_out)
