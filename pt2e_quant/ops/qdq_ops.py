@@ -61,18 +61,28 @@ CHOOSE_QPARAMS_FOR_QSCHEME = {
 }
 
 
+def _torchao_overloads(name: str) -> frozenset:
+    """``torch.ops.torchao.<name>`` (the packet and its overloads), once torchao registered it.
+    Looked up on each call: torchao may be imported after pt2e_quant."""
+    namespace = torch.ops.torchao
+    if not hasattr(namespace, name):
+        return frozenset()
+    packet = getattr(namespace, name)
+    return frozenset({packet, *(getattr(packet, overload) for overload in packet.overloads())})
+
+
 def affine_quantize_ops() -> frozenset:
-    """torchao's ``quantize_affine`` (the packet and its overloads), once torchao registered it.
+    """torchao's ``quantize_affine``, once torchao registered it.
 
     Only a foreign observer's own ``convert`` emits it (torchao's affine observers, QNN's
     per-block weight observer); convert folds it on constant weights like our quantize ops.
-    Looked up on each call: torchao may be imported after pt2e_quant.
     """
-    namespace = torch.ops.torchao
-    if not hasattr(namespace, "quantize_affine"):
-        return frozenset()
-    packet = namespace.quantize_affine
-    return frozenset({packet, *(getattr(packet, name) for name in packet.overloads())})
+    return _torchao_overloads("quantize_affine")
+
+
+def affine_dequantize_ops() -> frozenset:
+    """torchao's ``dequantize_affine``, the partner of :func:`affine_quantize_ops`."""
+    return _torchao_overloads("dequantize_affine")
 
 
 def _is_call_to(node: object, ops: frozenset) -> bool:

@@ -10,6 +10,14 @@ Only chains ending in a quantize op are folded (pure ops on get_attr constants, 
 ``t`` above); other constant computations in the model stay as they are. The folded node keeps
 the quantize node's name and metadata (which :mod:`port_qdq_meta` took from the weight), and a
 float parameter that no longer has any reader is removed from the module.
+
+Folding stops at a dequantize, as torchao's does: a dequantize stays in the graph for the
+backend to fuse with its consumer, so nothing after it counts as constant. A weight quantized
+twice (the Arm quantizer's decomposed layer norm quantizes its weight, then the reshape of it)
+keeps its second quantize::
+
+    w -> q1 -> dq1 -> reshape -> q2 -> dq2
+    ->  _frozen_param0 -> dq1 -> reshape -> q2 -> dq2   (not _frozen_param0 -> dq2)
 """
 
 from __future__ import annotations
@@ -72,10 +80,24 @@ def _replace_with_constant(gm: GraphModule, node: Node, value: torch.Tensor) -> 
     constant.name = old_name
 
 
+def _constants_before_dequantize(gm: GraphModule) -> set[Node]:
+    """The foldable constants not computed from the output of a dequantize (ours, torchao's
+    ``dequantize_affine``) or of the fp16 round trip's cast."""
+    constant = foldable_constant_nodes(gm)
+    ends = {qdq_ops.CONVERT_ELEMENT_TYPE, *qdq_ops.affine_dequantize_ops()}
+    kept: set[Node] = set()
+    for node in gm.graph.nodes:
+        if node not in constant or qdq_ops.is_dequantize(node) or node.target in ends:
+            continue
+        if all(i in kept for i in node.all_input_nodes):
+            kept.add(node)
+    return kept
+
+
 def fold_quantized_constants(gm: GraphModule) -> bool:
     """Fold every quantize op whose input is constant (ours, and torchao's ``quantize_affine``
-    a foreign observer emitted); True if any was folded."""
-    constant = foldable_constant_nodes(gm)
+    a foreign observer emitted) and computed before any dequantize; True if any was folded."""
+    constant = _constants_before_dequantize(gm)
     evaluator = _ConstantEvaluator(gm, constant)
     folded: list[tuple[Node, torch.Tensor]] = []
     affine = qdq_ops.affine_quantize_ops()

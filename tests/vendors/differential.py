@@ -4,9 +4,9 @@ A vendor quantizer (ExecuTorch's, NNCF's, torchao's own) is written against torc
 pt2e_quant promises that it runs through our pipeline with the same result. :func:`compare`
 builds the model once from a seed, exports it once, and hands a deep copy and a fresh
 quantizer to each pipeline; both calibrate (or train) on the same batches, then convert. The
-result holds both converted models, their q/dq op counts and outputs on a held-out batch, so a
-test asserts what it means: the same counts and ``torch.equal`` outputs, or a difference it
-explains.
+result holds both converted models, their q/dq op and module counts and outputs on a held-out
+batch, so a test asserts what it means: the same counts and ``torch.equal`` outputs, or a
+difference it explains.
 """
 
 from __future__ import annotations
@@ -58,6 +58,23 @@ def qdq_counts(gm: GraphModule) -> collections.Counter:
     return counts
 
 
+def module_counts(gm: GraphModule) -> collections.Counter:
+    """``call_module`` calls by the called module's class, as ``"call_module <class name>"``.
+
+    Some quantizers' observers convert into modules rather than q/dq ops (NNCF's weight
+    decompressors, for one); the export guard ``_guards_fn`` is not counted.
+    """
+    counts: collections.Counter = collections.Counter()
+    for module in gm.modules():
+        if not isinstance(module, GraphModule):
+            continue
+        for node in module.graph.nodes:
+            if node.op == "call_module" and str(node.target) != "_guards_fn":
+                called = module.get_submodule(str(node.target))
+                counts[f"call_module {type(called).__name__}"] += 1
+    return counts
+
+
 @dataclass
 class Outcome:
     """What one pipeline made of the model."""
@@ -76,9 +93,9 @@ class Differential:
     example: tuple
 
     def assert_same(self) -> None:
-        """The same q/dq op counts and bit-identical outputs."""
+        """The same q/dq op and module counts and bit-identical outputs."""
         assert self.ours.counts == self.theirs.counts, (
-            f"q/dq op counts differ\nours:   {dict(self.ours.counts)}\n"
+            f"q/dq op or module counts differ\nours:   {dict(self.ours.counts)}\n"
             f"theirs: {dict(self.theirs.counts)}"
         )
         assert self.ours.counts, "neither pipeline inserted a single quantize op"
@@ -107,7 +124,8 @@ def _batches(example: tuple, count: int) -> list[tuple]:
 
     def like(t: Any) -> Any:
         if isinstance(t, torch.Tensor) and t.is_floating_point():
-            return torch.randn(t.shape, generator=generator, dtype=t.dtype)
+            values = torch.randn(t.shape, generator=generator, dtype=t.dtype)
+            return torch.empty_like(t).copy_(values)  # in the example's memory format
         return t
 
     return [example] + [tuple(like(t) for t in example) for _ in range(count - 1)]
@@ -132,7 +150,13 @@ def _run(
         converted = convert(prepared, **convert_kwargs)
         with torch.no_grad():
             output = converted(*held_out)
-    return Outcome(converted, qdq_counts(converted), output)
+    return Outcome(converted, qdq_counts(converted) + module_counts(converted), output)
+
+
+def _to_channels_last(t: Any) -> Any:
+    if isinstance(t, torch.Tensor) and t.dim() == 4:
+        return t.to(memory_format=torch.channels_last)
+    return t
 
 
 def export_model(
@@ -153,17 +177,25 @@ def compare(
     batches: int = 3,
     convert_kwargs: dict[str, Any] | None = None,
     make_ours: Callable[[], Any] | None = None,
+    channels_last: bool = False,
 ) -> Differential:
     """Run ``model`` (a zoo name or a module with ``example_inputs()``) through torchao's and
     our prepare / calibrate / convert with a fresh ``make_quantizer()`` each.
 
     ``make_ours`` builds the quantizer for our pipeline instead, for a composition whose
     pt2e_quant form differs from its torchao form only in the imports (e.g. our
-    ``ComposableQuantizer`` and ``EmbeddingQuantizer`` around the same vendor quantizer)."""
+    ``ComposableQuantizer`` and ``EmbeddingQuantizer`` around the same vendor quantizer).
+
+    ``channels_last`` exports the model with channels-last weights and 4-d inputs (Cortex-M
+    quantizes a convolution only in that layout); the calibration batches keep the layout.
+    """
     torch.manual_seed(0)
     module = ZOO[model]() if isinstance(model, str) else model
     module = module.train() if qat else module.eval()
     example = module.example_inputs()
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+        example = tuple(_to_channels_last(t) for t in example)
     exported = export_model(module, example, strict=strict, check_guards=check_guards)
     data = _batches(example, batches)
     held_out = _batches(example, batches + 1)[-1]

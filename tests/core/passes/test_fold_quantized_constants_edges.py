@@ -4,7 +4,8 @@ Only quantize ops fed by module tensors are folded into stored integer constants
 model creates itself (``torch.ones``, ``torch.arange``) has no module tensor behind it; torchao
 skips such constructors too (backends generate them cheaply), so pre-computing them would
 store a buffer no peer stores and change the graph a lowering sees. Nor is a module tensor a
-node of the graph writes: its quantized value would be frozen at convert time.
+node of the graph writes: its quantized value would be frozen at convert time. Nor is a
+quantize computed from a dequantize's output: torchao's folding stops at every dequantize.
 """
 
 from __future__ import annotations
@@ -122,3 +123,43 @@ def test_only_the_unwritten_buffer_is_folded():
     assert [n for n, _ in gm.named_buffers() if n.startswith(FROZEN_PARAM_PREFIX)] == [
         f"{FROZEN_PARAM_PREFIX}0"
     ]
+
+
+class RequantizedWeight(torch.nn.Module):
+    """x * dq2(q2(reshape(dq1(q1(weight))))): a weight quantized, reshaped and quantized again,
+    as the Arm TOSA quantizer's decomposed layer norm leaves its weight::
+
+        weight ─ q1 ─ dq1 ─ reshape ─ q2 ─ dq2 ─┐
+        x ─────────────────────────────────── mul ─ out
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, dq = qdq_ops.QUANTIZE_PER_TENSOR, qdq_ops.DEQUANTIZE_PER_TENSOR
+        first = dq(q(self.weight, 0.01, 0, -128, 127, torch.int8), 0.01, 0, -128, 127, torch.int8)
+        second = q(first.reshape(4, 4), 0.03, 0, -128, 127, torch.int8)
+        return x * dq(second, 0.03, 0, -128, 127, torch.int8)
+
+
+def test_folding_stops_at_a_dequantize():
+    """Only q1 folds; dq1, the reshape, q2 and dq2 stay in that order, as torchao leaves them
+    (regression: the whole chain used to fold into one int8 constant read by dq2)."""
+    x = torch.randn(4, 4)
+    gm = torch.export.export(RequantizedWeight(), (x,)).module()
+    expected = gm(x)
+    assert run_pass(gm, fold_quantized_constants) is True
+    calls = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert calls == [
+        qdq_ops.DEQUANTIZE_PER_TENSOR,
+        torch.ops.aten.reshape.default,
+        qdq_ops.QUANTIZE_PER_TENSOR,
+        qdq_ops.DEQUANTIZE_PER_TENSOR,
+        torch.ops.aten.mul.Tensor,
+    ]
+    (frozen,) = [n for n in gm.graph.nodes if n.op == "get_attr"]
+    assert getattr(gm, str(frozen.target)).dtype == torch.int8
+    assert [u.target for u in frozen.users] == [qdq_ops.DEQUANTIZE_PER_TENSOR]
+    torch.testing.assert_close(gm(x), expected, rtol=0, atol=0)
