@@ -115,7 +115,7 @@ CORRUPTIONS = {
     ),
     "spec_of_unknown_class": (
         _spec_of_an_unknown_class,
-        r"VendorPrivateSpec as the output spec of 'linear', which is not a quantization spec",
+        r"VendorPrivateSpec as the spec of the output of 'linear', which is not a quantization spec",
         "fix the quantizer's annotate, or report it to its authors",
     ),
 }
