@@ -9,6 +9,7 @@ neighbouring nodes so the user can find the spot without dumping the whole graph
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 from pathlib import Path
@@ -94,9 +95,14 @@ def warn_user(message: str, category: type[Warning]) -> None:
     """
     level = 2  # stacklevel 1 is this function, 2 its caller
     frame = sys._getframe(1)
-    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(
-        _PACKAGE_DIR
-    ):
+    while frame is not None and _is_package_file(frame.f_code.co_filename):
         frame = frame.f_back
         level += 1
     warnings.warn(message, category, stacklevel=level)
+
+
+@functools.cache
+def _is_package_file(filename: str) -> bool:
+    """Whether code from ``filename`` is pt2e_quant's. Cached: resolving a path costs a few
+    system calls per frame, and a pass may warn once per observed edge (hundreds of times)."""
+    return str(Path(filename).resolve()).startswith(_PACKAGE_DIR)
