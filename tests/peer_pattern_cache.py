@@ -26,6 +26,19 @@ _USERS = (
 )
 
 
+def _pattern_function(pattern: Any) -> Any:
+    """The function whose code and closure define the pattern's graph: the ``fn`` torchao's
+    WrapperModule wraps, or the ``forward`` of a stateless module class defined per call
+    (CoreML's annotators build a fresh ``Pattern`` class closing over the op functions)."""
+    if hasattr(pattern, "fn"):
+        return pattern.fn
+    if isinstance(pattern, torch.nn.Module):
+        if list(pattern.children()) or list(pattern.parameters()) or list(pattern.buffers()):
+            raise TypeError("a module pattern with state is not keyed by its code")
+        return type(pattern).forward
+    return pattern
+
+
 def memoized_pattern_export(export_pattern: Callable[..., Any]) -> Callable[..., Any]:
     cache: dict = {}
 
@@ -33,8 +46,8 @@ def memoized_pattern_export(export_pattern: Callable[..., Any]) -> Callable[...,
         return (tuple(value.shape), value.dtype) if isinstance(value, torch.Tensor) else value
 
     def wrapper(pattern, example_inputs, is_cuda=False, **kwargs):
-        fn = getattr(pattern, "fn", pattern)  # torchao's WrapperModule
         try:
+            fn = _pattern_function(pattern)
             cells = tuple(cell.cell_contents for cell in fn.__closure__ or ())
             key = (fn.__code__, cells, tuple(map(spec, example_inputs)), is_cuda)
             key += (tuple(sorted((k, spec(v)) for k, v in kwargs.items())),)
