@@ -21,12 +21,12 @@ ROOT = REPO
 RATIO = r"([0-9]+\.[0-9]+)"
 
 
-def _run(script: str, *args: str) -> str:
+def _run(script: str, *args: str, timeout: float = 300) -> str:
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -73,3 +73,43 @@ def test_bench_backends_reports_both_backends_per_quick_model():
     # Rows the peer could only be timed on the strict IR are marked and the mark explained.
     assert re.search(r"^resnet_basic_block\s+x86\s.*\*$", output, re.M), output
     assert "timed on a strict export" in output
+
+
+#: every configuration bench_vendors.py promises; Arm and OpenVINO need the vendor overlay env
+VENDOR_CONFIGURATIONS = {
+    "xnnpack per-channel",
+    "xnnpack dynamic",
+    "xnnpack qat",
+    "vulkan w8 weight-only",
+    "vulkan w8 dynamic",
+    "qnn 8a8w",
+    "qnn 16a8w",
+    "qnn 16a4w",
+    "qnn 8a8w qat",
+    "cadence (strict)",
+    "coreml a8w8 per-channel",
+    "samsung enn",
+    "torchao x86 inductor (strict)",
+    "torchao embedding",
+    "arm tosa int",
+    "openvino int8_sym",
+}
+
+
+@pytest.mark.torchao
+@pytest.mark.executorch
+@pytest.mark.slow
+def test_bench_vendors_reports_a_ratio_or_a_skip_for_every_configuration():
+    pytest.importorskip("torchao")
+    pytest.importorskip("executorch")
+    # CoreML's annotator exports ~400 search patterns on its first call: minutes when loaded
+    output = _run("bench_vendors.py", "--quick", timeout=1200)
+    rows = re.findall(
+        rf"^\| ([^|]+?) \| ([^|]+?) \| [^|]+ \| [^|]+ \| {RATIO}(?: !)? \|", output, re.M
+    )
+    skipped = set(re.findall(r"^skipped ([^:]+):", output, re.M))
+    timed = {configuration for configuration, _, _ in rows}
+    assert rows and "xnnpack per-channel" in timed, output
+    assert timed | skipped == VENDOR_CONFIGURATIONS and not timed & skipped, output
+    for configuration, model, ratio in rows:
+        _assert_ratio(ratio, f"{configuration} {model}")
