@@ -9,8 +9,10 @@ MRO (a vendor's subclass of torchao's ``QuantizationSpec`` is still a ``Quantiza
 read field by field. prepare calls :func:`translate_annotations` right after the quantizer's
 ``annotate`` / ``validate``, so every pass after that boundary sees only our classes.
 
-The observers and fake-quants a foreign spec constructs are kept as they are (torchao's, a
-vendor's subclass with its own ``convert``): their numerics are the quantizer's contract.
+The observers and fake-quants a foreign spec constructs are kept as they are (a vendor's
+subclass with its own ``convert``, torchao's fake-quants and affine observers): their numerics
+are the quantizer's contract. The one exception is torchao's stock observer classes, which
+prepare builds as ours (``pt2e_quant.observer.stock``): same arguments, bit-identical qparams.
 
 torchao does not check a spec's range against its dtype; OpenVINO's int8 specs, for one,
 declare 0..255. A foreign spec our checks reject is therefore still accepted, exactly as
