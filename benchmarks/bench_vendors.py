@@ -53,6 +53,10 @@ sys.path.insert(0, str(REPO))
 from vendor_setups import CONFIGURATIONS, MODELS, Configuration  # noqa: E402
 
 from tests.peer_pattern_cache import memoized_pattern_export  # noqa: E402
+from tests.vendors._overlay import add_overlay_to_path  # noqa: E402
+
+# Arm's and OpenVINO's quantizers come from the vendor overlay (.ci/vendors.sh), as in the tests.
+add_overlay_to_path()
 
 #: the issue's target for ours / torchao framework time
 TARGET = 0.5

@@ -10,6 +10,7 @@ language model for the embedding quantizer, each with a ``--quick`` size.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +119,9 @@ def _vulkan(is_dynamic: bool) -> Any:
 
 
 def _qnn(dtype_name: str, is_qat: bool = False) -> Any:
+    # Without QNN_SDK_ROOT, ExecuTorch's QNN backend tries to download Qualcomm's SDK; an empty
+    # value tells it the caller handles the SDK (annotation does not need it).
+    os.environ.setdefault("QNN_SDK_ROOT", "")
     from executorch.backends.qualcomm.quantizer.quantizer import QnnQuantizer, QuantDtype
 
     quantizer = QnnQuantizer()

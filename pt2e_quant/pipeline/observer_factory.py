@@ -124,7 +124,7 @@ def _is_fake_quantize(module: torch.nn.Module) -> bool:
 
 def _check_training_kind(
     module: torch.nn.Module, spec: QuantizationSpec, is_qat: bool, member: EdgeOrNode
-) -> None:
+) -> bool:
     """A QAT config in a PTQ prepare (or the reverse) is a mix-up worth stopping early.
 
     Fake-quant modules in ``prepare_pt2e`` would train-simulate nothing and calibrate with
@@ -133,30 +133,19 @@ def _check_training_kind(
     So are float-qparams specs (embedding tables, weight-only) under QAT: torchao composes
     ``EmbeddingQuantizer`` with a QAT quantizer this way, the table trains in float and is
     quantized once at convert, and there is no QAT variant of that config to ask for.
+
+    torchao accepts either kind in either prepare (CoreML's post-training specs build
+    FakeQuantize modules), so a foreign quantizer's mix is its own choice, with torchao's
+    numerics: it is accepted, and the return value (True) asks the caller to say so, once.
     """
     if not is_quantized_dtype(spec.dtype) or _is_fake_quantize(module) == is_qat:
-        return
+        return False
     if is_qat and getattr(spec, "qscheme", None) == torch.per_channel_affine_float_qparams:
-        return
+        return False
+    if is_foreign_class(observer_class_of(spec.observer_or_fake_quant_ctr)):
+        return True
     where = describe_edge_or_node(member)
     kind = type(module).__name__
-    if is_foreign_class(observer_class_of(spec.observer_or_fake_quant_ctr)):
-        # torchao accepts either kind in either prepare (CoreML's post-training specs build
-        # FakeQuantize modules): a foreign quantizer's choice is its own, and its numerics
-        # are torchao's, so say what it means and go on.
-        what = "an observer" if is_qat else "a fake-quantize module"
-        effect = (
-            "its value passes through training unrounded"
-            if is_qat
-            else "calibration also rounds the values it passes on, as torchao's would"
-        )
-        warn_user(
-            f"{'prepare_qat_pt2e' if is_qat else 'prepare_pt2e'}: the spec on the {where} "
-            f"builds {kind}, {what}; it is used as the quantizer asked, as torchao does: "
-            f"{effect}.",
-            ForeignSpecWarning,
-        )
-        return
     if is_qat:
         raise AnnotationError(
             f"prepare_qat_pt2e: the spec on the {where} builds {kind}, an observer, not a "
@@ -167,6 +156,27 @@ def _check_training_kind(
         f"prepare_pt2e: the spec on the {where} builds {kind}, a fake-quantize module meant "
         "for quantization-aware training. Call prepare_qat_pt2e, or use a post-training "
         "config (e.g. is_qat=False) with prepare_pt2e."
+    )
+
+
+def _warn_foreign_training_kind(mixed: dict[str, list[str]], is_qat: bool, who: str) -> None:
+    """One warning per prepare for every spec a foreign quantizer built of the other kind."""
+    if not mixed:
+        return
+    where = [place for places in mixed.values() for place in places]
+    shown = ", ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
+    kinds = ", ".join(sorted(mixed))
+    what, effect = (
+        ("observers", "their values pass through training unrounded")
+        if is_qat
+        else ("fake-quantize modules", "calibration also rounds the values they pass on")
+    )
+    warn_user(
+        f"{'prepare_qat_pt2e' if is_qat else 'prepare_pt2e'}: {who} builds {what} ({kinds}) "
+        f"for {len(where)} spec(s), on the {shown}. They are used as the quantizer asked, as "
+        f"torchao uses them, so {effect}. If that is not what you meant, give the quantizer "
+        "its " + ("QAT" if is_qat else "post-training") + " configuration.",
+        ForeignSpecWarning,
     )
 
 
@@ -198,6 +208,8 @@ class _Builder:
         self.is_qat = is_qat
         self.built: dict[int, torch.nn.Module] = {}
         self.in_progress: set[int] = set()
+        #: foreign specs of the other training kind: the class they build -> where
+        self.mixed_kind: dict[str, list[str]] = {}
 
     def for_group(self, group: SharingGroup) -> torch.nn.Module:
         key = id(group)
@@ -222,7 +234,9 @@ class _Builder:
             return _build_fixed(spec, self.is_qat)
         if isinstance(spec, QuantizationSpec):
             module = _build_plain(spec)
-            _check_training_kind(module, spec, self.is_qat, group.members[0])
+            if _check_training_kind(module, spec, self.is_qat, group.members[0]):
+                places = self.mixed_kind.setdefault(type(module).__name__, [])
+                places.append(describe_edge_or_node(group.members[0]))
             return module
         kind = type(spec)
         raise AnnotationError(
@@ -246,9 +260,10 @@ class _Builder:
 
 
 def build_observers(
-    gm: GraphModule, plan: SharingPlan, is_qat: bool
+    gm: GraphModule, plan: SharingPlan, is_qat: bool, who: str = "the quantizer"
 ) -> dict[EdgeOrNode, torch.nn.Module]:
-    """One observer (PTQ) or fake-quant (QAT) per group, mapped from every member."""
+    """One observer (PTQ) or fake-quant (QAT) per group, mapped from every member;
+    ``who`` (the quantizer, described) is named in warnings."""
     builder = _Builder(plan, is_qat)
     device = _model_device(gm)
     mapping: dict[EdgeOrNode, torch.nn.Module] = {}
@@ -257,6 +272,7 @@ def build_observers(
         observer = builder.for_group(group)
         for member in group.members:
             mapping[member] = observer
+    _warn_foreign_training_kind(builder.mixed_kind, is_qat, who)
     if device is not None:
         for observer in {id(o): o for o in mapping.values()}.values():
             observer.to(device)

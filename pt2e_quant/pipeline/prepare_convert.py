@@ -11,7 +11,7 @@ from functools import partial
 from torch.fx import GraphModule
 
 from pt2e_quant.contract.annotation import mark_converted
-from pt2e_quant.contract.foreign import translate_annotations
+from pt2e_quant.contract.foreign import describe_quantizer, translate_annotations
 from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.contract.sharing import plan_sharing
 from pt2e_quant.contract.validation import check_annotations
@@ -72,7 +72,7 @@ def _annotate_and_observe(model: GraphModule, quantizer: Quantizer, is_qat: bool
                 # After annotation, so the weight's spec can move onto the scaled weight.
                 run_pass(gm, simulate_batch_norm_folding, deferred=True)
             plan = plan_sharing(gm)
-            observers = build_observers(gm, plan, is_qat)
+            observers = build_observers(gm, plan, is_qat, describe_quantizer(quantizer))
         except AnnotationError as error:
             name_the_quantizer(error, quantizer)
             raise

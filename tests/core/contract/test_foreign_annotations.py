@@ -8,6 +8,7 @@ differential tests in ``tests/vendors`` run the real vendors' quantizers.
 from __future__ import annotations
 
 import gc
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,10 +220,24 @@ class VendorFakeQuantize(pt2e_quant.FakeQuantize):
     """A vendor's fake-quantize class, which CoreML's post-training specs build."""
 
 
-def test_foreign_fake_quantize_in_post_training_prepare_warns_instead_of_failing():
+def test_foreign_fake_quantize_in_post_training_prepare_warns_once_instead_of_failing():
     spec = QuantizationSpec(torch.int8, VendorFakeQuantize, -128, 127, torch.per_tensor_affine)
-    with pytest.warns(ForeignSpecWarning, match="VendorFakeQuantize, a fake-quantize module"):
-        prepared = pt2e_quant.prepare_pt2e(_exported(), ForeignQuantizer(spec, None))
+    weight = QuantizationSpec(torch.int8, VendorFakeQuantize, -127, 127, torch.per_tensor_symmetric)
+
+    class WithWeight(ForeignQuantizer):
+        def annotate(self, model):
+            super().annotate(model)
+            _linear(model).meta[ANNOTATION_KEY].input_qspec_map[_linear(model).args[1]] = weight
+            return model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepared = pt2e_quant.prepare_pt2e(_exported(), WithWeight(spec, spec))
+    (warning,) = [w.message for w in caught if isinstance(w.message, ForeignSpecWarning)]
+    message = str(warning)
+    assert "WithWeight (" in message and "(VendorFakeQuantize)" in message
+    assert "for 3 spec(s)" in message and "'linear'" in message
+    assert "post-training configuration" in message
     prepared(X)
     converted = pt2e_quant.convert_pt2e(prepared)
     assert any(n.target == qdq_ops.QUANTIZE_PER_TENSOR for n in converted.graph.nodes)
