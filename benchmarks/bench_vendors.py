@@ -400,8 +400,17 @@ def main() -> None:
             models = configuration.models[-1:] if args.quick else configuration.models
             for model_name in models:
                 case = build_case(configuration, model_name, args.quick, args.batches, cache)
-                rows.append(measure(case, *rounds, args.row_seconds, warm_up=not args.quick))
-                print(format_row(rows[-1]), flush=True)
+                try:
+                    row = measure(case, *rounds, args.row_seconds, warm_up=not args.quick)
+                except Exception as error:  # a pipeline that cannot run this pair: say why
+                    first_line = str(error).splitlines()[0] if str(error) else ""
+                    skipped.append(
+                        f"{configuration.name} on {model_name}: {type(error).__name__}: "
+                        f"{first_line}"
+                    )
+                    continue
+                rows.append(row)
+                print(format_row(row), flush=True)
     print(
         f"\nframework = prepare + convert wall time - the quantizer's own methods; medians over "
         "rounds that alternate which pipeline runs first; spread = lowest-highest per-round "

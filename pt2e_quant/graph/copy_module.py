@@ -15,11 +15,13 @@ large models. A structural copy also keeps what the constructor drops (``range_c
 
 from __future__ import annotations
 
+import collections
 import copy
 import types
 
 import torch
 from torch.fx import Graph, GraphModule, Node
+from torch.fx.node import map_arg
 
 from pt2e_quant.contract.annotation import ANNOTATION_KEY
 
@@ -83,7 +85,9 @@ def _copy_module_state(source: torch.nn.Module, target: torch.nn.Module, recompi
     state = dict(source.__dict__)
     for name, value in state.items():
         if isinstance(value, (dict, set)) and name.startswith("_"):
-            state[name] = copy.copy(value)
+            # dict / OrderedDict / set copy themselves in C; copy.copy goes through
+            # __reduce_ex__, several times slower, and a module holds about twenty of these.
+            state[name] = value.copy() if type(value) in _SELF_COPYING else copy.copy(value)
         elif isinstance(value, types.MethodType) and value.__self__ is source:
             # e.g. the train / eval overrides torch.export installs: bind them to the copy
             state[name] = types.MethodType(value.__func__, target)
@@ -94,6 +98,9 @@ def _copy_module_state(source: torch.nn.Module, target: torch.nn.Module, recompi
     target.__dict__.update(state)
 
 
+_SELF_COPYING = (dict, collections.OrderedDict, set)
+
+
 def _copy_graph(graph: Graph) -> Graph:
     """Copy nodes (names, args, a shallow copy of each meta dict) but share the codegen.
 
@@ -102,13 +109,58 @@ def _copy_graph(graph: Graph) -> Graph:
     """
     new = Graph(tracer_cls=graph._tracer_cls)
     val_map: dict[Node, Node] = {}
-    output_value, old_output = new.graph_copy(graph, val_map=val_map, return_output_node=True)
+    if _can_append_nodes(new):
+        old_output = _append_copies(graph, new, val_map)
+        output_value = map_arg(old_output.args[0], val_map.__getitem__)
+    else:
+        output_value, old_output = new.graph_copy(graph, val_map=val_map, return_output_node=True)
     new_output = new.output(output_value, type_expr=getattr(old_output, "type", None))
     new_output.meta = copy.copy(old_output.meta)
     new._codegen = graph._codegen
     for node in new.nodes:
         _rekey_annotation(node, val_map)
     return new
+
+
+def _can_append_nodes(graph: Graph) -> bool:
+    """Whether ``graph`` has the internals :func:`_append_copies` fills in (torch 2.13 does)."""
+    return (
+        hasattr(graph, "_insert")
+        and hasattr(graph, "_find_nodes_lookup_table")
+        and hasattr(graph, "_len")
+        and hasattr(getattr(graph, "_graph_namespace", None), "associate_name_with_obj")
+    )
+
+
+def _append_copies(graph: Graph, new: Graph, val_map: dict[Node, Node]) -> Node:
+    """Copy every node before ``graph``'s output into the empty ``new``; returns the output node.
+
+    This is ``Graph.graph_copy`` without ``create_node``'s scan of every argument tree for raw
+    SymInts, which a node of an existing graph has already passed: the scan is 40% of a copy,
+    and prepare and convert each copy the whole model. Names, targets, arguments, types and
+    a shallow copy of each meta dict are carried over exactly as ``graph_copy`` does.
+    """
+    namespace = new._graph_namespace
+    for node in graph.nodes:
+        if node.op == "output":
+            return node
+        name = namespace.create_name(node.name, None)
+        copied = Node(
+            new,
+            name,
+            node.op,
+            node.target,
+            map_arg(node.args, val_map.__getitem__),
+            map_arg(node.kwargs, val_map.__getitem__),
+            node.type,
+        )
+        namespace.associate_name_with_obj(name, copied)
+        new._insert(copied)
+        new._find_nodes_lookup_table.insert(copied)
+        new._len += 1
+        copied.meta = copy.copy(node.meta)
+        val_map[node] = copied
+    raise ValueError("the graph to copy has no output node")
 
 
 def _rekey_annotation(node: Node, val_map: dict[Node, Node]) -> None:

@@ -8,6 +8,7 @@ values can reach ``aminmax``'s result.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -30,7 +31,15 @@ __all__ = [
 ]
 
 
+def _is_cpu_scalar(t: torch.Tensor) -> bool:
+    return t.dim() == 0 and t.device.type == "cpu"
+
+
 def _all_finite(*tensors: torch.Tensor) -> bool:
+    if all(_is_cpu_scalar(t) for t in tensors):
+        # A per-tensor observer's extremes: reading two CPU scalars costs less than the
+        # kernel launches below, once per observed batch.
+        return all(math.isfinite(t.item()) for t in tensors)
     flags = [torch.isfinite(t).all() for t in tensors]
     combined = flags[0]
     for flag in flags[1:]:
@@ -135,10 +144,17 @@ def _uncrossed(new_min: torch.Tensor, new_max: torch.Tensor) -> tuple[torch.Tens
     calibrated", that would give scale 1.0. Crossed finite pairs are swapped back; every
     other value is untouched, and an unseen channel (+inf / -inf) stays unseen.
     """
-    crossed = (new_min > new_max) & torch.isfinite(new_min) & torch.isfinite(new_max)
-    if not bool(crossed.any()):
+    crossed = new_min > new_max
+    if not bool(crossed.any()):  # the usual case: nothing to undo
         return new_min, new_max
+    crossed &= torch.isfinite(new_min) & torch.isfinite(new_max)
     return torch.where(crossed, new_max, new_min), torch.where(crossed, new_min, new_max)
+
+
+def _never_updated(running_min: torch.Tensor, running_max: torch.Tensor) -> bool:
+    if _is_cpu_scalar(running_min):
+        return running_min.item() == math.inf and running_max.item() == -math.inf
+    return bool(running_min == math.inf) and bool(running_max == -math.inf)
 
 
 class MovingAverageMinMaxObserver(MinMaxObserver):
@@ -181,7 +197,7 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
 
     def _update(self, low: torch.Tensor, high: torch.Tensor) -> None:
         running_min, running_max = self.min_val, self.max_val
-        if running_min == float("inf") and running_max == float("-inf"):
+        if _never_updated(running_min, running_max):
             new_min, new_max = low, high
         else:
             c = self.averaging_constant

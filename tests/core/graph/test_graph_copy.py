@@ -64,3 +64,43 @@ def test_copy_gives_bodies_their_own_graphs():
     for name, body in bodies.items():
         assert copied[name] is not body and copied[name].graph is not body.graph
     assert torch.equal(copy(*inputs), gm(*inputs))
+
+
+def _node_summary(graph: torch.fx.Graph) -> list[tuple]:
+    def name_of(value):
+        return value.name if isinstance(value, torch.fx.Node) else value
+
+    return [
+        (
+            n.name,
+            n.op,
+            n.target,
+            torch.fx.node.map_aggregate(n.args, name_of),
+            torch.fx.node.map_aggregate(n.kwargs, name_of),
+            n.type,
+            sorted(n.meta),
+            sorted(u.name for u in n.users),
+        )
+        for n in graph.nodes
+    ]
+
+
+def test_copied_graph_matches_torch_graph_copy_and_stays_editable():
+    """The copy appends nodes without create_node's SymInt scan; it must hold what
+    Graph.graph_copy would (names, args, users, types, meta keys) and be a working graph:
+    node lookups, the name registry and the node count all know the copied nodes."""
+    gm, _ = _exported(ConvWithBNRelu(relu=True))
+    reference = torch.fx.Graph()
+    output = reference.graph_copy(gm.graph, {})
+    reference.output(output).meta = dict(gm.graph.output_node().meta)  # ours keeps it too
+    copied = copy_graph_module(gm).graph
+    assert _node_summary(copied) == _node_summary(reference)
+    assert len(copied.nodes) == len(gm.graph.nodes)
+    for original, new in zip(gm.graph.nodes, copied.nodes, strict=True):
+        assert new.meta is not original.meta and new.meta == original.meta
+    relus = copied.find_nodes(op="call_function", target=torch.ops.aten.relu.default)
+    assert [n.name for n in relus] == ["relu"]
+    with copied.inserting_after(relus[0]):
+        added = copied.call_function(torch.ops.aten.relu.default, (relus[0],))
+    assert added.name not in {n.name for n in gm.graph.nodes}  # the registry knows "relu"
+    copied.lint()
