@@ -32,19 +32,16 @@ __all__ = [
 
 
 def _is_cpu_scalar(t: torch.Tensor) -> bool:
-    return t.dim() == 0 and t.device.type == "cpu"
+    return t.is_cpu and t.dim() == 0
 
 
-def _all_finite(*tensors: torch.Tensor) -> bool:
-    if all(_is_cpu_scalar(t) for t in tensors):
-        # A per-tensor observer's extremes: reading two CPU scalars costs less than the
-        # kernel launches below, once per observed batch.
-        return all(math.isfinite(t.item()) for t in tensors)
-    flags = [torch.isfinite(t).all() for t in tensors]
-    combined = flags[0]
-    for flag in flags[1:]:
-        combined = combined & flag
-    return bool(combined)
+def _all_finite(low: torch.Tensor, high: torch.Tensor) -> bool:
+    """Whether a batch's extremes are finite (aminmax propagates NaN and infinities)."""
+    if _is_cpu_scalar(low) and _is_cpu_scalar(high):
+        # A per-tensor observer's extremes: reading two CPU scalars costs far less than the
+        # kernel launches below, and this runs once per observed batch.
+        return math.isfinite(low.item()) and math.isfinite(high.item())
+    return bool(torch.isfinite(low).all() & torch.isfinite(high).all())
 
 
 def _check_averaging_constant(owner: str, value: Any) -> float:
@@ -144,6 +141,9 @@ def _uncrossed(new_min: torch.Tensor, new_max: torch.Tensor) -> tuple[torch.Tens
     calibrated", that would give scale 1.0. Crossed finite pairs are swapped back; every
     other value is untouched, and an unseen channel (+inf / -inf) stays unseen.
     """
+    if _is_cpu_scalar(new_min) and _is_cpu_scalar(new_max):
+        if new_min.item() <= new_max.item():  # the usual case, read without a kernel launch
+            return new_min, new_max
     crossed = new_min > new_max
     if not bool(crossed.any()):  # the usual case: nothing to undo
         return new_min, new_max
