@@ -29,13 +29,16 @@ and highest per-round ratio, the noise to read the median ratio against. A row r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import cProfile
 import gc
+import io
 import math
 import os
 import pstats
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -362,7 +365,7 @@ def profile(case: Case, top: int) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small models, one round")
     parser.add_argument("--rounds", type=int, default=9, help="most timed rounds per row")
@@ -378,24 +381,28 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads (1: steadier when shared)"
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every configuration in this process (default: each in a fresh one)",
+    )
+    parser.add_argument("--configuration", default=None, help=argparse.SUPPRESS)  # a child's
+    return parser.parse_args()
+
+
+def run_configurations(args: argparse.Namespace, selected: list[Configuration]) -> None:
+    """Measure ``selected`` here; print their rows, then skip notes and profiles as
+    ``skipped ...`` and ``## profile`` blocks (the parent process passes them through)."""
     rounds = (1, 1) if args.quick else (args.min_rounds, max(args.rounds, args.min_rounds))
     torch.set_num_threads(args.threads)
     cache = None if args.uncached else PatternExportCache()
-
-    print(f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
-    print(HEADER)
-    print("|" + "---|" * HEADER.count(" |"))
     rows: list[Row] = []
-    skipped: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for configuration in CONFIGURATIONS:
-            if args.only not in configuration.name:
-                continue
+        for configuration in selected:
             reason = _unavailable(configuration)
             if reason is not None:
-                skipped.append(f"{configuration.name}: {reason}")
+                print(f"skipped {configuration.name}: {reason}", flush=True)
                 continue
             models = configuration.models[-1:] if args.quick else configuration.models
             for model_name in models:
@@ -404,30 +411,92 @@ def main() -> None:
                     row = measure(case, *rounds, args.row_seconds, warm_up=not args.quick)
                 except Exception as error:  # a pipeline that cannot run this pair: say why
                     first_line = str(error).splitlines()[0] if str(error) else ""
-                    skipped.append(
-                        f"{configuration.name} on {model_name}: {type(error).__name__}: "
-                        f"{first_line}"
+                    print(
+                        f"skipped {configuration.name} on {model_name}: "
+                        f"{type(error).__name__}: {first_line}",
+                        flush=True,
                     )
                     continue
                 rows.append(row)
                 print(format_row(row), flush=True)
+        if args.profile:
+            for row in rows:
+                if row.ratio > TARGET:
+                    print(f"\n## profile: {row.case.configuration.name} on {row.case.model_name}")
+                    print(profile(row.case, args.top), flush=True)
+
+
+def _child_command(args: argparse.Namespace, name: str) -> list[str]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--configuration", name]
+    for flag in ("quick", "profile", "uncached"):
+        if getattr(args, flag):
+            command.append(f"--{flag}")
+    for option in ("rounds", "min_rounds", "row_seconds", "batches", "top", "threads"):
+        command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+    return command
+
+
+def main() -> None:
+    args = _arguments()
+    if args.configuration is not None:
+        run_configurations(args, [c for c in CONFIGURATIONS if c.name == args.configuration])
+        return
+    selected = [c for c in CONFIGURATIONS if args.only in c.name]
+    print(f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
+    print(HEADER)
+    print("|" + "---|" * HEADER.count(" |"))
+    outputs: list[list[str]] = []
+    if args.in_process:
+        with contextlib.redirect_stdout(io.StringIO()) as captured:
+            run_configurations(args, selected)
+        outputs.append(captured.getvalue().splitlines())
+        for line in outputs[-1]:
+            if line.startswith("| "):
+                print(line)
+    else:
+        # Each configuration in a fresh interpreter: rows measured late in one long-lived
+        # process (gigabytes of heap from earlier vendors) were several times noisier.
+        for configuration in selected:
+            child = subprocess.run(
+                _child_command(args, configuration.name),
+                stdout=subprocess.PIPE,
+                text=True,
+                check=False,
+            )
+            lines = child.stdout.splitlines()
+            if child.returncode != 0:
+                lines.append(f"skipped {configuration.name}: exit code {child.returncode}")
+            for line in lines:
+                if line.startswith("| "):
+                    print(line, flush=True)
+            outputs.append(lines)
+    rows = [line for lines in outputs for line in _before_profiles(lines) if line.startswith("| ")]
+    ratios = [float(line.split("|")[5].split()[0]) for line in rows]
     print(
         f"\nframework = prepare + convert wall time - the quantizer's own methods; medians over "
         "rounds that alternate which pipeline runs first; spread = lowest-highest per-round "
         f"ratio; ! = above the {TARGET} target. Load average at end {os.getloadavg()[0]:.1f}."
     )
-    if rows:
-        geomean = math.exp(statistics.fmean(math.log(row.ratio) for row in rows))
-        print(f"geometric mean ratio {geomean:.3f} over {len(rows)} rows")
-    for note in skipped:
-        print(f"skipped {note}")
-    if args.profile:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for row in rows:
-                if row.ratio > TARGET:
-                    print(f"\n## profile: {row.case.configuration.name} on {row.case.model_name}")
-                    print(profile(row.case, args.top), flush=True)
+    if ratios:
+        geomean = math.exp(statistics.fmean(math.log(ratio) for ratio in ratios))
+        print(f"geometric mean ratio {geomean:.3f} over {len(ratios)} rows")
+    for lines in outputs:
+        for line in _before_profiles(lines):
+            if line.startswith("skipped "):
+                print(line)
+    for lines in outputs:  # a child's profiles come last in its output
+        profiles = lines[len(_before_profiles(lines)) :]
+        if profiles:
+            print("\n" + "\n".join(profiles))
+
+
+def _before_profiles(lines: list[str]) -> list[str]:
+    """A run's output up to its first ``## profile`` block (rows and skip notes; anything
+    else there is a vendor's own printing)."""
+    for index, line in enumerate(lines):
+        if line.startswith("## profile"):
+            return lines[:index]
+    return lines
 
 
 if __name__ == "__main__":

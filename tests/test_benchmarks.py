@@ -102,14 +102,27 @@ VENDOR_CONFIGURATIONS = {
 def test_bench_vendors_reports_a_ratio_or_a_skip_for_every_configuration():
     pytest.importorskip("torchao")
     pytest.importorskip("executorch")
-    # CoreML's annotator exports ~400 search patterns on its first call: minutes when loaded
-    output = _run("bench_vendors.py", "--quick", timeout=1200)
+    # CoreML's annotator exports ~400 search patterns on its first call: minutes when loaded.
+    # One process for all (the default's fresh process per configuration is checked below).
+    output = _run("bench_vendors.py", "--quick", "--in-process", timeout=1200)
     rows = re.findall(
         rf"^\| ([^|]+?) \| ([^|]+?) \| [^|]+ \| [^|]+ \| {RATIO}(?: !)? \|", output, re.M
     )
-    skipped = set(re.findall(r"^skipped ([^:]+):", output, re.M))
+    # "skipped <configuration>: why" or "skipped <configuration> on <model>: why"
+    skipped = {name.split(" on ")[0] for name in re.findall(r"^skipped ([^:]+):", output, re.M)}
     timed = {configuration for configuration, _, _ in rows}
     assert rows and "xnnpack per-channel" in timed, output
     assert timed | skipped == VENDOR_CONFIGURATIONS and not timed & skipped, output
     for configuration, model, ratio in rows:
         _assert_ratio(ratio, f"{configuration} {model}")
+
+
+@pytest.mark.torchao
+@pytest.mark.executorch
+@pytest.mark.slow
+def test_bench_vendors_runs_each_configuration_in_its_own_process():
+    pytest.importorskip("executorch")
+    output = _run("bench_vendors.py", "--quick", "--only", "vulkan w8 dynamic", timeout=600)
+    rows = re.findall(rf"^\| vulkan w8 dynamic \| [^|]+ \| [^|]+ \| [^|]+ \| {RATIO}", output, re.M)
+    assert len(rows) == 1, output
+    assert "geometric mean ratio" in output, output
