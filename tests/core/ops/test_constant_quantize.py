@@ -1,0 +1,115 @@
+"""Folding quantizes constant weights in place (pt2e_quant.ops.constant_quantize): the integer
+weights must be exactly what the quantized_decomposed op returns (values, dtype, strides),
+and anything the in-place form would compute differently must go back to the op."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pt2e_quant.ops import qdq_ops
+from pt2e_quant.ops.constant_quantize import quantize_constant
+
+RANGES = [
+    (-128, 127, torch.int8),
+    (-127, 127, torch.int8),
+    (0, 255, torch.uint8),
+    (-8, 7, torch.int8),
+    (-32768, 32767, torch.int16),
+    (-(2**31), 2**31 - 1, torch.int32),
+]
+
+
+def _weight(seed: int, shape=(6, 5, 3, 3)) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(shape, generator=g) * 3
+    w.view(-1)[:8] = torch.tensor([0.5, 1.5, -0.5, -2.5, 0.25, 1e-30, 400.0, -400.0])
+    return w
+
+
+def _assert_same(lean: torch.Tensor | None, expected: torch.Tensor) -> None:
+    assert lean is not None
+    assert lean.dtype == expected.dtype and lean.stride() == expected.stride()
+    assert torch.equal(lean, expected)
+
+
+@pytest.mark.parametrize(("quant_min", "quant_max", "dtype"), RANGES)
+@pytest.mark.parametrize("scale", [0.5, 0.1, 1 / 3, 2.0**-10])
+def test_per_tensor_matches_the_op(quant_min, quant_max, dtype, scale):
+    w = _weight(0)
+    args = (w, scale, 3 if quant_min < 0 else 128, quant_min, quant_max, dtype)
+    _assert_same(
+        quantize_constant(qdq_ops.QUANTIZE_PER_TENSOR, args, {}), qdq_ops.QUANTIZE_PER_TENSOR(*args)
+    )
+
+
+@pytest.mark.parametrize(("quant_min", "quant_max", "dtype"), RANGES)
+@pytest.mark.parametrize("axis", [0, 1, 3, -1])
+@pytest.mark.parametrize("scale_dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_per_channel_matches_the_op(quant_min, quant_max, dtype, axis, scale_dtype, transposed):
+    w = _weight(axis + 7)
+    if transposed:  # a non-contiguous weight, as after aten.t / permute
+        w = w.transpose(0, 1)
+    channels = w.shape[axis]
+    g = torch.Generator().manual_seed(1)
+    scales = (torch.rand(channels, generator=g) * 0.2 + 1e-3).to(scale_dtype)
+    zero_points = torch.randint(-3, 4, (channels,), generator=g)
+    if quant_min >= 0:
+        zero_points += 128
+    args = (w, scales, zero_points, axis, quant_min, quant_max, dtype)
+    _assert_same(
+        quantize_constant(qdq_ops.QUANTIZE_PER_CHANNEL, args, {}),
+        qdq_ops.QUANTIZE_PER_CHANNEL(*args),
+    )
+
+
+def test_inputs_the_in_place_form_would_change_go_back_to_the_op():
+    w = _weight(3)
+    scales, zero_points = torch.full((6,), 0.1), torch.zeros(6, dtype=torch.int64)
+    per_channel = qdq_ops.QUANTIZE_PER_CHANNEL
+    # float64 zero points would widen the out-of-place sum; half inputs are upcast by the op
+    assert (
+        quantize_constant(
+            per_channel, (w, scales, zero_points.double(), 0, -128, 127, torch.int8), {}
+        )
+        is None
+    )
+    assert (
+        quantize_constant(
+            qdq_ops.QUANTIZE_PER_TENSOR, (w.half(), 0.1, 0, -128, 127, torch.int8), {}
+        )
+        is None
+    )
+    # a range the dtype cannot hold, an axis that does not exist: the op raises its own error
+    assert (
+        quantize_constant(per_channel, (w, scales, zero_points, 0, -128, 300, torch.int8), {})
+        is None
+    )
+    assert (
+        quantize_constant(per_channel, (w, scales, zero_points, 4, -128, 127, torch.int8), {})
+        is None
+    )
+    # keyword arguments and other ops are not handled here
+    assert (
+        quantize_constant(
+            per_channel, (w, scales, zero_points, 0, -128, 127), {"dtype": torch.int8}
+        )
+        is None
+    )
+    assert (
+        quantize_constant(qdq_ops.DEQUANTIZE_PER_TENSOR, (w, 0.1, 0, -128, 127, torch.int8), {})
+        is None
+    )
+
+
+def test_the_weight_itself_is_never_written():
+    w = _weight(5)
+    before = w.clone()
+    quantize_constant(qdq_ops.QUANTIZE_PER_TENSOR, (w, 0.1, 0, -128, 127, torch.int8), {})
+    quantize_constant(
+        qdq_ops.QUANTIZE_PER_CHANNEL,
+        (w, torch.full((6,), 0.1), torch.zeros(6, dtype=torch.int64), 0, -128, 127, torch.int8),
+        {},
+    )
+    assert torch.equal(w, before)
