@@ -32,6 +32,7 @@ from pt2e_quant.contract.specs import (
     is_per_channel,
 )
 from pt2e_quant.errors import AnnotationError, graph_context, warn_user
+from pt2e_quant.observer.stock import stock_observer
 from pt2e_quant.ops.decomposed_kernels import QUANTIZE_INPUT_DTYPES
 from pt2e_quant.ops.qdq_ops import is_quantized_dtype
 
@@ -73,8 +74,6 @@ def _ctor_kwargs(spec: QuantizationSpec) -> dict[str, Any]:
 
 
 def _build_plain(spec: QuantizationSpec) -> torch.nn.Module:
-    from pt2e_quant.observer.stock import stock_observer
-
     ctor = spec.observer_or_fake_quant_ctr
     kwargs = _ctor_kwargs(spec)
     stand_in = stock_observer(ctor, frozenset(kwargs))
