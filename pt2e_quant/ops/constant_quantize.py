@@ -37,6 +37,7 @@ def _per_tensor(
 ) -> Tensor | None:
     if x.dtype != torch.float32 or not isinstance(zero_point, int):
         return None
+    check_bounds(quant_min, quant_max, dtype)
     scaled = x * (1.0 / scale)
     return _round_shift_clamp(scaled, zero_point, quant_min, quant_max).to(dtype)
 
@@ -52,6 +53,7 @@ def _per_channel(
 ) -> Tensor | None:
     if x.dtype != torch.float32 or not -x.dim() <= axis < x.dim():
         return None
+    check_bounds(quant_min, quant_max, dtype)
     order = list(range(x.dim()))
     order[axis], order[0] = 0, axis
     moved = x.permute(order)
@@ -65,9 +67,36 @@ def _per_channel(
     return quantized.permute(order).to(dtype)
 
 
+def _per_channel_group(
+    x: Tensor,
+    scales: Tensor,
+    zero_points: Tensor,
+    quant_min: int,
+    quant_max: int,
+    dtype: torch.dtype,
+    group_size: int = 128,
+) -> Tensor | None:
+    """Groups of ``group_size`` input columns, one (scale, zero point) each. torch's op adds
+    the zero point *before* rounding (unlike the per-tensor and per-channel ops): so does this."""
+    if x.dtype != torch.float32 or x.dim() != 2 or group_size <= 1:
+        return None
+    check_bounds(quant_min, quant_max, dtype)
+    if group_size > x.shape[-1] and scales.shape[-1] == 1:
+        group_size = x.shape[-1]
+    if x.shape[-1] % group_size != 0:
+        return None
+    scaled = x.reshape(-1, group_size).mul(1.0 / scales.reshape(-1, 1))
+    zero_points = zero_points.reshape(-1, 1)
+    if torch.result_type(scaled, zero_points) != scaled.dtype or bool(scaled.isnan().any()):
+        return None  # a wider sum out of place; NaN weights, which the op refuses
+    scaled.add_(zero_points).round_().clamp_(quant_min, quant_max)
+    return scaled.to(dtype).reshape_as(x)
+
+
 _LEAN: dict[Any, Callable[..., Tensor | None]] = {
     qdq_ops.QUANTIZE_PER_TENSOR: _per_tensor,
     qdq_ops.QUANTIZE_PER_CHANNEL: _per_channel,
+    qdq_ops.QUANTIZE_PER_CHANNEL_GROUP: _per_channel_group,
 }
 
 
@@ -78,7 +107,6 @@ def quantize_constant(op: Any, args: tuple, kwargs: dict) -> Tensor | None:
     if lean is None or kwargs or not args or not isinstance(args[0], Tensor):
         return None
     try:
-        check_bounds(*args[-3:])  # quant_min, quant_max, dtype: as the op checks them
         return lean(*args)
     except (AssertionError, TypeError, ValueError, RuntimeError, IndexError):
         return None  # the op raises its own error for arguments it rejects

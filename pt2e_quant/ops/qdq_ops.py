@@ -24,6 +24,7 @@ QUANTIZE_PER_CHANNEL = _qd.quantize_per_channel.default
 DEQUANTIZE_PER_TENSOR = _qd.dequantize_per_tensor.default
 DEQUANTIZE_PER_TENSOR_DYNAMIC = _qd.dequantize_per_tensor.tensor
 DEQUANTIZE_PER_CHANNEL = _qd.dequantize_per_channel.default
+QUANTIZE_PER_CHANNEL_GROUP = _qd.quantize_per_channel_group.default
 CHOOSE_QPARAMS = _qd.choose_qparams.tensor
 CHOOSE_QPARAMS_SYMMETRIC = _qd.choose_qparams_symmetric.tensor
 CONVERT_ELEMENT_TYPE = _qd.convert_element_type.no_fuse

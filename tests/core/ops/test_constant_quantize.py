@@ -113,3 +113,40 @@ def test_the_weight_itself_is_never_written():
         {},
     )
     assert torch.equal(w, before)
+
+
+GROUP_RANGES = [(-8, 7, torch.int8), (-128, 127, torch.int8), (0, 15, torch.uint8)]
+
+
+@pytest.mark.parametrize(("quant_min", "quant_max", "dtype"), GROUP_RANGES)
+@pytest.mark.parametrize("group_size", [2, 16, 32, 64])
+@pytest.mark.parametrize("zero_dtype", [torch.int8, torch.int64, torch.float32])
+def test_per_channel_group_matches_the_op(quant_min, quant_max, dtype, group_size, zero_dtype):
+    """The group op adds the zero point before rounding; ties and float zero points included."""
+    w = _weight(group_size, shape=(8, 64))
+    g = torch.Generator().manual_seed(group_size)
+    scales = torch.rand(8, 64 // group_size, generator=g) * 0.3 + 0.01
+    zero_points = torch.randint(-2, 3, scales.shape, generator=g).to(zero_dtype)
+    if quant_min >= 0:
+        zero_points = zero_points + 8
+    if zero_dtype.is_floating_point:
+        zero_points = zero_points + 0.5  # a tie before rounding
+    args = (w, scales, zero_points, quant_min, quant_max, dtype, group_size)
+    op = qdq_ops.QUANTIZE_PER_CHANNEL_GROUP
+    _assert_same(quantize_constant(op, args, {}), op(*args))
+
+
+def test_per_channel_group_declines_what_the_op_refuses():
+    op = qdq_ops.QUANTIZE_PER_CHANNEL_GROUP
+    w = _weight(9, shape=(4, 32))
+    scales, zero_points = torch.full((4, 1), 0.1), torch.zeros(4, 1, dtype=torch.int8)
+    nan = w.clone()
+    nan[0, 0] = float("nan")
+    assert quantize_constant(op, (nan, scales, zero_points, -8, 7, torch.int8, 32), {}) is None
+    assert quantize_constant(op, (w, scales, zero_points, -8, 7, torch.int8, 1), {}) is None
+    bad_groups = (w, torch.full((4, 3), 0.1), torch.zeros(4, 3), -8, 7, torch.int8, 12)
+    assert quantize_constant(op, bad_groups, {}) is None
+    assert (
+        quantize_constant(op, (w.reshape(2, 2, 32), scales, zero_points, -8, 7, torch.int8, 32), {})
+        is None
+    )
