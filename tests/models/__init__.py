@@ -3,6 +3,8 @@
 * :mod:`tests.models.seed_models`: tiny exact architectures whose node counts tests assert.
 * :mod:`tests.models.zoo`: scaled-down real architectures (ResNet, MobileNet, EfficientNet,
   transformer, LSTM, ...) and the :data:`ZOO` registry.
+* :mod:`tests.models.zoo_decoder`: a Llama-style decoder (RMSNorm, rotary, grouped-query SDPA
+  attention, SwiGLU, tied lm_head) for the LLM quantization schemes.
 * :mod:`tests.models.control_flow`: models with no_grad / cond / scan / while_loop bodies.
 * :mod:`tests.models.xnnpack_patterns`, :mod:`tests.models.x86_patterns`: one model per rule
   of each backend; :mod:`tests.models.edge_cases`, :mod:`tests.models.reentrant`,
