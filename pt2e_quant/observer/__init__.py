@@ -22,6 +22,7 @@ from pt2e_quant.observer.base import (
     UniformQuantizationObserverBase,
     UnsupportedObserverConfigError,
 )
+from pt2e_quant.observer.granular import PerGroupMinMaxObserver, PerTokenDynamicObserver
 from pt2e_quant.observer.histogram import HistogramObserver
 from pt2e_quant.observer.minmax import (
     MinMaxObserver,
@@ -43,6 +44,8 @@ __all__ = [
     "PerChannelMinMaxObserver",
     "MovingAveragePerChannelMinMaxObserver",
     "HistogramObserver",
+    "PerGroupMinMaxObserver",
+    "PerTokenDynamicObserver",
     "PlaceholderObserver",
     "FixedQParamsObserver",
     "DerivedObserverOrFakeQuantize",

@@ -9,7 +9,10 @@ Static per-tensor (Python float scale, int zero point, as Inductor and ExecuTorc
 Per-channel observers keep scale / zero point as buffers (``_scale_0``, ``_zero_point_0``) read
 by get_attr; dynamic observers become ``choose_qparams.tensor -> quantize_per_tensor.tensor ->
 dequantize_per_tensor.tensor``; float16 observers become a cast to fp16 and back to the value's
-dtype; other float observers (e.g. a float32 placeholder for a bias) disappear.
+dtype; other float observers (e.g. a float32 placeholder for a bias) disappear. The LLM
+granularities: a per-group weight observer becomes ``quantize/dequantize_per_channel_group``
+with (rows, groups) scale buffers, a per-token observer ``choose_qparams_per_token_asymmetric
+-> quantize_per_token -> dequantize_per_token``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pt2e_quant.contract.specs import is_per_channel
 from pt2e_quant.errors import warn_user
 from pt2e_quant.fake_quantize import is_observer_or_fake_quant
 from pt2e_quant.graph.node_meta import copy_debug_handle
+from pt2e_quant.observer.granular import PerGroupMinMaxObserver, PerTokenDynamicObserver
 from pt2e_quant.ops import qdq_ops
 
 __all__ = ["replace_observers", "UncalibratedObserverWarning", "observer_saw_data"]
@@ -81,6 +85,10 @@ class _Replacer:
         with self.graph.inserting_before(node):
             if dtype == torch.float16:
                 out = self._cast_round_trip(node)
+            elif isinstance(module, PerTokenDynamicObserver):
+                out = self._per_token(node, dtype)
+            elif isinstance(module, PerGroupMinMaxObserver):
+                out = self._per_group(node, module, dtype)
             elif is_dynamic and qdq_ops.is_quantized_dtype(dtype):
                 out = self._dynamic(node, module, dtype)
             elif qdq_ops.is_quantized_dtype(dtype):
@@ -135,6 +143,38 @@ class _Replacer:
         q = self.graph.call_function(qdq_ops.QUANTIZE_PER_TENSOR_DYNAMIC, (x, *qparams))
         return self.graph.call_function(
             qdq_ops.DEQUANTIZE_PER_TENSOR_DYNAMIC, (q, *qparams), self._dq_kwargs(x)
+        )
+
+    def _per_group(self, node: Node, module: torch.nn.Module, dtype: torch.dtype) -> Node:
+        """One (scale, zero point) per group of input columns; the scales are buffers of
+        shape (rows, groups), the layout the group ops and XNNPACK's 4-bit kernels take."""
+        if not observer_saw_data(module):
+            self.uncalibrated.append(str(node.args[0]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # we report uncalibrated observers once, by name
+            scale, zero_point = module.calculate_qparams()
+        x = node.args[0]
+        scale_node = self.new_buffer("_scale_", scale)
+        zp_node = self.new_buffer("_zero_point_", zero_point)
+        plain = qdq_ops.to_plain_dtype(dtype)
+        qparams = (scale_node, zp_node, module.quant_min, module.quant_max, plain)
+        size = int(module.group_size)
+        q = self.graph.call_function(qdq_ops.QUANTIZE_PER_CHANNEL_GROUP, (x, *qparams, size))
+        return self.graph.call_function(
+            qdq_ops.DEQUANTIZE_PER_CHANNEL_GROUP, (q, *qparams, size, self._value_dtype(x))
+        )
+
+    def _per_token(self, node: Node, dtype: torch.dtype) -> Node:
+        """Qparams chosen per token at run time, as XNNPACK's dynamic linear expects."""
+        x = node.args[0]
+        plain = qdq_ops.to_plain_dtype(dtype)
+        chosen = self.graph.call_function(qdq_ops.CHOOSE_QPARAMS_PER_TOKEN_ASYMMETRIC, (x, plain))
+        scale = self.graph.call_function(operator.getitem, (chosen, 0))
+        zero_point = self.graph.call_function(operator.getitem, (chosen, 1))
+        qparams = (scale, zero_point, -128, 127, plain)
+        q = self.graph.call_function(qdq_ops.QUANTIZE_PER_TOKEN, (x, *qparams))
+        return self.graph.call_function(
+            qdq_ops.DEQUANTIZE_PER_TOKEN, (q, *qparams, self._value_dtype(x))
         )
 
     def _cast_round_trip(self, node: Node) -> Node:

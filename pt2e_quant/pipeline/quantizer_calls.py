@@ -25,9 +25,29 @@ class QuantizerError(QuantizationError, RuntimeError):
     """The quantizer's own code raised while prepare called it."""
 
 
+#: phases a quantizer may leave out, and what the Quantizer base class does for them
+_OPTIONAL_PHASES: dict[str, Callable[..., Any]] = {
+    "transform_for_annotation": lambda model: model,
+    "validate": lambda model: None,
+    "prepare_obs_or_fq_callback": lambda model, mapping: None,
+}
+
+
 def call_quantizer(quantizer: Any, phase: str, api: str, *args: Any) -> Any:
-    """``quantizer.<phase>(*args)`` with the collector resumed; failures name who and where."""
-    method: Callable[..., Any] = getattr(quantizer, phase)
+    """``quantizer.<phase>(*args)`` with the collector resumed; failures name who and where.
+
+    A quantizer that does not subclass a Quantizer base may leave out the phases the base
+    class implements as no-ops; those behave as the base class's would.
+    """
+    method: Callable[..., Any] | None = getattr(quantizer, phase, None)
+    if method is None:
+        if phase in _OPTIONAL_PHASES:
+            return _OPTIONAL_PHASES[phase](*args)
+        raise TypeError(
+            f"{api}: {describe_quantizer(quantizer)} has no {phase}() method, so it is not a "
+            "quantizer; pass a pt2e_quant (or torchao) Quantizer subclass, which implements "
+            "annotate(model)"
+        )
     try:
         with gc_resumed():
             return method(*args)

@@ -1,0 +1,148 @@
+"""Observers for the LLM granularities: per-group weights and per-token dynamic activations.
+
+LLM schemes do not fit torch's qschemes. Weights get one (scale, zero point) per group of
+``group_size`` consecutive input columns of each output row ("int4 with groups of 32"), and
+activations are quantized dynamically with one (scale, zero point) per token, i.e. per row of
+the last dimension. convert turns these observers into the ``quantized_decomposed`` ops
+XNNPACK's partitioner and Inductor match: ``quantize/dequantize_per_channel_group`` on the
+weight (the quantize folded into an int8 constant) and ``choose_qparams_per_token_asymmetric ->
+quantize_per_token -> dequantize_per_token`` on the activation.
+
+A group's qparams are a channel's qparams over that group's values, so
+:class:`PerGroupMinMaxObserver` is the per-channel min/max observer looking at the weight as
+``(rows, groups, group_size)``: the same arithmetic, hence the same scales as torchao's
+min/max symmetric per-group configuration (``amax / 7.5`` for int4).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import torch
+
+from pt2e_quant.errors import SpecError
+from pt2e_quant.observer.base import _EPS_F32
+from pt2e_quant.observer.minmax import PerChannelMinMaxObserver
+from pt2e_quant.observer.passthrough import PlaceholderObserver
+
+__all__ = ["PerGroupMinMaxObserver", "PerTokenDynamicObserver", "valid_group_sizes"]
+
+
+def valid_group_sizes(columns: int) -> list[int]:
+    """The group sizes a weight with ``columns`` input columns accepts (divisors above 1)."""
+    return [size for size in range(2, columns + 1) if columns % size == 0]
+
+
+class PerGroupMinMaxObserver(PerChannelMinMaxObserver):
+    """Min/max per group of ``group_size`` input columns of each output row of a 2-D weight.
+
+    Statistics are kept as ``(rows, columns // group_size)``, the shape of the scales
+    ``dequantize_per_channel_group`` takes. A weight whose column count ``group_size`` does
+    not divide is refused with the sizes that would work. ``ch_axis`` must be the rows (0):
+    groups run along the input features, which is what per-group kernels expect.
+    """
+
+    def __init__(
+        self,
+        group_size: int = 32,
+        ch_axis: int | None = 0,
+        dtype: torch.dtype | None = torch.int8,
+        qscheme: torch.qscheme | None = torch.per_channel_symmetric,
+        reduce_range: bool = False,
+        quant_min: int | None = None,
+        quant_max: int | None = None,
+        factory_kwargs: dict[str, Any] | None = None,
+        eps: float | None = _EPS_F32,
+        is_dynamic: bool | None = False,
+    ) -> None:
+        owner = type(self).__name__
+        if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral):
+            raise SpecError(f"{owner}: group_size must be an int, got {group_size!r}")
+        if group_size < 2:
+            raise SpecError(f"{owner}: group_size={group_size} must be at least 2")
+        if ch_axis not in (None, 0, -2):
+            raise SpecError(
+                f"{owner}: ch_axis={ch_axis}: groups run along the input columns of each "
+                "output row, so ch_axis must be 0 (the rows of a (out, in) weight)"
+            )
+        super().__init__(
+            ch_axis=0,
+            dtype=dtype,
+            qscheme=qscheme,
+            reduce_range=reduce_range,
+            quant_min=quant_min,
+            quant_max=quant_max,
+            factory_kwargs=factory_kwargs,
+            eps=eps,
+            is_dynamic=is_dynamic,
+        )
+        self.group_size = int(group_size)
+
+    def _rows(self, x_orig: torch.Tensor) -> torch.Tensor:
+        x = x_orig.detach()
+        owner = type(self).__name__
+        if x.dim() != 2:
+            raise SpecError(
+                f"{owner}: per-group quantization takes a 2-D (out_features, in_features) "
+                f"weight, got shape {tuple(x.shape)}"
+            )
+        columns = x.shape[1]
+        if columns % self.group_size:
+            raise SpecError(
+                f"{owner}: group_size={self.group_size} does not divide the weight's "
+                f"{columns} input columns (shape {tuple(x.shape)}); valid group sizes: "
+                f"{valid_group_sizes(columns)}"
+            )
+        return x.to(self.min_val.dtype).reshape(-1, self.group_size)
+
+    def _batch_extremes(
+        self, x_orig: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        extremes = super()._batch_extremes(x_orig)
+        if extremes is None:
+            return None
+        grid = (x_orig.shape[0], x_orig.shape[1] // self.group_size)
+        low, high, seen = extremes
+        return low.reshape(grid), high.reshape(grid), None if seen is None else seen.reshape(grid)
+
+    def extra_repr(self) -> str:
+        return f"group_size={self.group_size}, " + super().extra_repr()
+
+
+class PerTokenDynamicObserver(PlaceholderObserver):
+    """Marks an activation for dynamic quantization with one (scale, zero point) per token.
+
+    Nothing is observed: convert emits ``choose_qparams_per_token_asymmetric``, whose range is
+    fixed at int8 -128..127 (XNNPACK's), so that is the only range accepted.
+    """
+
+    def __init__(
+        self,
+        dtype: torch.dtype | None = torch.int8,
+        quant_min: int | None = -128,
+        quant_max: int | None = 127,
+        qscheme: torch.qscheme | None = torch.per_tensor_affine,
+        eps: float | None = None,
+        is_dynamic: bool | None = True,
+    ) -> None:
+        owner = type(self).__name__
+        dtype = torch.int8 if dtype is None else dtype
+        quant_min = -128 if quant_min is None else quant_min
+        quant_max = 127 if quant_max is None else quant_max
+        if (dtype, quant_min, quant_max) != (torch.int8, -128, 127):
+            raise SpecError(
+                f"{owner}: per-token dynamic quantization is int8 -128..127 "
+                f"(choose_qparams_per_token_asymmetric's range), got {dtype} "
+                f"{quant_min}..{quant_max}"
+            )
+        if is_dynamic is False:
+            raise SpecError(f"{owner}: per-token quantization is dynamic; use is_dynamic=True")
+        super().__init__(
+            dtype=dtype,
+            quant_min=quant_min,
+            quant_max=quant_max,
+            qscheme=qscheme,
+            eps=eps,
+            is_dynamic=True,
+        )

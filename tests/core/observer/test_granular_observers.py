@@ -1,0 +1,146 @@
+"""Per-group weight and per-token activation observers (pt2e_quant/observer/granular.py) and
+what convert makes of them: the group / token ops XNNPACK's partitioner matches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import pt2e_quant
+from pt2e_quant import QuantizationAnnotation, QuantizationSpec
+from pt2e_quant.contract.annotation import ANNOTATION_KEY
+from pt2e_quant.errors import SpecError
+from pt2e_quant.observer import PerGroupMinMaxObserver, PerTokenDynamicObserver
+from pt2e_quant.ops import qdq_ops
+
+aten = torch.ops.aten
+
+
+def _int4_observer(group_size: int = 32) -> PerGroupMinMaxObserver:
+    return PerGroupMinMaxObserver(
+        group_size=group_size, dtype=torch.int8, quant_min=-8, quant_max=7
+    )
+
+
+def test_group_scales_are_amax_over_seven_and_a_half_per_group():
+    torch.manual_seed(0)
+    weight = torch.randn(6, 64)
+    observer = _int4_observer()
+    observer(weight)
+    scale, zero_point = observer.calculate_qparams()
+    expected = weight.reshape(6, 2, 32).abs().amax(-1) / 7.5
+    assert scale.shape == zero_point.shape == (6, 2)
+    assert torch.equal(scale, expected) and not zero_point.any()
+
+
+def test_group_statistics_survive_a_state_dict_round_trip():
+    observer = _int4_observer(16)
+    observer(torch.randn(4, 32))
+    restored = _int4_observer(16)
+    restored.load_state_dict(observer.state_dict())
+    assert torch.equal(restored.calculate_qparams()[0], observer.calculate_qparams()[0])
+
+
+def test_non_finite_weights_are_dropped_per_group():
+    weight = torch.ones(2, 8)
+    weight[0, 0] = float("nan")
+    observer = _int4_observer(4)
+    with pytest.warns(UserWarning):
+        observer(weight)
+    assert torch.equal(observer.calculate_qparams()[0], torch.full((2, 2), 1 / 7.5))
+
+
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [
+        ((6, 40), r"does not divide .* 40 input columns .*\[2, 4, 5, 8, 10, 20, 40\]"),
+        ((2, 3, 32), "2-D"),
+    ],
+)
+def test_weights_the_group_size_cannot_split_are_refused(shape, match):
+    with pytest.raises(SpecError, match=match):
+        _int4_observer()(torch.randn(shape))
+
+
+def test_bad_configurations_are_refused():
+    with pytest.raises(SpecError, match="at least 2"):
+        PerGroupMinMaxObserver(group_size=1)
+    with pytest.raises(SpecError, match="ch_axis must be 0"):
+        PerGroupMinMaxObserver(ch_axis=1)
+    with pytest.raises(SpecError, match="int8 -128..127"):
+        PerTokenDynamicObserver(dtype=torch.uint8, quant_min=0, quant_max=255)
+
+
+class _OneLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64, 32)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+class _EightDaFourW:
+    """Annotates every linear: per-token dynamic int8 input, int4 per-group weight."""
+
+    def __init__(self, group_size: int = 32) -> None:
+        self.activation = QuantizationSpec(
+            dtype=torch.int8,
+            quant_min=-128,
+            quant_max=127,
+            qscheme=torch.per_tensor_affine,
+            is_dynamic=True,
+            observer_or_fake_quant_ctr=PerTokenDynamicObserver,
+        )
+        self.weight = QuantizationSpec(
+            dtype=torch.int8,
+            quant_min=-8,
+            quant_max=7,
+            qscheme=torch.per_channel_symmetric,
+            ch_axis=0,
+            observer_or_fake_quant_ctr=PerGroupMinMaxObserver.with_args(group_size=group_size),
+        )
+
+    def transform_for_annotation(self, model):
+        return model
+
+    def annotate(self, model):
+        for node in model.graph.nodes:
+            if node.target == aten.linear.default:
+                node.meta[ANNOTATION_KEY] = QuantizationAnnotation(
+                    {node.args[0]: self.activation, node.args[1]: self.weight}, _annotated=True
+                )
+        return model
+
+    def validate(self, model):
+        pass
+
+
+def test_convert_emits_the_group_and_token_ops_with_their_schemas():
+    torch.manual_seed(0)
+    model = _OneLinear().eval()
+    x = torch.randn(2, 5, 64)
+    exported = torch.export.export(model, (x,)).module()
+    prepared = pt2e_quant.prepare_pt2e(exported, _EightDaFourW())
+    prepared(x)
+    converted = pt2e_quant.convert_pt2e(prepared, fold_quantize=False)
+    calls = {n.target: n for n in converted.graph.nodes if n.op == "call_function"}
+    for op in (
+        qdq_ops.CHOOSE_QPARAMS_PER_TOKEN_ASYMMETRIC,
+        qdq_ops.QUANTIZE_PER_TOKEN,
+        qdq_ops.DEQUANTIZE_PER_TOKEN,
+        qdq_ops.QUANTIZE_PER_CHANNEL_GROUP,
+        qdq_ops.DEQUANTIZE_PER_CHANNEL_GROUP,
+    ):
+        assert op in calls, op
+    group_dq = calls[qdq_ops.DEQUANTIZE_PER_CHANNEL_GROUP]
+    assert group_dq.args[3:] == (-8, 7, torch.int8, 32, torch.float32)
+    token_dq = calls[qdq_ops.DEQUANTIZE_PER_TOKEN]
+    assert token_dq.args[3:] == (-128, 127, torch.int8, torch.float32)
+    linear = calls[aten.linear.default]
+    assert linear.args[0] is token_dq and linear.args[1] is group_dq
+    # int4 weights, int8 tokens: close to the float model, not equal to it
+    expected = model(x)
+    error = (converted(x) - expected).abs().max()
+    assert 0 < error < 0.1 * expected.abs().max()
