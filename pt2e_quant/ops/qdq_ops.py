@@ -47,6 +47,8 @@ QUANTIZE_OPS: frozenset = frozenset(
         QUANTIZE_PER_TENSOR_DYNAMIC,
         _qd.quantize_per_tensor.tensor2,
         QUANTIZE_PER_CHANNEL,
+        QUANTIZE_PER_CHANNEL_GROUP,
+        QUANTIZE_PER_TOKEN,
     }
 )
 DEQUANTIZE_OPS: frozenset = frozenset(
@@ -55,9 +57,13 @@ DEQUANTIZE_OPS: frozenset = frozenset(
         DEQUANTIZE_PER_TENSOR_DYNAMIC,
         _qd.dequantize_per_tensor.tensor2,
         DEQUANTIZE_PER_CHANNEL,
+        DEQUANTIZE_PER_CHANNEL_GROUP,
+        DEQUANTIZE_PER_TOKEN,
     }
 )
-CHOOSE_QPARAMS_OPS: frozenset = frozenset({CHOOSE_QPARAMS, CHOOSE_QPARAMS_SYMMETRIC})
+CHOOSE_QPARAMS_OPS: frozenset = frozenset(
+    {CHOOSE_QPARAMS, CHOOSE_QPARAMS_SYMMETRIC, CHOOSE_QPARAMS_PER_TOKEN_ASYMMETRIC}
+)
 
 #: choose_qparams overload per activation qscheme, for dynamic quantization.
 CHOOSE_QPARAMS_FOR_QSCHEME = {
@@ -95,12 +101,12 @@ def _is_call_to(node: object, ops: frozenset) -> bool:
 
 
 def is_quantize(node: object) -> bool:
-    """True for a quantize_per_tensor / quantize_per_channel call."""
+    """True for a quantize call: per tensor, per channel, per channel group or per token."""
     return _is_call_to(node, QUANTIZE_OPS)
 
 
 def is_dequantize(node: object) -> bool:
-    """True for a dequantize_per_tensor / dequantize_per_channel call."""
+    """True for a dequantize call: per tensor, per channel, per channel group or per token."""
     return _is_call_to(node, DEQUANTIZE_OPS)
 
 

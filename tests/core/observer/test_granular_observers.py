@@ -144,3 +144,26 @@ def test_convert_emits_the_group_and_token_ops_with_their_schemas():
     expected = model(x)
     error = (converted(x) - expected).abs().max()
     assert 0 < error < 0.1 * expected.abs().max()
+
+
+def test_fold_quantize_stores_int4_groups_and_keeps_only_their_dequantize():
+    """The group quantize of a weight is folded into an int8 constant holding -8..7, equal to
+    what the op computes; the per-token chain stays (its qparams are chosen at run time)."""
+    torch.manual_seed(0)
+    model = _OneLinear().eval()
+    x = torch.randn(2, 5, 64)
+    exported = torch.export.export(model, (x,)).module()
+    prepared = pt2e_quant.prepare_pt2e(exported, _EightDaFourW())
+    prepared(x)
+    unfolded = pt2e_quant.convert_pt2e(prepared, fold_quantize=False)
+    folded = pt2e_quant.convert_pt2e(prepared)
+    targets = [n.target for n in folded.graph.nodes if n.op == "call_function"]
+    assert qdq_ops.QUANTIZE_PER_CHANNEL_GROUP not in targets
+    assert targets.count(qdq_ops.QUANTIZE_PER_TOKEN) == 1
+    group_dq = next(
+        n for n in folded.graph.nodes if n.target == qdq_ops.DEQUANTIZE_PER_CHANNEL_GROUP
+    )
+    stored = getattr(folded, str(group_dq.args[0].target))
+    assert stored.dtype == torch.int8 and stored.shape == (32, 64)
+    assert int(stored.min()) >= -8 and int(stored.max()) <= 7
+    assert torch.equal(folded(x), unfolded(x))
