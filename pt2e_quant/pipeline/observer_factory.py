@@ -31,10 +31,12 @@ from pt2e_quant.contract.specs import (
     QuantizationSpecBase,
     is_per_channel,
 )
-from pt2e_quant.errors import AnnotationError, graph_context, warn_user
+from pt2e_quant.errors import AnnotationError, SpecError, graph_context, warn_user
+from pt2e_quant.graph.constants import foldable_constant_nodes
 from pt2e_quant.observer.stock import stock_observer
 from pt2e_quant.ops.decomposed_kernels import QUANTIZE_INPUT_DTYPES
 from pt2e_quant.ops.qdq_ops import is_quantized_dtype
+from pt2e_quant.pipeline.granularity_checks import check_granularity
 
 __all__ = ["build_observers", "observer_class_of"]
 
@@ -202,13 +204,22 @@ def _check_value_dtypes(group: SharingGroup) -> None:
 
 
 class _Builder:
-    def __init__(self, plan: SharingPlan, is_qat: bool) -> None:
+    def __init__(self, gm: GraphModule, plan: SharingPlan, is_qat: bool, who: str) -> None:
+        self.gm = gm
         self.plan = plan
         self.is_qat = is_qat
+        self.who = who
+        self._constants: set | None = None
         self.built: dict[int, torch.nn.Module] = {}
         self.in_progress: set[int] = set()
         #: foreign specs of the other training kind: the class they build -> where
         self.mixed_kind: dict[str, list[str]] = {}
+
+    def constants(self) -> set:
+        """The graph's constant nodes (weights and what is computed from them alone)."""
+        if self._constants is None:
+            self._constants = foldable_constant_nodes(self.gm)
+        return self._constants
 
     def for_group(self, group: SharingGroup) -> torch.nn.Module:
         key = id(group)
@@ -232,7 +243,15 @@ class _Builder:
         if isinstance(spec, FixedQParamsQuantizationSpec):
             return _build_fixed(spec, self.is_qat)
         if isinstance(spec, QuantizationSpec):
-            module = _build_plain(spec)
+            try:
+                module = _build_plain(spec)
+            except SpecError as error:
+                raise AnnotationError(
+                    f"{self.who}: the spec on the {describe_edge_or_node(group.members[0])} "
+                    f"cannot build its observer: {error}\n"
+                    + graph_context(_anchor_node(group.members[0]))
+                ) from error
+            check_granularity(module, group.members, self.constants, self.who)
             if _check_training_kind(module, spec, self.is_qat, group.members[0]):
                 places = self.mixed_kind.setdefault(type(module).__name__, [])
                 places.append(describe_edge_or_node(group.members[0]))
@@ -263,7 +282,7 @@ def build_observers(
 ) -> dict[EdgeOrNode, torch.nn.Module]:
     """One observer (PTQ) or fake-quant (QAT) per group, mapped from every member;
     ``who`` (the quantizer, described) is named in warnings."""
-    builder = _Builder(plan, is_qat)
+    builder = _Builder(gm, plan, is_qat, who)
     device = _model_device(gm)
     mapping: dict[EdgeOrNode, torch.nn.Module] = {}
     for group in plan.groups:

@@ -167,3 +167,59 @@ def test_fold_quantize_stores_int4_groups_and_keeps_only_their_dequantize():
     assert stored.dtype == torch.int8 and stored.shape == (32, 64)
     assert int(stored.min()) >= -8 and int(stored.max()) <= 7
     assert torch.equal(folded(x), unfolded(x))
+
+
+class _Configurable(_EightDaFourW):
+    def __init__(self, group_size: int = 32, weight_node=None, static_tokens=False) -> None:
+        super().__init__(group_size)
+        self.weight_node = weight_node
+        if static_tokens:
+            self.activation = QuantizationSpec(
+                dtype=torch.int8,
+                quant_min=-128,
+                quant_max=127,
+                qscheme=torch.per_tensor_affine,
+                observer_or_fake_quant_ctr=PerTokenDynamicObserver,
+            )
+
+    def annotate(self, model):
+        super().annotate(model)
+        if self.weight_node:  # the per-group spec on the activation instead
+            for node in model.graph.nodes:
+                if node.target == aten.linear.default:
+                    node.meta[ANNOTATION_KEY] = QuantizationAnnotation(
+                        {node.args[0]: self.weight}, _annotated=True
+                    )
+        return model
+
+
+@pytest.mark.parametrize(
+    ("quantizer", "match"),
+    [
+        (
+            _Configurable(group_size=24),
+            r"groups of 24 .* 64 .*valid group sizes for it: \[2, 4, 8, 16, 32, 64\]",
+        ),
+        (_Configurable(weight_node=True), r"per-group spec .* \('x' is not a weight\)"),
+        (_Configurable(static_tokens=True), r"edge 'x' -> 'linear' cannot build .*is_dynamic=True"),
+    ],
+    ids=["group-size", "activation", "static-token"],
+)
+def test_granularity_mistakes_fail_at_prepare_naming_the_node(quantizer, match):
+    exported = torch.export.export(_OneLinear().eval(), (torch.randn(2, 64),)).module()
+    code = exported.code
+    with pytest.raises(pt2e_quant.AnnotationError, match=match):
+        pt2e_quant.prepare_pt2e(exported, quantizer)
+    assert exported.code == code
+
+
+def test_an_int4_range_the_dtype_cannot_hold_is_refused():
+    with pytest.raises(SpecError, match=r"quant_min=-8 does not fit dtype torch.uint8"):
+        QuantizationSpec(
+            dtype=torch.uint8,
+            quant_min=-8,
+            quant_max=7,
+            qscheme=torch.per_channel_symmetric,
+            ch_axis=0,
+            observer_or_fake_quant_ctr=PerGroupMinMaxObserver,
+        )
