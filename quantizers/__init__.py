@@ -24,7 +24,11 @@ from quantizers.x86_inductor import (
     get_default_x86_inductor_quantization_config,
     get_x86_inductor_linear_dynamic_fp16_config,
 )
-from quantizers.xnnpack import XNNPACKQuantizer, get_symmetric_quantization_config
+from quantizers.xnnpack import (
+    XNNPACKQuantizer,
+    get_per_token_quantization_config,
+    get_symmetric_quantization_config,
+)
 
 __all__ = [
     "ComposableQuantizer",
@@ -37,6 +41,7 @@ __all__ = [
     "get_embedding_quantization_config",
     "get_input_act_qspec",
     "get_output_act_qspec",
+    "get_per_token_quantization_config",
     "get_symmetric_quantization_config",
     "get_weight_qspec",
     "get_x86_inductor_linear_dynamic_fp16_config",

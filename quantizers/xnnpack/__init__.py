@@ -4,8 +4,14 @@ reports) and ``backend`` (the ``"xnnpack"`` entry of the core's backend registry
 
 from quantizers.xnnpack.quantizer import (
     XNNPACKQuantizer,
+    get_per_token_quantization_config,
     get_symmetric_quantization_config,
     lift_scalar_operands,
 )
 
-__all__ = ["XNNPACKQuantizer", "get_symmetric_quantization_config", "lift_scalar_operands"]
+__all__ = [
+    "XNNPACKQuantizer",
+    "get_per_token_quantization_config",
+    "get_symmetric_quantization_config",
+    "lift_scalar_operands",
+]

@@ -33,7 +33,7 @@ from torch.fx import GraphModule, Node
 from pt2e_quant.contract.annotation import get_annotation, is_annotated
 from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.contract.specs import QuantizationSpec, QuantizationSpecBase
-from pt2e_quant.errors import AnnotationError, describe_node, graph_context
+from pt2e_quant.errors import AnnotationError, SpecError, describe_node, graph_context
 from pt2e_quant.fake_quantize import FakeQuantize, FusedMovingAvgObsFakeQuantize
 from pt2e_quant.graph.aten_args import argument
 from pt2e_quant.graph.patterns import Match, any_annotated, is_call, run
@@ -44,6 +44,8 @@ from pt2e_quant.observer import (
     MovingAverageMinMaxObserver,
     MovingAveragePerChannelMinMaxObserver,
     PerChannelMinMaxObserver,
+    PerGroupMinMaxObserver,
+    PerTokenDynamicObserver,
     PlaceholderObserver,
 )
 from pt2e_quant.ops.families import (
@@ -58,10 +60,16 @@ from quantizers.config import QuantizationConfig, checked_config
 from quantizers.scoping import ScopedConfigs
 from quantizers.xnnpack.rules import RULE_OPS, RULES, Rule, propagate_shared_qparams
 
-__all__ = ["XNNPACKQuantizer", "get_symmetric_quantization_config", "lift_scalar_operands"]
+__all__ = [
+    "XNNPACKQuantizer",
+    "get_per_token_quantization_config",
+    "get_symmetric_quantization_config",
+    "lift_scalar_operands",
+]
 
 _aten = torch.ops.aten
 _EPS = 2**-12  # ExecuTorch's floor on scales, so near-constant tensors still quantize finely
+_SMALLEST_NORMAL = torch.finfo(torch.float32).smallest_normal  # torchao's per-group scale floor
 #: chain nodes that fold into the anchor (a batch norm, the getitem of its training form), so
 #: they follow the anchor's module scope rather than their own
 _FOLDED_INTO_ANCHOR = BATCH_NORM_OPS | {operator.getitem}
@@ -116,6 +124,60 @@ def get_symmetric_quantization_config(
     )
     output = None if is_dynamic else activation
     return QuantizationConfig(activation, output, weight, None, is_qat)
+
+
+@functools.lru_cache
+def get_per_token_quantization_config(
+    weight_bits: int = 4, group_size: int | None = 32
+) -> QuantizationConfig:
+    """LLM linears for XNNPACK: int8 activations quantized per token at run time, symmetric
+    weights folded to integers.
+
+    ``weight_bits=4`` ("8da4w"): -8..7 stored in int8, one scale per ``group_size`` input
+    columns (XNNPACK's 4-bit kernels take groups of a multiple of 32). ``weight_bits=8,
+    group_size=None`` ("8da8w"): -127..127, one scale per output channel. Only linear layers
+    are quantized; the min/max weight scales are torchao's ``Int8DynamicActivationIntxWeight``
+    ones (``amax / 7.5`` for int4, eps the smallest normal float).
+    """
+    if weight_bits == 4:
+        if not isinstance(group_size, int) or group_size < 32 or group_size % 32:
+            raise SpecError(
+                f"get_per_token_quantization_config: 4-bit weights need a group_size that is a "
+                f"multiple of 32 (XNNPACK's 4-bit kernels), got {group_size!r}"
+            )
+        weight_ctr: Any = PerGroupMinMaxObserver.with_args(
+            group_size=group_size, eps=_SMALLEST_NORMAL
+        )
+        weight_qmin, weight_qmax = -8, 7
+    elif weight_bits == 8:
+        if group_size is not None:
+            raise SpecError(
+                "get_per_token_quantization_config: 8-bit weights are per output channel on "
+                f"XNNPACK; pass group_size=None (got {group_size!r})"
+            )
+        weight_ctr = PerChannelMinMaxObserver.with_args(eps=_SMALLEST_NORMAL)
+        weight_qmin, weight_qmax = -127, 127
+    else:
+        raise SpecError(
+            f"get_per_token_quantization_config: weight_bits must be 4 or 8, got {weight_bits!r}"
+        )
+    activation = QuantizationSpec(
+        dtype=torch.int8,
+        quant_min=-128,
+        quant_max=127,
+        qscheme=torch.per_tensor_affine,
+        is_dynamic=True,
+        observer_or_fake_quant_ctr=PerTokenDynamicObserver,
+    )
+    weight = QuantizationSpec(
+        dtype=torch.int8,
+        quant_min=weight_qmin,
+        quant_max=weight_qmax,
+        qscheme=torch.per_channel_symmetric,
+        ch_axis=0,
+        observer_or_fake_quant_ctr=weight_ctr,
+    )
+    return QuantizationConfig(activation, None, weight, None)
 
 
 # ------------------------------------------------------------------ scalar operands

@@ -50,6 +50,7 @@ from pt2e_quant.graph.patterns import (
     next_op,
     then,
 )
+from pt2e_quant.observer.granular import PerGroupMinMaxObserver
 from pt2e_quant.ops.families import (
     ADAPTIVE_AVG_POOL2D_OPS,
     ADD_OPS,
@@ -149,6 +150,12 @@ def _dynamic_conv_unsupported(anchor: Node) -> bool:
     return not is_call(anchor, CONV_TRANSPOSE_OPS) and shape[1] == 1
 
 
+def _groups_input_columns(spec: QuantizationSpecBase | None) -> bool:
+    """Whether ``spec`` builds a per-group weight observer (groups of input columns)."""
+    target = getattr(getattr(spec, "observer_or_fake_quant_ctr", None), "target", None)
+    return isinstance(target, type) and issubclass(target, PerGroupMinMaxObserver)
+
+
 def _annotate_weighted(anchor: Node, chain: list[Node], config: QuantizationConfig) -> bool:
     """conv / conv_transpose / linear: input, weight (and bias) edges; output at the pattern end.
 
@@ -162,6 +169,8 @@ def _annotate_weighted(anchor: Node, chain: list[Node], config: QuantizationConf
         return False
     if config.is_dynamic and is_conv and _dynamic_conv_unsupported(anchor):
         return False
+    if is_conv and _groups_input_columns(config.weight):
+        return False  # per-group weights are for linear layers (XNNPACK's 4-bit kernels)
     activation, weight = argument(anchor, "input"), argument(anchor, "weight")
     if not isinstance(activation, Node) or not isinstance(weight, Node):
         return False

@@ -137,7 +137,8 @@ def ours(name: str, preset: str) -> Lowered:
 
 def run_pte(pte: bytes, inputs: tuple[Tensor, ...]) -> list[Tensor]:
     """Load the serialized program in ExecuTorch's runtime and run ``forward`` once."""
-    method = Runtime.get().load_program(pte).load_method("forward")
+    program = Runtime.get().load_program(pte)  # the method needs its program alive
+    method = program.load_method("forward")
     return list(method.execute(list(inputs)))
 
 
