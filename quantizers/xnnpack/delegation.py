@@ -31,8 +31,9 @@ Then the precision:
   partitioner reads the graph, not the annotations: an op the quantizer left float between a
   dq and a q runs int8 all the same;
 * **int8, dynamic**: a linear or conv whose weight is a dequantize and whose activation is a
-  dequantize with run-time qparams (``choose_qparams -> q -> dq``). XNNPACK needs per-channel
-  weights for it, and a 2-D conv that is not depthwise; otherwise a linear falls back to fp32
+  dequantize with run-time qparams (``choose_qparams -> q -> dq``, per tensor or per token).
+  XNNPACK needs per-channel weights for it, or for a linear int4 groups of a multiple of 32
+  input columns (8da4w), and a 2-D conv that is not depthwise; otherwise a linear falls back to fp32
   (it is decomposed to ``addmm`` and delegated as a float op) and a conv is not delegated;
 * **fp32**: any other op with an ``FP32`` config, including a static-quantized linear whose
   pattern is incomplete (decomposed to a float ``addmm``); a conv in that state is not
@@ -55,10 +56,11 @@ from pt2e_quant.coverage.evidence import (
 )
 from pt2e_quant.fake_quantize import FakeQuantizeBase
 from pt2e_quant.graph.aten_args import argument, attribute
-from pt2e_quant.observer import ObserverBase
+from pt2e_quant.observer import ObserverBase, PerGroupMinMaxObserver
 from pt2e_quant.ops.families import CONV_OPS, CONV_TRANSPOSE_OPS, LINEAR_OPS
 from pt2e_quant.ops.qdq_ops import (
     DEQUANTIZE_PER_CHANNEL_ANY,
+    DEQUANTIZE_PER_CHANNEL_GROUP,
     is_dequantize,
     is_dynamic_dequantize,
     is_quantize,
@@ -167,6 +169,28 @@ def _is_per_channel(weight: Node) -> bool:
         qscheme = getattr(observer, "qscheme", None)
         return qscheme in (torch.per_channel_symmetric, torch.per_channel_affine)
     return getattr(weight.target, "overloadpacket", None) is DEQUANTIZE_PER_CHANNEL_ANY
+
+
+def _is_grouped_int4(weight: Node) -> bool:
+    """int4 weights (-8..7 in int8) with groups of a multiple of 32 input columns: what
+    XNNPACK's 4-bit dynamic linear kernels take."""
+    observer = _observer(weight)
+    if observer is not None:
+        if not isinstance(observer, PerGroupMinMaxObserver):
+            return False
+        qrange, group_size = (observer.quant_min, observer.quant_max), observer.group_size
+    elif weight.target == DEQUANTIZE_PER_CHANNEL_GROUP:
+        qrange, group_size = (weight.args[3], weight.args[4]), weight.args[6]
+    else:
+        return False
+    return qrange == (-8, 7) and isinstance(group_size, int) and group_size % 32 == 0
+
+
+def _is_grouped(weight: Node) -> bool:
+    observer = _observer(weight)
+    if observer is not None:
+        return isinstance(observer, PerGroupMinMaxObserver)
+    return weight.target == DEQUANTIZE_PER_CHANNEL_GROUP
 
 
 def _channel_axis(weight: Node) -> int | None:
@@ -375,7 +399,10 @@ def _predict_gemm(node: Node) -> str:
         return FP32
     is_linear = node.target in LINEAR_OPS
     if _is_dynamic_edge(activation):
-        supported = _is_per_channel(weight)  # type: ignore[arg-type]
+        if _is_grouped(weight):  # type: ignore[arg-type]
+            supported = is_linear and _is_grouped_int4(weight)  # type: ignore[arg-type]
+        else:
+            supported = _is_per_channel(weight)  # type: ignore[arg-type]
         if node.target in _CONVS:
             value = _weight_value(weight)  # type: ignore[arg-type]
             two_d = value is not None and value.dim() == 4
