@@ -79,7 +79,12 @@ from pt2e_quant.debug.weights import (
 )
 from pt2e_quant.graph.node_meta import get_debug_handle
 from pt2e_quant.graph.subgraphs import iter_graph_modules
-from pt2e_quant.ops.qdq_ops import is_dequantize, is_quant_workflow_node, is_quantize
+from pt2e_quant.ops.qdq_ops import (
+    is_dequantize,
+    is_qparam_getitem,
+    is_quant_workflow_node,
+    is_quantize,
+)
 
 __all__ = ["MissingDebugHandlesError", "ReportRow", "NumericReport", "numeric_report"]
 
@@ -271,6 +276,10 @@ class _InputSqnr:
             return self.sqnr.get(handle)
         source, chain = read, {read}
         while is_dequantize(source) or is_quantize(source):
+            if is_quantize(source):  # run-time qparams (choose_qparams -> getitem) replay too
+                chain.update(
+                    a for q in source.args[1:] if is_qparam_getitem(q) for a in (q, q.args[0])
+                )
             source = source.args[0]  # type: ignore[union-attr,assignment]
             chain.add(source)
         pairs = self._values(gm, source)
