@@ -51,6 +51,7 @@ __all__ = [
     "MAY_RETURN_INPUT_OPS",
     "MEAN_OPS",
     "MM_OPS",
+    "ADDMM_OPS",
     "MUL_OPS",
     "NATIVE_BATCH_NORM_OPS",
     "NATIVE_DROPOUT_OPS",
@@ -106,8 +107,10 @@ CONV_TRANSPOSE_OPS = _overloads(
 CONVOLUTION_OPS = _overloads("convolution.default")
 LINEAR_OPS = _overloads("linear.default")
 MATMUL_OPS = _overloads("matmul.default")
+#: ``addmm(bias, x, w)`` with ``w`` (in, out): Hugging Face GPT-2's ``Conv1D`` projection
+ADDMM_OPS = _overloads("addmm.default")
 #: the matrix products decompositions and hand-written models spell out
-MM_OPS = _overloads("mm.default", "bmm.default", "addmm.default", "baddbmm.default")
+MM_OPS = _overloads("mm.default", "bmm.default", "baddbmm.default") | ADDMM_OPS
 
 # ---------------------------------------------------------------------------- element-wise
 

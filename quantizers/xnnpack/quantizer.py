@@ -50,6 +50,7 @@ from pt2e_quant.observer import (
 )
 from pt2e_quant.ops.families import (
     ADD_OPS,
+    ADDMM_OPS,
     BATCH_NORM_OPS,
     CONV_OPS,
     CONV_TRANSPOSE_OPS,
@@ -259,6 +260,11 @@ def _role(node: Node, input_node: Node | None) -> str:
         if _reads(argument(node, "weight"), input_node):
             return "weight"
         if _reads(argument(node, "bias"), input_node):
+            return "bias"
+    if input_node is not None and is_call(node, ADDMM_OPS):  # addmm(bias, x, weight)
+        if _reads(node.args[2], input_node):
+            return "weight"
+        if _reads(node.args[0], input_node):
             return "bias"
     return "activation"
 

@@ -54,6 +54,7 @@ from pt2e_quant.observer.granular import PerGroupMinMaxObserver
 from pt2e_quant.ops.families import (
     ADAPTIVE_AVG_POOL2D_OPS,
     ADD_OPS,
+    ADDMM_OPS,
     BATCH_NORM_OPS,
     CAT_OPS,
     CONV_OPS,
@@ -179,6 +180,33 @@ def _annotate_weighted(anchor: Node, chain: list[Node], config: QuantizationConf
         weight: _weight_spec(anchor, config),
     }
     bias = argument(anchor, "bias")
+    if isinstance(bias, Node):
+        inputs[bias] = config.bias
+    _claim(anchor, QuantizationAnnotation(input_qspec_map=inputs))
+    _claim_output(anchor, chain, config.output_activation)
+    _claim_parameter_producers(weight, bias)
+    return True
+
+
+def _annotate_addmm(anchor: Node, chain: list[Node], config: QuantizationConfig) -> bool:
+    """``addmm(bias, x, w)`` with a constant ``w`` of shape (in, out), as GPT-2's ``Conv1D``
+    exports: quantized like a linear, its output channels being ``w``'s columns (axis 1).
+    XNNPACK delegates it as a quantized fully-connected layer, static or dynamic. Per-group
+    weights group a linear's (out, in) rows and are left to linear layers."""
+    if argument(anchor, "beta", 1) != 1 or argument(anchor, "alpha", 1) != 1:
+        return False
+    bias, activation, weight = anchor.args[:3]
+    if not (isinstance(activation, Node) and isinstance(weight, Node)) or weight.op != "get_attr":
+        return False
+    if _groups_input_columns(config.weight):
+        return False
+    weight_spec = config.weight
+    if weight_spec is not None and weight_spec.ch_axis is not None:
+        weight_spec = dataclasses.replace(weight_spec, ch_axis=1)
+    inputs: dict[Node, QuantizationSpecBase | None] = {
+        activation: config.input_activation,
+        weight: weight_spec,
+    }
     if isinstance(bias, Node):
         inputs[bias] = config.bias
     _claim(anchor, QuantizationAnnotation(input_qspec_map=inputs))
@@ -335,6 +363,10 @@ RULES: tuple[Rule, ...] = (
     Rule("linear_bn", chain(LINEAR_OPS, _BATCH_NORM), _annotate_weighted),
     Rule("linear_relu", chain(LINEAR_OPS, _RELU), _annotate_weighted),
     Rule("linear", chain(LINEAR_OPS), _annotate_weighted, dynamic=True),
+    # Not in ExecuTorch's table (deliberate addition): GPT-2's Conv1D exports as addmm. No
+    # fused addmm + relu row: XNNPACK partitions that pair but its runtime refuses the fused
+    # node (xnn_status_invalid_parameter), so a relu after addmm stays its own op.
+    Rule("addmm", chain(ADDMM_OPS), _annotate_addmm, dynamic=True),
     Rule("conv", chain(CONV_OPS), _annotate_weighted, dynamic=True),
     Rule("conv_transpose", chain(CONV_TRANSPOSE_OPS), _annotate_weighted, dynamic=True),
     Rule("conv_relu", chain(CONV_OPS, _RELU), _annotate_weighted),
