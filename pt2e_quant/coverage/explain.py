@@ -19,6 +19,7 @@ from pt2e_quant.coverage.classify import is_compute_op
 from pt2e_quant.coverage.evidence import graph_has_annotations, status_of
 from pt2e_quant.coverage.reasons import float_reason
 from pt2e_quant.coverage.report import CoverageReport, CoverageRow
+from pt2e_quant.coverage.scheme import describe_scheme
 from pt2e_quant.debug.comparison import module_path, op_name
 from pt2e_quant.graph.control_flow import real_op_for
 from pt2e_quant.graph.subgraphs import iter_graph_modules, subgraph_args
@@ -80,6 +81,7 @@ def explain(
                 status.quantized,
                 reason,
                 prediction,
+                describe_scheme(node) if status.quantized else None,
             )
         )
     warnings = chosen.warnings() if chosen is not None else []

@@ -23,6 +23,7 @@ class CoverageRow:
     quantized: bool
     reason: str | None = None
     prediction: str | None = None
+    scheme: str | None = None  # "act int8 per-token (dynamic), weight int4 per-group (32)"
 
 
 @dataclass
@@ -69,10 +70,14 @@ class CoverageReport:
         if with_prediction:
             backend = self._backend()
             header.append(f"{backend.title if backend is not None else 'backend'} prediction")
+        with_scheme = any(row.scheme for row in self.rows)
+        if with_scheme:
+            header.append("scheme")
         body = []
         for row in self.rows:
             cells = [row.node, row.op, row.module, "yes" if row.quantized else "no", row.reason]
-            body.append(cells + ([row.prediction] if with_prediction else []))
+            cells += [row.prediction] if with_prediction else []
+            body.append(cells + ([row.scheme] if with_scheme else []))
         lines = [render_table(header, body), "", self.summary()]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
