@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from pt2e_quant.ops import qdq_ops
-from pt2e_quant.ops.decomposed_kernels import check_bounds
+from pt2e_quant.ops.decomposed_kernels import channel_view_shape, check_bounds, swap_with_axis_zero
 
 __all__ = ["quantize_constant"]
 
@@ -54,11 +54,8 @@ def _per_channel(
     if x.dtype != torch.float32 or not -x.dim() <= axis < x.dim():
         return None
     check_bounds(quant_min, quant_max, dtype)
-    order = list(range(x.dim()))
-    order[axis], order[0] = 0, axis
-    moved = x.permute(order)
-    shape = [1] * moved.dim()
-    shape[0] = scales.shape[0]
+    moved, order = swap_with_axis_zero(x, axis)
+    shape = channel_view_shape(moved, scales.shape[0])
     scaled = moved * (1.0 / scales.view(shape))
     zero_points = zero_points.view(shape)
     if torch.result_type(scaled, zero_points) != scaled.dtype:

@@ -81,7 +81,7 @@ def _check_float_input(x: Tensor) -> None:
         raise AssertionError(f"Expecting a float32/float16/bfloat16 input, got {x.dtype}")
 
 
-def _swap_with_axis_zero(x: Tensor, axis: int) -> tuple[Tensor, tuple[int, ...]]:
+def swap_with_axis_zero(x: Tensor, axis: int) -> tuple[Tensor, tuple[int, ...]]:
     """Move ``axis`` to the front so per-channel qparams broadcast as ``(C, 1, ..., 1)``.
 
     The swap is its own inverse, so the same order permutes the result back; doing it this way
@@ -92,7 +92,7 @@ def _swap_with_axis_zero(x: Tensor, axis: int) -> tuple[Tensor, tuple[int, ...]]
     return x.permute(tuple(order)), tuple(order)
 
 
-def _channel_view_shape(x: Tensor, channels: int) -> list[int]:
+def channel_view_shape(x: Tensor, channels: int) -> list[int]:
     shape = [1] * x.dim()
     shape[0] = channels
     return shape
@@ -307,8 +307,8 @@ def quantize_per_channel(
     x = _as_float32(input)
     _check_axis(x, axis)
     check_bounds(quant_min, quant_max, dtype)
-    x, order = _swap_with_axis_zero(x, axis)
-    shape = _channel_view_shape(x, scales.shape[0])
+    x, order = swap_with_axis_zero(x, axis)
+    shape = channel_view_shape(x, scales.shape[0])
     scales, zero_points = scales.view(shape), zero_points.view(shape)
     q = torch.clamp(torch.round(x * (1.0 / scales)) + zero_points, quant_min, quant_max)
     return q.permute(order).to(dtype)
@@ -346,8 +346,8 @@ def dequantize_per_channel(
         out_dtype = torch.float32
     _check_axis(input, axis)
     check_bounds(quant_min, quant_max, dtype)
-    q, order = _swap_with_axis_zero(input, axis)
-    shape = _channel_view_shape(q, scales.shape[0])
+    q, order = swap_with_axis_zero(input, axis)
+    shape = channel_view_shape(q, scales.shape[0])
     scales = scales.view(shape)
     if zero_points is None:
         x = q * scales

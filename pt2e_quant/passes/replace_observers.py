@@ -109,12 +109,16 @@ class _Replacer:
         dtype = self._value_dtype(input_node)
         return {} if dtype == torch.float32 else {"out_dtype": dtype}
 
-    def _static(self, node: Node, module: torch.nn.Module, dtype: torch.dtype) -> Node:
+    def _measured_qparams(self, node: Node, module: torch.nn.Module) -> tuple[Any, Any]:
+        """The observer's (scale, zero_point), noting it if it never saw data."""
         if not observer_saw_data(module):
             self.uncalibrated.append(str(node.args[0]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # we report uncalibrated observers once, by name
-            scale, zero_point = module.calculate_qparams()
+            return module.calculate_qparams()
+
+    def _static(self, node: Node, module: torch.nn.Module, dtype: torch.dtype) -> Node:
+        scale, zero_point = self._measured_qparams(node, module)
         x = node.args[0]
         plain = qdq_ops.to_plain_dtype(dtype)
         qmin, qmax = module.quant_min, module.quant_max
@@ -148,11 +152,7 @@ class _Replacer:
     def _per_group(self, node: Node, module: torch.nn.Module, dtype: torch.dtype) -> Node:
         """One (scale, zero point) per group of input columns; the scales are buffers of
         shape (rows, groups), the layout the group ops and XNNPACK's 4-bit kernels take."""
-        if not observer_saw_data(module):
-            self.uncalibrated.append(str(node.args[0]))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # we report uncalibrated observers once, by name
-            scale, zero_point = module.calculate_qparams()
+        scale, zero_point = self._measured_qparams(node, module)
         x = node.args[0]
         scale_node = self.new_buffer("_scale_", scale)
         zp_node = self.new_buffer("_zero_point_", zero_point)

@@ -175,17 +175,29 @@ def _annotate_weighted(anchor: Node, chain: list[Node], config: QuantizationConf
     activation, weight = argument(anchor, "input"), argument(anchor, "weight")
     if not isinstance(activation, Node) or not isinstance(weight, Node):
         return False
+    bias = argument(anchor, "bias")
+    _claim_gemm(anchor, chain, config, (activation, weight, bias), _weight_spec(anchor, config))
+    return True
+
+
+def _claim_gemm(
+    anchor: Node,
+    chain: list[Node],
+    config: QuantizationConfig,
+    operands: tuple[Node, Node, object],
+    weight_spec: QuantizationSpecBase | None,
+) -> None:
+    """Annotate a weighted op's (activation, weight, bias) inputs and the pattern's output."""
+    activation, weight, bias = operands
     inputs: dict[Node, QuantizationSpecBase | None] = {
         activation: config.input_activation,
-        weight: _weight_spec(anchor, config),
+        weight: weight_spec,
     }
-    bias = argument(anchor, "bias")
     if isinstance(bias, Node):
         inputs[bias] = config.bias
     _claim(anchor, QuantizationAnnotation(input_qspec_map=inputs))
     _claim_output(anchor, chain, config.output_activation)
     _claim_parameter_producers(weight, bias)
-    return True
 
 
 def _annotate_addmm(anchor: Node, chain: list[Node], config: QuantizationConfig) -> bool:
@@ -203,15 +215,7 @@ def _annotate_addmm(anchor: Node, chain: list[Node], config: QuantizationConfig)
     weight_spec = config.weight
     if weight_spec is not None and weight_spec.ch_axis is not None:
         weight_spec = dataclasses.replace(weight_spec, ch_axis=1)
-    inputs: dict[Node, QuantizationSpecBase | None] = {
-        activation: config.input_activation,
-        weight: weight_spec,
-    }
-    if isinstance(bias, Node):
-        inputs[bias] = config.bias
-    _claim(anchor, QuantizationAnnotation(input_qspec_map=inputs))
-    _claim_output(anchor, chain, config.output_activation)
-    _claim_parameter_producers(weight, bias)
+    _claim_gemm(anchor, chain, config, (activation, weight, bias), weight_spec)
     return True
 
 
