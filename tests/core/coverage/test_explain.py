@@ -117,6 +117,7 @@ def test_table_has_a_line_per_row_and_the_summary(mixed) -> None:
         "reason",
         "XNNPACK",
         "prediction",
+        "scheme",
     ]
     for row in report.rows:
         (line,) = [ln for ln in lines if ln.startswith(row.node + " ")]

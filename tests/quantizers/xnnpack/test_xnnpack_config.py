@@ -79,7 +79,8 @@ def test_per_channel_dynamic_and_qat_presets() -> None:
 
 
 def test_rule_table_is_in_executorch_order() -> None:
-    # ExecuTorch's order, plus our QAT linear + batch-norm patterns next to the conv ones
+    # ExecuTorch's order, plus our QAT linear + batch-norm patterns next to the conv ones and
+    # GPT-2's addmm after linear
     assert [rule.name for rule in RULES] == [
         "conv_bn_relu",
         "conv_bn",
@@ -89,6 +90,7 @@ def test_rule_table_is_in_executorch_order() -> None:
         "linear_bn",
         "linear_relu",
         "linear",
+        "addmm",
         "conv",
         "conv_transpose",
         "conv_relu",
@@ -100,7 +102,12 @@ def test_rule_table_is_in_executorch_order() -> None:
         "mul",
         "cat",
     ]
-    assert {rule.name for rule in RULES if rule.dynamic} == {"linear", "conv", "conv_transpose"}
+    assert {rule.name for rule in RULES if rule.dynamic} == {
+        "linear",
+        "addmm",
+        "conv",
+        "conv_transpose",
+    }
 
 
 # ----------------------------------------------------------------------------- validate
