@@ -5,7 +5,8 @@ Both decay gradually (about 40 -> 30 dB over four layers) with no drop above 10 
 first_jump() is None, and the accumulation says where the loss goes:
 
 * GPT-2's MLP activation is the tanh GELU, decomposed into float ops; XNNPACK quantizes its
-  ``mul``s, and the cube ``x * x * x`` loses 4-6 dB per layer, more than anything else;
+  ``mul``s, and the cube ``x * x * x`` loses 3-5 dB per layer, the largest losses of the
+  model. Its ``Conv1D`` projections (``addmm``) are quantized too and lose 2-3 dB each;
 * BERT's residual adds read a cleaner branch first and the noisier skip second. Their drop
   from the first input is the largest in the table, yet they lose little themselves: the
   accumulation, measured against the worst input, does not charge them for the skip's error.
@@ -56,12 +57,12 @@ def _assert_consistent(report: NumericReport, top: int) -> None:
 def test_gpt2_loss_accumulates_in_the_gelu_cube() -> None:
     report = _report(tiny_gpt2)
     assert report.first_jump() is None
-    _assert_consistent(report, top=4)
-    top = report.accumulation(top=4).contributions
-    assert {(c.row.op, c.row.module_path) for c in top} == {
-        ("mul", f"model.h.{layer}.mlp.act") for layer in range(4)
-    }
-    assert sum(c.share for c in top) > 0.5
+    _assert_consistent(report, top=6)
+    top = report.accumulation(top=6).contributions
+    cubes = [c for c in top if c.row.op == "mul"]
+    assert {c.row.module_path for c in cubes} == {f"model.h.{layer}.mlp.act" for layer in range(4)}
+    assert top[0] in cubes and sum(c.share for c in cubes) > 0.35
+    assert any(c.row.op == "addmm" for c in top)  # the Conv1D projections, quantized as linears
     assert "mlp.act" in report.to_text().splitlines()[-2]  # the text summary names them
 
 
