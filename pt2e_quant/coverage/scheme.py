@@ -2,9 +2,9 @@
 
 LLM schemes differ per layer (8da4w linears next to int8 ones, an lm_head kept at 8 bits),
 so explain() names the scheme of every quantized op from the dequantize nodes it reads in a
-converted model (the observers, in a prepared one): ``"act int8 per-token (dynamic), weight int4 per-group (32)"``. The bit
-width comes from the quantized range (int4 values are stored in int8), the granularity from
-the dequantize overload, "dynamic" from run-time qparams.
+converted model (the observers, in a prepared one): ``"act int8 per-token (dynamic), weight
+int4 per-group (32)"``. The bit width comes from the quantized range (int4 values are stored
+in int8), the granularity from the dequantize op's name, "dynamic" from run-time qparams.
 """
 
 from __future__ import annotations
@@ -15,25 +15,11 @@ from torch.fx import Node
 
 from pt2e_quant.contract.specs import is_per_channel
 from pt2e_quant.fake_quantize import is_observer_or_fake_quant
+from pt2e_quant.graph.aten_args import argument
 from pt2e_quant.observer.granular import PerGroupMinMaxObserver, PerTokenDynamicObserver
 from pt2e_quant.ops import qdq_ops
 
 __all__ = ["describe_scheme"]
-
-_GRANULARITY = {
-    qdq_ops.DEQUANTIZE_PER_TENSOR: "per-tensor",
-    qdq_ops.DEQUANTIZE_PER_TENSOR_DYNAMIC: "per-tensor",
-    qdq_ops.DEQUANTIZE_PER_CHANNEL: "per-channel",
-    qdq_ops.DEQUANTIZE_PER_TOKEN: "per-token",
-}
-#: where each dequantize overload keeps quant_min / quant_max
-_RANGE_AT = {
-    qdq_ops.DEQUANTIZE_PER_TENSOR: 3,
-    qdq_ops.DEQUANTIZE_PER_TENSOR_DYNAMIC: 3,
-    qdq_ops.DEQUANTIZE_PER_CHANNEL: 4,
-    qdq_ops.DEQUANTIZE_PER_TOKEN: 3,
-    qdq_ops.DEQUANTIZE_PER_CHANNEL_GROUP: 3,
-}
 
 
 def _bits(low: object, high: object) -> str | None:
@@ -44,15 +30,16 @@ def _bits(low: object, high: object) -> str | None:
 
 
 def _describe_dequantize(dq: Node) -> str | None:
-    index = _RANGE_AT.get(dq.target)
-    if index is None or len(dq.args) <= index + 1:
-        return None
-    bits = _bits(dq.args[index], dq.args[index + 1])
+    """Read by schema argument name, so every dequantize overload reads alike."""
+    bits = _bits(argument(dq, "quant_min"), argument(dq, "quant_max"))
     if bits is None:
         return None
-    if dq.target == qdq_ops.DEQUANTIZE_PER_CHANNEL_GROUP:
-        return f"{bits} per-group ({dq.args[6]})"
-    text = f"{bits} {_GRANULARITY[dq.target]}"
+    group_size = argument(dq, "group_size")
+    if group_size is not None:
+        return f"{bits} per-group ({group_size})"
+    # dequantize_per_tensor / _per_channel / _per_token -> "per-tensor", ...
+    granularity = dq.target.name().split("::")[-1].split(".")[0].removeprefix("dequantize_")
+    text = f"{bits} {granularity.replace('_', '-')}"
     return text + " (dynamic)" if qdq_ops.is_dynamic_dequantize(dq) else text
 
 

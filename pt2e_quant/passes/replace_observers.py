@@ -86,7 +86,7 @@ class _Replacer:
             if dtype == torch.float16:
                 out = self._cast_round_trip(node)
             elif isinstance(module, PerTokenDynamicObserver):
-                out = self._per_token(node, dtype)
+                out = self._per_token(node, module, dtype)
             elif isinstance(module, PerGroupMinMaxObserver):
                 out = self._per_group(node, module, dtype)
             elif is_dynamic and qdq_ops.is_quantized_dtype(dtype):
@@ -164,14 +164,14 @@ class _Replacer:
             qdq_ops.DEQUANTIZE_PER_CHANNEL_GROUP, (q, *qparams, size, self._value_dtype(x))
         )
 
-    def _per_token(self, node: Node, dtype: torch.dtype) -> Node:
+    def _per_token(self, node: Node, module: torch.nn.Module, dtype: torch.dtype) -> Node:
         """Qparams chosen per token at run time, as XNNPACK's dynamic linear expects."""
         x = node.args[0]
         plain = qdq_ops.to_plain_dtype(dtype)
         chosen = self.graph.call_function(qdq_ops.CHOOSE_QPARAMS_PER_TOKEN_ASYMMETRIC, (x, plain))
         scale = self.graph.call_function(operator.getitem, (chosen, 0))
         zero_point = self.graph.call_function(operator.getitem, (chosen, 1))
-        qparams = (scale, zero_point, -128, 127, plain)
+        qparams = (scale, zero_point, module.quant_min, module.quant_max, plain)
         q = self.graph.call_function(qdq_ops.QUANTIZE_PER_TOKEN, (x, *qparams))
         return self.graph.call_function(
             qdq_ops.DEQUANTIZE_PER_TOKEN, (q, *qparams, self._value_dtype(x))

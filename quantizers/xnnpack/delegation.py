@@ -180,7 +180,8 @@ def _is_grouped_int4(weight: Node) -> bool:
             return False
         qrange, group_size = (observer.quant_min, observer.quant_max), observer.group_size
     elif weight.target == DEQUANTIZE_PER_CHANNEL_GROUP:
-        qrange, group_size = (weight.args[3], weight.args[4]), weight.args[6]
+        qrange = (argument(weight, "quant_min"), argument(weight, "quant_max"))
+        group_size = argument(weight, "group_size")
     else:
         return False
     return qrange == (-8, 7) and isinstance(group_size, int) and group_size % 32 == 0
