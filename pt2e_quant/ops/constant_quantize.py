@@ -1,13 +1,17 @@
-"""Quantizing a constant weight once, at convert, with one float temporary instead of four.
+"""Quantizing a constant weight once, at convert, a cache-sized block at a time.
 
 ``fold_quantize`` stores weights quantized. Calling the ``quantized_decomposed`` quantize ops
 for that runs torch's reference arithmetic out of place: ``x * (1 / scale)``, ``round``,
-``+ zero_point`` and ``clamp`` each allocate a weight-sized float tensor. The functions here
-run the same operations in the same order on one temporary, in place, so the integer weights
-are bit-identical to the op's (the in-place kernels compute exactly what the out-of-place ones
-do) while the time and the memory high-water mark of folding a large model drop. Inputs the
-in-place form would compute differently (an integer-promoting zero point, a non-float32
-input the op would refuse or upcast) return None, and the caller runs the op itself.
+``+ zero_point`` and ``clamp`` each allocate a weight-sized float tensor, and each streams the
+whole weight through memory. The functions here run the same operations in the same order,
+in place, on one float block of about 1 MiB that is reused for every block of rows, writing
+each block's integers straight into the result. The integers are bit-identical to the op's
+(the in-place kernels compute exactly what the out-of-place ones do, element by element, in
+the dtype the op's product has), the result has the op's strides, the memory convert adds is
+the integer weights and one block, and the steps after the first read the block from cache.
+Inputs the block form would compute differently (a zero point that widens the sum, a
+non-float32 input the op would refuse or upcast, NaN weights the group op refuses) return
+None, and the caller runs the op itself.
 """
 
 from __future__ import annotations
@@ -24,22 +28,69 @@ __all__ = ["quantize_constant"]
 
 Tensor = torch.Tensor
 
+#: float32 elements per block: 1 MiB, which stays in a core's L2 cache between the steps
+BLOCK_ELEMENTS = 1 << 18
 
-def _round_shift_clamp(scaled: Tensor, zero_point: Any, quant_min: int, quant_max: int) -> Tensor:
-    """``clamp(round(scaled) + zero_point)``, in place on ``scaled``."""
-    scaled.round_()
-    scaled.add_(zero_point)
-    return scaled.clamp_(quant_min, quant_max)
+
+class _Declined(Exception):
+    """The block form would not reproduce the op's arithmetic for these inputs."""
+
+
+def _rows(value: Any, start: int, stop: int) -> Any:
+    """The qparams of rows ``start:stop``: per-row tensors are sliced, scalars broadcast."""
+    if isinstance(value, Tensor) and value.dim() and value.shape[0] != 1:
+        return value[start:stop]
+    return value
+
+
+def _quantize_by_blocks(
+    source: Tensor,
+    destination: Tensor,
+    inverse_scale: Any,
+    zero_point: Any,
+    quant_min: int,
+    quant_max: int,
+    zero_point_first: bool = False,
+) -> None:
+    """``destination[rows] = clamp(round(source[rows] * inverse_scale) + zero_point)`` for
+    blocks of rows (``round(... + zero_point)`` when ``zero_point_first``, as the group op
+    does), in the dtype the op's product has. Raises :class:`_Declined` for a zero point that
+    would widen the op's sum, or NaN when the zero point goes first (the group op refuses
+    NaN)."""
+    rows = source.shape[0]
+    per_row = max(1, source[0].numel()) if rows else 1
+    step = max(1, BLOCK_ELEMENTS // per_row)
+    scaled_dtype = torch.result_type(source, inverse_scale)  # float64 scales widen the product
+    if torch.result_type(torch.empty((), dtype=scaled_dtype), zero_point) != scaled_dtype:
+        raise _Declined  # out of place, the sum would take the zero point's wider dtype
+    # adding zero changes no value that survives the integer cast (only the sign of a zero)
+    shifted = bool(zero_point.any()) if isinstance(zero_point, Tensor) else zero_point != 0
+    buffer = torch.empty((min(step, rows), *source.shape[1:]), dtype=scaled_dtype)
+    for start in range(0, rows, step):
+        stop = min(start + step, rows)
+        block = buffer[: stop - start]
+        torch.mul(source[start:stop], _rows(inverse_scale, start, stop), out=block)
+        if zero_point_first and bool(block.isnan().any()):
+            raise _Declined
+        if shifted and zero_point_first:
+            block.add_(_rows(zero_point, start, stop))
+        block.round_()
+        if shifted and not zero_point_first:
+            block.add_(_rows(zero_point, start, stop))
+        block.clamp_(quant_min, quant_max)
+        destination[start:stop].copy_(block)
 
 
 def _per_tensor(
     x: Tensor, scale: float, zero_point: int, quant_min: int, quant_max: int, dtype: torch.dtype
 ) -> Tensor | None:
-    if x.dtype != torch.float32 or not isinstance(zero_point, int):
+    if x.dtype != torch.float32 or not isinstance(zero_point, int) or not x.is_contiguous():
         return None
     check_bounds(quant_min, quant_max, dtype)
-    scaled = x * (1.0 / scale)
-    return _round_shift_clamp(scaled, zero_point, quant_min, quant_max).to(dtype)
+    out = torch.empty_like(x, dtype=dtype)
+    inverse = 1.0 / scale
+    _quantize_by_blocks(x.view(-1), out.view(-1), inverse, zero_point, quant_min, quant_max)
+    return out
 
 
 def _per_channel(
@@ -54,14 +105,14 @@ def _per_channel(
     if x.dtype != torch.float32 or not -x.dim() <= axis < x.dim():
         return None
     check_bounds(quant_min, quant_max, dtype)
-    moved, order = swap_with_axis_zero(x, axis)
+    out = torch.empty_like(x, dtype=dtype)  # the op's result keeps the input's layout too
+    moved, _ = swap_with_axis_zero(x, axis)
+    moved_out, _ = swap_with_axis_zero(out, axis)
     shape = channel_view_shape(moved, scales.shape[0])
-    scaled = moved * (1.0 / scales.view(shape))
+    inverse = 1.0 / scales.view(shape)
     zero_points = zero_points.view(shape)
-    if torch.result_type(scaled, zero_points) != scaled.dtype:
-        return None  # out of place, the sum would take the zero points' wider dtype
-    quantized = _round_shift_clamp(scaled, zero_points, quant_min, quant_max)
-    return quantized.permute(order).to(dtype)
+    _quantize_by_blocks(moved, moved_out, inverse, zero_points, quant_min, quant_max)
+    return out
 
 
 def _per_channel_group(
@@ -75,19 +126,21 @@ def _per_channel_group(
 ) -> Tensor | None:
     """Groups of ``group_size`` input columns, one (scale, zero point) each. torch's op adds
     the zero point *before* rounding (unlike the per-tensor and per-channel ops): so does this."""
-    if x.dtype != torch.float32 or x.dim() != 2 or group_size <= 1:
+    if x.dtype != torch.float32 or x.dim() != 2 or group_size <= 1 or not x.is_contiguous():
         return None
     check_bounds(quant_min, quant_max, dtype)
     if group_size > x.shape[-1] and scales.shape[-1] == 1:
         group_size = x.shape[-1]
     if x.shape[-1] % group_size != 0:
         return None
-    scaled = x.reshape(-1, group_size).mul(1.0 / scales.reshape(-1, 1))
+    out = torch.empty_like(x, dtype=dtype)
+    groups = x.view(-1, group_size)
+    inverse = 1.0 / scales.reshape(-1, 1)
     zero_points = zero_points.reshape(-1, 1)
-    if torch.result_type(scaled, zero_points) != scaled.dtype or bool(scaled.isnan().any()):
-        return None  # a wider sum out of place; NaN weights, which the op refuses
-    scaled.add_(zero_points).round_().clamp_(quant_min, quant_max)
-    return scaled.to(dtype).reshape_as(x)
+    _quantize_by_blocks(
+        groups, out.view(-1, group_size), inverse, zero_points, quant_min, quant_max, True
+    )
+    return out
 
 
 _LEAN: dict[Any, Callable[..., Tensor | None]] = {
@@ -105,5 +158,5 @@ def quantize_constant(op: Any, args: tuple, kwargs: dict) -> Tensor | None:
         return None
     try:
         return lean(*args)
-    except (AssertionError, TypeError, ValueError, RuntimeError, IndexError):
+    except (_Declined, AssertionError, TypeError, ValueError, RuntimeError, IndexError):
         return None  # the op raises its own error for arguments it rejects

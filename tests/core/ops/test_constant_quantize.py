@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pt2e_quant.ops import qdq_ops
+from pt2e_quant.ops import constant_quantize, qdq_ops
 from pt2e_quant.ops.constant_quantize import quantize_constant
 
 RANGES = [
@@ -150,3 +150,25 @@ def test_per_channel_group_declines_what_the_op_refuses():
         quantize_constant(op, (w.reshape(2, 2, 32), scales, zero_points, -8, 7, torch.int8, 32), {})
         is None
     )
+
+
+@pytest.mark.parametrize("block_elements", [1, 7, 64, 1 << 18])
+@pytest.mark.parametrize("zero_point", [0, 2])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_weights_spanning_many_blocks_match_the_op(monkeypatch, block_elements, zero_point, axis):
+    """Blocks of rows (a block smaller than a row, ragged last blocks, one block for all),
+    with per-row qparams sliced per block; all-zero zero points skip the add exactly."""
+    monkeypatch.setattr(constant_quantize, "BLOCK_ELEMENTS", block_elements)
+    w = _weight(11, shape=(37, 12))
+    w.view(-1)[8:12] = torch.tensor([-0.0, 2.5, -3.5, 0.0])  # signed zeros, ties
+    channels = w.shape[axis]
+    scales = torch.linspace(0.05, 0.5, channels)
+    zero_points = torch.full((channels,), zero_point, dtype=torch.int64)
+    group_scales = torch.linspace(0.05, 0.5, 37 * 3).reshape(37, 3)
+    group_zeros = torch.full((37, 3), zero_point, dtype=torch.int8)
+    for op, args in (
+        (qdq_ops.QUANTIZE_PER_TENSOR, (w, 0.1, zero_point, -128, 127, torch.int8)),
+        (qdq_ops.QUANTIZE_PER_CHANNEL, (w, scales, zero_points, axis, -127, 127, torch.int8)),
+        (qdq_ops.QUANTIZE_PER_CHANNEL_GROUP, (w, group_scales, group_zeros, -8, 7, torch.int8, 4)),
+    ):
+        _assert_same(quantize_constant(op, args, {}), op(*args))
