@@ -124,6 +124,8 @@ OBSERVER_NAMES = {
 
 FAKE_QUANTIZE_NAMES = {
     "FakeQuantize",
+    "PerTokenFakeQuantize",
+    "WeightFakeQuantize",
     "FusedMovingAvgObsFakeQuantize",
     "FixedQParamsFakeQuantize",
     "LearnableFakeQuantize",

@@ -16,7 +16,11 @@ from torch.fx import Node
 from pt2e_quant.contract.specs import is_per_channel
 from pt2e_quant.fake_quantize import is_observer_or_fake_quant
 from pt2e_quant.graph.aten_args import argument
-from pt2e_quant.observer.granular import PerGroupMinMaxObserver, PerTokenDynamicObserver
+from pt2e_quant.observer.granular import (
+    PerGroupMinMaxObserver,
+    PerTokenDynamicObserver,
+    granular_observer,
+)
 from pt2e_quant.ops import qdq_ops
 
 __all__ = ["describe_scheme"]
@@ -51,9 +55,10 @@ def _describe_observer(node: Node) -> str | None:
     bits = _bits(getattr(module, "quant_min", None), getattr(module, "quant_max", None))
     if bits is None or not qdq_ops.is_quantized_dtype(getattr(module, "dtype", None)):
         return None
-    if isinstance(module, PerGroupMinMaxObserver):
-        return f"{bits} per-group ({module.group_size})"
-    if isinstance(module, PerTokenDynamicObserver):
+    granular = granular_observer(module)
+    if isinstance(granular, PerGroupMinMaxObserver):
+        return f"{bits} per-group ({granular.group_size})"
+    if isinstance(granular, PerTokenDynamicObserver):
         granularity = "per-token"
     elif is_per_channel(getattr(module, "qscheme", None)):
         granularity = "per-channel"

@@ -25,6 +25,7 @@ from pt2e_quant.fake_quantize.base import (
     is_observer_or_fake_quant,
 )
 from pt2e_quant.fake_quantize.fused import FusedMovingAvgObsFakeQuantize
+from pt2e_quant.fake_quantize.granular import PerTokenFakeQuantize, WeightFakeQuantize
 from pt2e_quant.fake_quantize.learnable import (
     LearnableFakeQuantize,
     disable_range_learning,
@@ -49,6 +50,8 @@ __all__ = [
     "FusedMovingAvgObsFakeQuantize",
     "FixedQParamsFakeQuantize",
     "LearnableFakeQuantize",
+    "PerTokenFakeQuantize",
+    "WeightFakeQuantize",
     "is_observer_or_fake_quant",
     "enable_observer",
     "disable_observer",

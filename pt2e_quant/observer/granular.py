@@ -26,7 +26,12 @@ from pt2e_quant.observer.base import _EPS_F32
 from pt2e_quant.observer.minmax import PerChannelMinMaxObserver
 from pt2e_quant.observer.passthrough import PlaceholderObserver
 
-__all__ = ["PerGroupMinMaxObserver", "PerTokenDynamicObserver", "valid_group_sizes"]
+__all__ = [
+    "PerGroupMinMaxObserver",
+    "PerTokenDynamicObserver",
+    "granular_observer",
+    "valid_group_sizes",
+]
 
 
 def valid_group_sizes(columns: int) -> list[int]:
@@ -146,3 +151,12 @@ class PerTokenDynamicObserver(PlaceholderObserver):
             eps=eps,
             is_dynamic=True,
         )
+
+
+def granular_observer(module: Any) -> PerGroupMinMaxObserver | PerTokenDynamicObserver | None:
+    """The per-group or per-token observer ``module`` is, or wraps (a QAT fake-quant's
+    ``activation_post_process``): what convert, coverage and the prepare checks act on."""
+    for candidate in (module, getattr(module, "activation_post_process", None)):
+        if isinstance(candidate, (PerGroupMinMaxObserver, PerTokenDynamicObserver)):
+            return candidate
+    return None

@@ -28,7 +28,11 @@ from pt2e_quant.contract.specs import is_per_channel
 from pt2e_quant.errors import warn_user
 from pt2e_quant.fake_quantize import is_observer_or_fake_quant
 from pt2e_quant.graph.node_meta import copy_debug_handle
-from pt2e_quant.observer.granular import PerGroupMinMaxObserver, PerTokenDynamicObserver
+from pt2e_quant.observer.granular import (
+    PerGroupMinMaxObserver,
+    PerTokenDynamicObserver,
+    granular_observer,
+)
 from pt2e_quant.ops import qdq_ops
 
 __all__ = ["replace_observers", "UncalibratedObserverWarning", "observer_saw_data"]
@@ -82,13 +86,14 @@ class _Replacer:
             return
         dtype = getattr(module, "dtype", torch.float32)
         is_dynamic = bool(getattr(module, "is_dynamic", False))
+        granular = granular_observer(module)  # the observer itself, or a QAT fake-quant's
         with self.graph.inserting_before(node):
             if dtype == torch.float16:
                 out = self._cast_round_trip(node)
-            elif isinstance(module, PerTokenDynamicObserver):
-                out = self._per_token(node, module, dtype)
-            elif isinstance(module, PerGroupMinMaxObserver):
-                out = self._per_group(node, module, dtype)
+            elif isinstance(granular, PerTokenDynamicObserver):
+                out = self._per_token(node, granular, dtype)
+            elif isinstance(granular, PerGroupMinMaxObserver):
+                out = self._per_group(node, module, granular.group_size, dtype)
             elif is_dynamic and qdq_ops.is_quantized_dtype(dtype):
                 out = self._dynamic(node, module, dtype)
             elif qdq_ops.is_quantized_dtype(dtype):
@@ -149,7 +154,9 @@ class _Replacer:
             qdq_ops.DEQUANTIZE_PER_TENSOR_DYNAMIC, (q, *qparams), self._dq_kwargs(x)
         )
 
-    def _per_group(self, node: Node, module: torch.nn.Module, dtype: torch.dtype) -> Node:
+    def _per_group(
+        self, node: Node, module: torch.nn.Module, group_size: int, dtype: torch.dtype
+    ) -> Node:
         """One (scale, zero point) per group of input columns; the scales are buffers of
         shape (rows, groups), the layout the group ops and XNNPACK's 4-bit kernels take."""
         scale, zero_point = self._measured_qparams(node, module)
@@ -158,7 +165,7 @@ class _Replacer:
         zp_node = self.new_buffer("_zero_point_", zero_point)
         plain = qdq_ops.to_plain_dtype(dtype)
         qparams = (scale_node, zp_node, module.quant_min, module.quant_max, plain)
-        size = int(module.group_size)
+        size = int(group_size)
         q = self.graph.call_function(qdq_ops.QUANTIZE_PER_CHANNEL_GROUP, (x, *qparams, size))
         return self.graph.call_function(
             qdq_ops.DEQUANTIZE_PER_CHANNEL_GROUP, (q, *qparams, size, self._value_dtype(x))

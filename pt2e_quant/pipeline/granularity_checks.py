@@ -16,7 +16,11 @@ import torch
 from pt2e_quant.contract.sharing import _anchor_node, describe_edge_or_node
 from pt2e_quant.contract.specs import EdgeOrNode
 from pt2e_quant.errors import AnnotationError, graph_context
-from pt2e_quant.observer.granular import PerGroupMinMaxObserver, valid_group_sizes
+from pt2e_quant.observer.granular import (
+    PerGroupMinMaxObserver,
+    granular_observer,
+    valid_group_sizes,
+)
 
 __all__ = ["check_granularity"]
 
@@ -63,6 +67,7 @@ def check_granularity(
 ) -> None:
     """Raise an AnnotationError naming the node if ``module`` cannot observe ``members``;
     ``constants()`` gives the graph's constant nodes (computed only when needed)."""
-    if isinstance(module, PerGroupMinMaxObserver):
+    granular = granular_observer(module)  # the observer, or a QAT fake-quant's
+    if isinstance(granular, PerGroupMinMaxObserver):
         for member in members:
-            _check_per_group(module, member, constants(), who)
+            _check_per_group(granular, member, constants(), who)

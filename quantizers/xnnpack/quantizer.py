@@ -34,7 +34,12 @@ from pt2e_quant.contract.annotation import get_annotation, is_annotated
 from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.contract.specs import QuantizationSpec, QuantizationSpecBase
 from pt2e_quant.errors import AnnotationError, SpecError, describe_node, graph_context
-from pt2e_quant.fake_quantize import FakeQuantize, FusedMovingAvgObsFakeQuantize
+from pt2e_quant.fake_quantize import (
+    FakeQuantize,
+    FusedMovingAvgObsFakeQuantize,
+    PerTokenFakeQuantize,
+    WeightFakeQuantize,
+)
 from pt2e_quant.graph.aten_args import argument
 from pt2e_quant.graph.patterns import Match, any_annotated, is_call, run
 from pt2e_quant.graph.subgraphs import iter_graph_modules
@@ -129,7 +134,7 @@ def get_symmetric_quantization_config(
 
 @functools.lru_cache
 def get_per_token_quantization_config(
-    weight_bits: int = 4, group_size: int | None = 32
+    weight_bits: int = 4, group_size: int | None = 32, is_qat: bool = False
 ) -> QuantizationConfig:
     """LLM linears for XNNPACK: int8 activations quantized per token at run time, symmetric
     weights folded to integers.
@@ -138,7 +143,9 @@ def get_per_token_quantization_config(
     columns (XNNPACK's 4-bit kernels take groups of a multiple of 32). ``weight_bits=8,
     group_size=None`` ("8da8w"): -127..127, one scale per output channel. Only linear layers
     are quantized; the min/max weight scales are torchao's ``Int8DynamicActivationIntxWeight``
-    ones (``amax / 7.5`` for int4, eps the smallest normal float).
+    ones (``amax / 7.5`` for int4, eps the smallest normal float). ``is_qat``: the same
+    granularities fake-quantized for training (activations per token as at inference, weights
+    with qparams from their current value at each step), converting to the same ops.
     """
     if weight_bits == 4:
         if not isinstance(group_size, int) or group_size < 32 or group_size % 32:
@@ -146,7 +153,7 @@ def get_per_token_quantization_config(
                 f"get_per_token_quantization_config: 4-bit weights need a group_size that is a "
                 f"multiple of 32 (XNNPACK's 4-bit kernels), got {group_size!r}"
             )
-        weight_ctr: Any = PerGroupMinMaxObserver.with_args(
+        weight_observer: Any = PerGroupMinMaxObserver.with_args(
             group_size=group_size, eps=_SMALLEST_NORMAL
         )
         weight_qmin, weight_qmax = -8, 7
@@ -156,19 +163,24 @@ def get_per_token_quantization_config(
                 "get_per_token_quantization_config: 8-bit weights are per output channel on "
                 f"XNNPACK; pass group_size=None (got {group_size!r})"
             )
-        weight_ctr = PerChannelMinMaxObserver.with_args(eps=_SMALLEST_NORMAL)
+        weight_observer = PerChannelMinMaxObserver.with_args(eps=_SMALLEST_NORMAL)
         weight_qmin, weight_qmax = -127, 127
     else:
         raise SpecError(
             f"get_per_token_quantization_config: weight_bits must be 4 or 8, got {weight_bits!r}"
         )
+    if is_qat:
+        weight_ctr: Any = WeightFakeQuantize.with_args(observer=weight_observer)
+        activation_ctr: Any = PerTokenFakeQuantize
+    else:
+        weight_ctr, activation_ctr = weight_observer, PerTokenDynamicObserver
     activation = QuantizationSpec(
         dtype=torch.int8,
         quant_min=-128,
         quant_max=127,
         qscheme=torch.per_tensor_affine,
         is_dynamic=True,
-        observer_or_fake_quant_ctr=PerTokenDynamicObserver,
+        observer_or_fake_quant_ctr=activation_ctr,
     )
     weight = QuantizationSpec(
         dtype=torch.int8,
@@ -178,7 +190,7 @@ def get_per_token_quantization_config(
         ch_axis=0,
         observer_or_fake_quant_ctr=weight_ctr,
     )
-    return QuantizationConfig(activation, None, weight, None)
+    return QuantizationConfig(activation, None, weight, None, is_qat)
 
 
 # ------------------------------------------------------------------ scalar operands
