@@ -21,6 +21,9 @@ builds and exports the model, then prepares, calibrates and converts it, reporti
   from ``resource.getrusage`` after resetting the kernel's high-water mark
   (``/proc/self/clear_refs``), compared with the bytes of the integer weights convert stores.
 
+A last table times prepare + convert of the zoo's Llama-style decoder at 4-32 layers per
+graph node (ours, 8da4w): constant per-node time means the pipeline grows linearly.
+
 Configurations: ``dyn8`` (int8 per-token-or-tensor dynamic activations and int8 per-channel
 weights, XNNPACK's ``get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)``,
 which both libraries run, through ExecuTorch's XNNPACKQuantizer for the peer) and, ours only
@@ -227,12 +230,44 @@ def _row(r: dict) -> str:
     )
 
 
+GROWTH_LAYERS = (4, 8, 16, 32)
+
+
+def growth(layers_list: tuple[int, ...], repeats: int = 3) -> None:
+    """prepare + convert time per graph node of the zoo's Llama-style decoder (8da4w, ours):
+    constant when the pipeline is linear in the node count."""
+    sys.path.insert(0, str(ROOT))
+    import pt2e_quant
+    from tests.models.zoo_decoder import LlamaStyleDecoder
+
+    print("\ngrowth (tests/models/zoo_decoder.py, 8da4w): layers  nodes  prepare+convert  per node")
+    for layers in layers_list:
+        model = LlamaStyleDecoder(layers=layers).eval()
+        example = model.example_inputs()
+        times, nodes = [], 0
+        for _ in range(repeats):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                exported = torch.export.export(model, example).module()
+            nodes = len(exported.graph.nodes)
+            quantizer = _quantizer("pt2e_quant", "8da4w")
+            gc.collect()
+            start = time.perf_counter()
+            prepared = pt2e_quant.prepare_pt2e(exported, quantizer)
+            prepared(*example)
+            pt2e_quant.convert_pt2e(prepared)
+            times.append(time.perf_counter() - start)
+        best = min(times)
+        print(f"{'':44}{layers:6d} {nodes:6d} {best:14.3f}s {best / nodes * 1e6:8.1f} us")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a narrow 2-layer model")
     parser.add_argument("--layers", type=int, nargs="*", help=f"default {FULL_LAYERS}")
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--worker", nargs=3, metavar=("LIBRARY", "CONFIG", "LAYERS"))
+    parser.add_argument("--skip-growth", action="store_true", help="no node-count growth table")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -264,6 +299,8 @@ def main() -> None:
                     f"{ours['convert_s'] / peer['convert_s']:.3f}, convert peak memory "
                     f"{ours['convert_peak'] / max(peer['convert_peak'], 1):.3f}"
                 )
+    if not args.skip_growth:
+        growth((2, 4) if args.quick else GROWTH_LAYERS, 1 if args.quick else 3)
 
 
 if __name__ == "__main__":

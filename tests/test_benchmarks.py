@@ -126,3 +126,22 @@ def test_bench_vendors_runs_each_configuration_in_its_own_process():
     rows = re.findall(rf"^\| vulkan w8 dynamic \| [^|]+ \| [^|]+ \| [^|]+ \| {RATIO}", output, re.M)
     assert len(rows) == 1, output
     assert "geometric mean ratio" in output, output
+
+
+@pytest.mark.torchao
+@pytest.mark.executorch
+def test_bench_llm_reports_both_libraries_memory_and_growth():
+    pytest.importorskip("torchao")
+    pytest.importorskip("executorch")
+    pytest.importorskip("transformers")
+    output = _run("bench_llm.py", "--quick")
+    rows = re.findall(r"^(dyn8|8da4w)\s+2\s+\S+B\s+(pt2e_quant|torchao)\s", output, re.M)
+    assert set(rows) == {("dyn8", "pt2e_quant"), ("dyn8", "torchao"), ("8da4w", "pt2e_quant")}, (
+        output
+    )
+    ratio = re.search(rf"convert time {RATIO}, convert peak memory {RATIO}", output)
+    assert ratio, output
+    _assert_ratio(ratio.group(1), "convert time")
+    growth = re.findall(r"^\s+(\d+)\s+(\d+)\s+[0-9.]+s\s+[0-9.]+ us$", output, re.M)
+    assert [layers for layers, _ in growth] == ["2", "4"], output
+    assert int(growth[1][1]) > int(growth[0][1]), output  # more layers, more nodes
