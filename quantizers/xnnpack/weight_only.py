@@ -83,7 +83,9 @@ def get_weight_only_quantization_config(
     so a model quantized this way stores the same integers as the static preset. The knobs
     mirror :func:`get_per_token_quantization_config`; only ``weight_bits=8, group_size=None``
     has a runtime (see the module docstring), the others raise :class:`SpecError` saying why
-    and what to use. Cached, so equal arguments give the same object.
+    and what to use. Cached, so equal arguments give the same object. Set globally, the
+    XNNPACK quantizer also gives convolutions weight-only weights; only linears are measured
+    on ExecuTorch here.
     """
     owner = "get_weight_only_quantization_config"
     _check_weight_bits(owner, weight_bits)
@@ -111,8 +113,9 @@ def get_weight_only_embedding_config(
     row, for :class:`~quantizers.embedding.EmbeddingQuantizer`.
 
     This is the Embedding backend's :func:`get_embedding_quantization_config` (cached here, so
-    equal arguments give the same object), the one scheme ExecuTorch's ``QuantFusionPass`` fuses into a quantized lookup.
-    Compose it before the XNNPACK quantizer, e.g. with 8da4w linears::
+    equal arguments give the same object), the one scheme ExecuTorch's ``QuantFusionPass``
+    fuses into a quantized lookup. Compose it before the XNNPACK quantizer, e.g. with 8da4w
+    linears::
 
         ComposableQuantizer([
             EmbeddingQuantizer(get_weight_only_embedding_config()),
