@@ -28,6 +28,8 @@ from quantizers.xnnpack import (
     XNNPACKQuantizer,
     get_per_token_quantization_config,
     get_symmetric_quantization_config,
+    get_weight_only_embedding_config,
+    get_weight_only_quantization_config,
 )
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "get_output_act_qspec",
     "get_per_token_quantization_config",
     "get_symmetric_quantization_config",
+    "get_weight_only_embedding_config",
+    "get_weight_only_quantization_config",
     "get_weight_qspec",
     "get_x86_inductor_linear_dynamic_fp16_config",
 ]

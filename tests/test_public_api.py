@@ -151,6 +151,8 @@ EXPECTED_QUANTIZERS = {
     "get_input_act_qspec",
     "get_output_act_qspec",
     "get_per_token_quantization_config",
+    "get_weight_only_embedding_config",
+    "get_weight_only_quantization_config",
     "get_symmetric_quantization_config",
     "get_weight_qspec",
     "get_x86_inductor_linear_dynamic_fp16_config",

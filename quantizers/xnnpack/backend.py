@@ -11,6 +11,7 @@ from typing import Any
 from pt2e_quant.contract.backends import Backend
 from quantizers.xnnpack.delegation import FP32, INT8, INT8_DYNAMIC, predict_xnnpack
 from quantizers.xnnpack.quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+from quantizers.xnnpack.weight_only import needs_non_static_float_weights
 
 __all__ = ["BACKEND", "INSTALL_EXECUTORCH", "preset"]
 
@@ -38,13 +39,19 @@ def _summarize(counts: Mapping[str, int]) -> str:
 
 
 def _write_pte(program: Any, path: Path) -> None:
-    """Lower with ExecuTorch's XNNPACK partitioner and write the flatbuffer."""
+    """Lower with ExecuTorch's XNNPACK partitioner and write the flatbuffer.
+
+    Weight-only linears keep their dequantize outside the delegate
+    (:func:`~quantizers.xnnpack.weight_only.needs_non_static_float_weights`)."""
     try:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
     except ImportError:
         raise RuntimeError(INSTALL_EXECUTORCH) from None
-    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    partitioner = XnnpackPartitioner(
+        force_non_static_weights_for_f32_linear=needs_non_static_float_weights(program)
+    )
+    edge = to_edge_transform_and_lower(program, partitioner=[partitioner])
     Path(path).write_bytes(edge.to_executorch().buffer)
 
 
