@@ -10,27 +10,25 @@ import torch
 from torch.fx import GraphModule, Node
 
 from pt2e_quant.graph.aten_args import module_constant
-from pt2e_quant.graph.patterns import ANY, Op, Var, op
 from pt2e_quant.ops import qdq_ops
 
 __all__ = ["dequantized_weight", "int8_weight", "new_constant", "static_shape"]
 
 
-def dequantized_weight(axis: int) -> Op:
-    """``dequantize_per_channel(w, scale, zp, axis, qmin, qmax, dtype[, out_dtype=])``, bound
-    as ``w``, ``scale``, ``zp`` and the node ``dq_w``; used by the matched op alone."""
-    return op(
-        qdq_ops.DEQUANTIZE_PER_CHANNEL,
-        Var("w"),
-        Var("scale"),
-        Var("zp"),
-        axis,
-        ANY,
-        ANY,
-        torch.int8,
-        ...,
-        name="dq_w",
-    )
+def dequantized_weight(dq_w: Any, axis: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(int8 2-D weight, 1-D float scales) if ``dq_w`` is ``dequantize_per_channel(w, scale,
+    zp, axis, qmin, qmax, int8)`` of module constants with zero points all 0 (no kernel takes
+    others); None otherwise.
+
+    Matched as a bound value, not as a pattern op: a dequantize may feed several ops (a
+    shared activation, a tied weight), and the rewrite driver erases the ops it matched. The
+    rewrites leave it for dead-code removal instead.
+    """
+    if not isinstance(dq_w, Node) or dq_w.target is not qdq_ops.DEQUANTIZE_PER_CHANNEL:
+        return None
+    if len(dq_w.args) != 7 or dq_w.args[3] != axis or dq_w.args[6] != torch.int8:
+        return None
+    return int8_weight(*dq_w.args[:3])
 
 
 def int8_weight(w: Any, scale: Any, zp: Any) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -30,7 +30,6 @@ from pt2e_quant.ops import qdq_ops
 from pt2e_quant.ops.families import ADDMM_OPS
 from quantizers.x86_inductor.inductor_rewrites._weights import (
     dequantized_weight,
-    int8_weight,
     new_constant,
     static_shape,
 )
@@ -40,8 +39,8 @@ __all__ = ["rewrite_addmm_as_linear"]
 _aten = torch.ops.aten
 
 
-def _applies(bias: Any, w: Node, scale: Any, zp: Any, **_: Any) -> bool:
-    if int8_weight(w, scale, zp) is None:
+def _applies(bias: Any, dq_w: Any, **_: Any) -> bool:
+    if dequantized_weight(dq_w, axis=1) is None:
         return False
     shape = static_shape(bias)
     if shape is None and isinstance(bias, Node):
@@ -50,9 +49,9 @@ def _applies(bias: Any, w: Node, scale: Any, zp: Any, **_: Any) -> bool:
     return shape is not None and len(shape) == 1
 
 
-def _as_linear(emit: Emitter, bias: Node, x: Node, w: Node, dq_w: Node, op: Node, **_: Any) -> Node:
+def _as_linear(emit: Emitter, bias: Node, x: Node, dq_w: Node, op: Node, **_: Any) -> Node:
     gm = op.graph.owning_module
-    weight, _scales = int8_weight(w, dq_w.args[1], dq_w.args[2])
+    weight, _scales = dequantized_weight(dq_w, axis=1)
     transposed = new_constant(gm, "_int8_weight_t_", weight.t(), emit.before)
     with op.graph.inserting_before(emit.before):
         dequantized = op.graph.call_function(
@@ -69,7 +68,7 @@ def _as_linear(emit: Emitter, bias: Node, x: Node, w: Node, dq_w: Node, op: Node
 
 _ADDMM = Rule(
     "addmm as linear",
-    op(ADDMM_OPS, Var("bias"), Var("x"), dequantized_weight(axis=1), name="op"),
+    op(ADDMM_OPS, Var("bias"), Var("x"), Var("dq_w"), name="op"),
     _as_linear,
     _applies,
 )

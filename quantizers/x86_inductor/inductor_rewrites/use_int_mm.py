@@ -33,7 +33,6 @@ from pt2e_quant.ops import qdq_ops
 from pt2e_quant.ops.families import LINEAR_OPS
 from quantizers.x86_inductor.inductor_rewrites._weights import (
     dequantized_weight,
-    int8_weight,
     new_constant,
     static_shape,
 )
@@ -55,30 +54,26 @@ def _symmetric_token_scale(scale: Any) -> bool:
     )
 
 
-def _applies(q: Any, x_scale: Any, w: Node, scale: Any, zp: Any, op: Node, **_: Any) -> bool:
+def _applies(dq_x: Any, dq_w: Any, op: Node, **_: Any) -> bool:
+    """``dq_x`` is ``dequantize_per_token(quantize_per_token(x, s, zp, -128, 127, int8), s,
+    ...)`` with ``s`` from the symmetric chooser; ``dq_w`` a symmetric int8 weight."""
+    if not (isinstance(dq_x, Node) and dq_x.target is qdq_ops.DEQUANTIZE_PER_TOKEN):
+        return False
+    q, x_scale = dq_x.args[0], dq_x.args[1]
     return (
         isinstance(q, Node)
         and q.target is qdq_ops.QUANTIZE_PER_TOKEN
         and q.args[1] is x_scale
+        and tuple(dq_x.args[3:6]) == (-128, 127, torch.int8)
         and _symmetric_token_scale(x_scale)
-        and int8_weight(w, scale, zp) is not None
+        and dequantized_weight(dq_w, axis=0) is not None
         and static_shape(op) is not None
     )
 
 
-def _int_mm(
-    emit: Emitter,
-    q: Node,
-    x_scale: Node,
-    out_dtype: torch.dtype,
-    w: Node,
-    scale: Node,
-    zp: Any,
-    bias: Any,
-    op: Node,
-    **_: Any,
-) -> Node:
-    weight, scales = int8_weight(w, scale, zp)
+def _int_mm(emit: Emitter, dq_x: Node, dq_w: Node, bias: Any, op: Node, **_: Any) -> Node:
+    q, x_scale, out_dtype = dq_x.args[0], dq_x.args[1], dq_x.args[6]
+    weight, scales = dequantized_weight(dq_w, axis=0)
     gm = op.graph.owning_module
     transposed = new_constant(gm, "_int8_weight_t_", weight.t(), emit.before)
     weight_scales = new_constant(gm, "_int8_weight_scale_", scales.to(out_dtype), emit.before)
@@ -96,23 +91,7 @@ def _int_mm(
 
 _PER_TOKEN_LINEAR = Rule(
     "per-token int8 linear",
-    op(
-        LINEAR_OPS,
-        op(
-            qdq_ops.DEQUANTIZE_PER_TOKEN,
-            Var("q"),
-            Var("x_scale"),
-            Var("x_zp"),
-            -128,
-            127,
-            torch.int8,
-            Var("out_dtype"),
-            name="dq_x",
-        ),
-        dequantized_weight(axis=0),
-        Var("bias"),
-        name="op",
-    ),
+    op(LINEAR_OPS, Var("dq_x"), Var("dq_w"), Var("bias"), name="op"),
     _int_mm,
     _applies,
 )

@@ -33,7 +33,6 @@ from pt2e_quant.ops import qdq_ops
 from pt2e_quant.ops.families import LINEAR_OPS
 from quantizers.x86_inductor.inductor_rewrites._weights import (
     dequantized_weight,
-    int8_weight,
     new_constant,
     static_shape,
 )
@@ -44,21 +43,20 @@ _aten = torch.ops.aten
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def _applies(x: Any, w: Node, scale: Any, zp: Any, op: Node, **_: Any) -> bool:
+def _applies(x: Any, dq_w: Any, op: Node, **_: Any) -> bool:
     value = x.meta.get("val") if isinstance(x, Node) else None
     if qdq_ops.is_dequantize(x) or not isinstance(value, torch.Tensor):
         return False
-    found = int8_weight(w, scale, zp)
+    found = dequantized_weight(dq_w, axis=0)
     if found is None or value.dtype not in _KERNEL_DTYPES or static_shape(op) is None:
         return False
     columns = found[0].shape[1]
     return value.dtype != torch.bfloat16 or columns % 16 == 0
 
 
-def _weight_int8pack_mm(
-    emit: Emitter, x: Node, w: Node, scale: Node, zp: Any, bias: Any, op: Node, **_: Any
-) -> Node:
-    weight, scales = int8_weight(w, scale, zp)
+def _weight_int8pack_mm(emit: Emitter, x: Node, dq_w: Node, bias: Any, op: Node, **_: Any) -> Node:
+    weight, scales = dequantized_weight(dq_w, axis=0)
+    w = dq_w.args[0]
     dtype = x.meta["val"].dtype
     scales = new_constant(
         op.graph.owning_module, "_int8_weight_scale_", scales.to(dtype), emit.before
@@ -71,7 +69,7 @@ def _weight_int8pack_mm(
 
 _WEIGHT_ONLY_LINEAR = Rule(
     "weight-only int8 linear",
-    op(LINEAR_OPS, Var("x"), dequantized_weight(axis=0), Var("bias"), name="op"),
+    op(LINEAR_OPS, Var("x"), Var("dq_w"), Var("bias"), name="op"),
     _weight_int8pack_mm,
     _applies,
 )
