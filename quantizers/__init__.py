@@ -22,7 +22,10 @@ from quantizers.embedding import EmbeddingQuantizer, get_embedding_quantization_
 from quantizers.x86_inductor import (
     X86InductorQuantizer,
     get_default_x86_inductor_quantization_config,
+    get_x86_inductor_dynamic_int8_config,
     get_x86_inductor_linear_dynamic_fp16_config,
+    get_x86_inductor_weight_only_int8_config,
+    rewrite_for_inductor,
 )
 from quantizers.xnnpack import (
     XNNPACKQuantizer,
@@ -48,5 +51,8 @@ __all__ = [
     "get_weight_only_embedding_config",
     "get_weight_only_quantization_config",
     "get_weight_qspec",
+    "get_x86_inductor_dynamic_int8_config",
     "get_x86_inductor_linear_dynamic_fp16_config",
+    "get_x86_inductor_weight_only_int8_config",
+    "rewrite_for_inductor",
 ]

@@ -35,6 +35,18 @@ SPELLING_ALLOWED = {
     "pt2e_quant/graph/conv_batch_norm.py": "torchao's QAT rewrite order names exact overloads",
     "quantizers/xnnpack/rules.py": "ExecuTorch's shared-qparams list names exact overloads",
     "quantizers/xnnpack/delegation.py": "the XNNPACK partitioner's configs name exact overloads",
+    "quantizers/x86_inductor/inductor_rewrites/use_weight_int8pack_mm.py": (
+        "emits the exact ops Inductor's kernels take"
+    ),
+    "quantizers/x86_inductor/inductor_rewrites/use_int_mm.py": (
+        "emits the exact ops Inductor's _int_mm pattern matches"
+    ),
+    "quantizers/x86_inductor/inductor_rewrites/rewrite_addmm_as_linear.py": (
+        "emits the linear Inductor's qlinear pattern matches"
+    ),
+    "quantizers/x86_inductor/inductor_rewrites/decompose_per_token_quantization.py": (
+        "emits the per-token kernels' exact ops"
+    ),
     "quantizers/x86_inductor/rules.py": "torchao's recipe names exact overloads (cat, not concat)",
 }
 

@@ -155,7 +155,10 @@ EXPECTED_QUANTIZERS = {
     "get_weight_only_quantization_config",
     "get_symmetric_quantization_config",
     "get_weight_qspec",
+    "get_x86_inductor_dynamic_int8_config",
     "get_x86_inductor_linear_dynamic_fp16_config",
+    "get_x86_inductor_weight_only_int8_config",
+    "rewrite_for_inductor",
 }
 
 

@@ -118,8 +118,11 @@ class PerGroupMinMaxObserver(PerChannelMinMaxObserver):
 class PerTokenDynamicObserver(PlaceholderObserver):
     """Marks an activation for dynamic quantization with one (scale, zero point) per token.
 
-    Nothing is observed: convert emits ``choose_qparams_per_token_asymmetric``, whose range is
-    fixed at int8 -128..127 (XNNPACK's), so that is the only range accepted.
+    Nothing is observed: convert emits ``choose_qparams_per_token_asymmetric`` (``qscheme=
+    torch.per_tensor_affine``, the default: XNNPACK's) or ``choose_qparams_per_token``
+    (``torch.per_tensor_symmetric``: zero points 0, scale ``amax / 127``, what Inductor's
+    ``_int_mm`` kernel pattern takes). The qscheme names how each token is quantized. Both
+    choose ops quantize to int8 -128..127, so that is the only range accepted.
     """
 
     def __init__(
@@ -135,11 +138,17 @@ class PerTokenDynamicObserver(PlaceholderObserver):
         dtype = torch.int8 if dtype is None else dtype
         quant_min = -128 if quant_min is None else quant_min
         quant_max = 127 if quant_max is None else quant_max
+        qscheme = torch.per_tensor_affine if qscheme is None else qscheme
         if (dtype, quant_min, quant_max) != (torch.int8, -128, 127):
             raise SpecError(
                 f"{owner}: per-token dynamic quantization is int8 -128..127 "
-                f"(choose_qparams_per_token_asymmetric's range), got {dtype} "
+                f"(choose_qparams_per_token(_asymmetric)'s range), got {dtype} "
                 f"{quant_min}..{quant_max}"
+            )
+        if qscheme not in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            raise SpecError(
+                f"{owner}: qscheme={qscheme} is not a per-token scheme; use "
+                "torch.per_tensor_affine (asymmetric tokens) or torch.per_tensor_symmetric"
             )
         if is_dynamic is False:
             raise SpecError(f"{owner}: per-token quantization is dynamic; use is_dynamic=True")

@@ -29,6 +29,7 @@ DEQUANTIZE_PER_CHANNEL_GROUP = _qd.dequantize_per_channel_group.default
 QUANTIZE_PER_TOKEN = _qd.quantize_per_token.default
 DEQUANTIZE_PER_TOKEN = _qd.dequantize_per_token.default
 CHOOSE_QPARAMS_PER_TOKEN_ASYMMETRIC = _qd.choose_qparams_per_token_asymmetric.default
+CHOOSE_QPARAMS_PER_TOKEN = _qd.choose_qparams_per_token.default
 CHOOSE_QPARAMS = _qd.choose_qparams.tensor
 CHOOSE_QPARAMS_SYMMETRIC = _qd.choose_qparams_symmetric.tensor
 CONVERT_ELEMENT_TYPE = _qd.convert_element_type.no_fuse
@@ -62,13 +63,25 @@ DEQUANTIZE_OPS: frozenset = frozenset(
     }
 )
 CHOOSE_QPARAMS_OPS: frozenset = frozenset(
-    {CHOOSE_QPARAMS, CHOOSE_QPARAMS_SYMMETRIC, CHOOSE_QPARAMS_PER_TOKEN_ASYMMETRIC}
+    {
+        CHOOSE_QPARAMS,
+        CHOOSE_QPARAMS_SYMMETRIC,
+        CHOOSE_QPARAMS_PER_TOKEN_ASYMMETRIC,
+        CHOOSE_QPARAMS_PER_TOKEN,
+    }
 )
 
 #: choose_qparams overload per activation qscheme, for dynamic quantization.
 CHOOSE_QPARAMS_FOR_QSCHEME = {
     torch.per_tensor_affine: CHOOSE_QPARAMS,
     torch.per_tensor_symmetric: CHOOSE_QPARAMS_SYMMETRIC,
+}
+
+#: choose_qparams overload per qscheme of a per-token activation (the qscheme of each token):
+#: XNNPACK's asymmetric one, or the symmetric one (zero points 0) Inductor's ``_int_mm`` takes.
+CHOOSE_QPARAMS_PER_TOKEN_FOR_QSCHEME = {
+    torch.per_tensor_affine: CHOOSE_QPARAMS_PER_TOKEN_ASYMMETRIC,
+    torch.per_tensor_symmetric: CHOOSE_QPARAMS_PER_TOKEN,
 }
 
 

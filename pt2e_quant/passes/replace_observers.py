@@ -12,7 +12,7 @@ dequantize_per_tensor.tensor``; float16 observers become a cast to fp16 and back
 dtype; other float observers (e.g. a float32 placeholder for a bias) disappear. The LLM
 granularities: a per-group weight observer becomes ``quantize/dequantize_per_channel_group``
 with (rows, groups) scale buffers, a per-token observer ``choose_qparams_per_token_asymmetric
--> quantize_per_token -> dequantize_per_token``.
+-> quantize_per_token -> dequantize_per_token`` (``choose_qparams_per_token`` when symmetric).
 """
 
 from __future__ import annotations
@@ -172,10 +172,12 @@ class _Replacer:
         )
 
     def _per_token(self, node: Node, module: torch.nn.Module, dtype: torch.dtype) -> Node:
-        """Qparams chosen per token at run time, as XNNPACK's dynamic linear expects."""
+        """Qparams chosen per token at run time: asymmetric, as XNNPACK's dynamic linear
+        expects, or symmetric (zero points 0), as Inductor's ``_int_mm`` pattern expects."""
         x = node.args[0]
         plain = qdq_ops.to_plain_dtype(dtype)
-        chosen = self.graph.call_function(qdq_ops.CHOOSE_QPARAMS_PER_TOKEN_ASYMMETRIC, (x, plain))
+        choose = qdq_ops.CHOOSE_QPARAMS_PER_TOKEN_FOR_QSCHEME[module.qscheme]
+        chosen = self.graph.call_function(choose, (x, plain))
         scale = self.graph.call_function(operator.getitem, (chosen, 0))
         zero_point = self.graph.call_function(operator.getitem, (chosen, 1))
         qparams = (scale, zero_point, module.quant_min, module.quant_max, plain)

@@ -21,7 +21,11 @@ an import change. What differs, on purpose:
   of its anchor op (the conv / linear / pooling op). Module types are real module scopes (any
   ``nn.Module`` subclass, ``nn.Conv1d`` included), not aliases of an aten op.
 * :meth:`X86InductorQuantizer.validate` rejects configs the x86 kernels cannot run, such as
-  float16 weights on a conv (torchao's accepts anything).
+  float16 weights on a conv (torchao's accepts anything; the rules are in
+  :mod:`quantizers.x86_inductor.kernel_constraints`).
+* ``addmm(bias, x, w)`` (GPT-2's ``Conv1D``) is quantized like a linear, and the LLM presets
+  of :mod:`quantizers.x86_inductor.llm_config` (int8 weight-only, int8 dynamic per token)
+  quantize linears and addmm only.
 * Importing this module changes no Inductor configuration (torchao's sets a global pre-grad pass).
 
 As in torchao, a setter given a config that mixes static with dynamic, or QAT with PTQ, with
@@ -61,7 +65,7 @@ from pt2e_quant.graph.patterns import (
     is_float_tensor,
     run,
 )
-from pt2e_quant.ops.families import CAT_OPS, FLATTEN_OPS, LINEAR_OPS
+from pt2e_quant.ops.families import CAT_OPS, FLATTEN_OPS
 from quantizers.config import QuantizationConfig, checked_config
 from quantizers.scoping import ScopedConfigs
 from quantizers.x86_inductor.config import (
@@ -69,9 +73,10 @@ from quantizers.x86_inductor.config import (
     config_name,
     get_default_x86_inductor_quantization_config,
     get_x86_inductor_linear_dynamic_fp16_config,
-    is_fp16_weight_only,
     mode_conflict,
 )
+from quantizers.x86_inductor.kernel_constraints import config_problem
+from quantizers.x86_inductor.llm_config import is_linear_only
 from quantizers.x86_inductor.rules import (
     FUSION_RULES,
     INT8_IN_INT8_OUT_OPS,
@@ -96,6 +101,7 @@ _FUNCTION_TO_ATEN: dict[Callable, Any] = {
     F.conv1d: _aten.conv1d,
     F.conv2d: _aten.conv2d,
     F.linear: _aten.linear,
+    torch.addmm: _aten.addmm,
     F.max_pool2d: _aten.max_pool2d,
     F.avg_pool2d: _aten.avg_pool2d,
     F.adaptive_avg_pool2d: _aten.adaptive_avg_pool2d,
@@ -300,8 +306,11 @@ class X86InductorQuantizer(Quantizer):
         applied: list,
         quantized_outputs: set[Node],
     ) -> None:
-        """Quantize every tensor input of ``node`` (mul, matmul); its output stays float."""
-        if any_annotated([node]) or config is None:
+        """Quantize every tensor input of ``node`` (mul, matmul); its output stays float.
+
+        The LLM schemes have kernels for linear layers only, so they leave these ops float.
+        """
+        if any_annotated([node]) or config is None or is_linear_only(config):
             return
         for arg in node.args:
             if isinstance(arg, Node) and config.input_activation is not None:
@@ -347,8 +356,8 @@ class X86InductorQuantizer(Quantizer):
         if not inputs or not all(i in quantized_outputs for i in inputs):
             return
         activation = config.input_activation
-        if activation is None:
-            return
+        if activation is None or is_linear_only(config):
+            return  # weight-only, or per-token activations (no int8 pooling kernel takes them)
         first = inputs[0]
         annotate_input(node, first, activation)
         for other in inputs[1:]:
@@ -369,7 +378,7 @@ class X86InductorQuantizer(Quantizer):
         either not fuse (silently slow) or compute wrong values.
         """
         for node, config, has_weight in self._applied.get(model.graph, []):
-            problem = _config_problem(node, config, has_weight)
+            problem = config_problem(node, config, has_weight)
             if problem is not None:
                 raise AnnotationError(
                     f"X86InductorQuantizer cannot quantize {describe_node(node)}: {problem}\n"
@@ -389,60 +398,3 @@ _AFTER_FUSION: tuple[Rule, ...] = (
         anchor="anchor",
     ),
 )
-
-
-_UINT8 = (torch.uint8, torch.quint8)
-_INT8 = (torch.int8, torch.qint8)
-
-
-def _spec_text(spec: Any) -> str:
-    fields = [f"dtype={getattr(spec, 'dtype', None)}", f"qscheme={getattr(spec, 'qscheme', None)}"]
-    if getattr(spec, "ch_axis", None) is not None:
-        fields.append(f"ch_axis={spec.ch_axis}")
-    return f"{type(spec).__name__}({', '.join(fields)})"
-
-
-def _config_problem(node: Node, config: QuantizationConfig, has_weight: bool) -> str | None:
-    """What in ``config`` the x86 kernels cannot run at ``node``, and the fix (None if nothing)."""
-    if is_fp16_weight_only(config):
-        if not has_weight or is_call(node, LINEAR_OPS):
-            return None
-        return (
-            "its weights are float16, and Inductor has a float16-weight kernel for linear only "
-            "(onednn.linear_dynamic_fp16); here the weight would be cast to float16 and back on "
-            "every call. Scope get_x86_inductor_linear_dynamic_fp16_config() to linears: "
-            "set_module_type_qconfig(nn.Linear, ...) or set_function_type_qconfig(F.linear, ...)."
-        )
-    fix = (
-        " Start from get_default_x86_inductor_quantization_config() and change only the observers."
-    )
-    for role in ("input_activation", "output_activation"):
-        spec = getattr(config, role)
-        if spec is None:
-            continue
-        if spec.dtype not in _UINT8 or spec.qscheme not in (None, torch.per_tensor_affine):
-            return (
-                f"its {role} spec is {_spec_text(spec)}, but x86 int8 kernels take uint8 "
-                "activations quantized per tensor (dtype=torch.uint8, "
-                "qscheme=torch.per_tensor_affine)." + fix
-            )
-    if not has_weight:
-        return None
-    weight = config.weight
-    if weight is not None and (
-        weight.dtype not in _INT8
-        or weight.qscheme != torch.per_channel_symmetric
-        or weight.ch_axis != 0
-    ):
-        return (
-            f"its weight spec is {_spec_text(weight)}, but x86 int8 conv/linear kernels take "
-            "int8 weights quantized per output channel, symmetric (dtype=torch.int8, "
-            "qscheme=torch.per_channel_symmetric, ch_axis=0)." + fix
-        )
-    bias = config.bias
-    if bias is not None and not getattr(bias, "dtype", torch.float32).is_floating_point:
-        return (
-            f"its bias spec is {_spec_text(bias)}, but x86 int8 conv/linear kernels add a float "
-            "bias; set the config's bias to None." + fix
-        )
-    return None

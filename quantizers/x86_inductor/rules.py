@@ -24,6 +24,15 @@ graph::
     linear ─┬─ add [─ relu]                       linear_add(_relu)  (add's other input float)
             ├─ relu / leaky_relu / tanh / gelu    linear_unary
             └─ (alone)                            linear
+    addmm(bias, x, w)                             addmm  (our addition: GPT-2's Conv1D)
+
+``addmm`` is not in torchao's recipe. Hugging Face GPT-2's ``Conv1D`` exports as ``addmm(bias,
+x, w)`` with its weight stored (in, out), so without it a GPT-2 gets no int8 matmul. It is
+quantized like a linear, the weight per output channel along its columns (axis 1). Inductor
+fuses only the linear form (``dequantize -> addmm <- permute <- dequantize_per_channel(axis
+0)``), so :func:`~quantizers.x86_inductor.inductor_rewrites.rewrite_for_inductor` turns a
+converted addmm into that linear before compiling. It has no post-op rows: in GPT-2 a view
+sits between the addmm and its gelu or residual add.
 
 Every step of a pattern must be the *sole* user of the step before it: a conv whose output is
 also read elsewhere cannot hand that reader a fused, post-op'ed value.
@@ -31,6 +40,7 @@ also read elsewhere cannot hand that reader a fused, post-op'ed value.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -38,11 +48,12 @@ from torch.fx import Node
 
 from pt2e_quant.contract.annotation import annotate_input, annotate_output
 from pt2e_quant.graph import patterns
-from pt2e_quant.graph.aten_args import argument
+from pt2e_quant.graph.aten_args import argument, module_constant
 from pt2e_quant.graph.patterns import Match, chain, is_float_tensor, then, then_either_operand
 from pt2e_quant.ops.families import (
     ADAPTIVE_AVG_POOL2D_OPS,
     ADD_OPS,
+    ADDMM_OPS,
     AVG_POOL2D_OPS,
     BATCH_NORM_OPS,
     CONV1D_OPS,
@@ -64,6 +75,7 @@ from pt2e_quant.ops.families import (
 from quantizers.config import QuantizationConfig
 
 __all__ = [
+    "ADDMM_OPS",
     "CONV1D_OPS",
     "CONV2D_OPS",
     "MATMUL_OPS",
@@ -99,7 +111,13 @@ INT8_IN_INT8_OUT_OPS = (
 
 #: Every op the recipe can quantize; a flatten only stays int8 if one of its users is here.
 QUANTIZABLE_OPS = (
-    INT8_IN_INT8_OUT_OPS | CONV1D_OPS | CONV2D_OPS | LINEAR_OPS | X86_MUL_OPS | MATMUL_OPS
+    INT8_IN_INT8_OUT_OPS
+    | CONV1D_OPS
+    | CONV2D_OPS
+    | LINEAR_OPS
+    | ADDMM_OPS
+    | X86_MUL_OPS
+    | MATMUL_OPS
 )
 
 
@@ -155,6 +173,38 @@ def annotate_fusion(match: Match, rule: FusionRule, config: QuantizationConfig) 
             annotate_input(binary, extra, config.input_activation)
     if rule.quantize_output and config.output_activation is not None:
         annotate_output(match.root, config.output_activation)
+
+
+def _adds_a_constant_matrix(anchor: Node, **_: Node) -> bool:
+    """``addmm(bias, x, w)`` computing ``bias + x @ w``: a constant 2-D weight (a linear's,
+    stored transposed), a 1-D bias, ``beta = alpha = 1``; what a linear with a bias computes."""
+    if argument(anchor, "beta", 1) != 1 or argument(anchor, "alpha", 1) != 1:
+        return False
+    bias, activation, weight = anchor.args[:3]
+    value = None
+    if isinstance(bias, Node):
+        value = bias.meta.get("val", module_constant(bias.graph.owning_module, bias))
+    return (
+        is_float_tensor(activation)
+        and isinstance(weight, Node)
+        and weight.op == "get_attr"
+        and value is not None
+        and value.dim() == 1
+    )
+
+
+def annotate_addmm(match: Match, rule: FusionRule, config: QuantizationConfig) -> None:
+    """Quantize ``addmm(bias, x, w)`` as a linear: ``x``, and ``w`` per column (axis 1)."""
+    anchor = match["anchor"]
+    bias, activation, weight = anchor.args[:3]
+    weight_spec = config.weight
+    if weight_spec is not None and weight_spec.ch_axis is not None:
+        weight_spec = dataclasses.replace(weight_spec, ch_axis=1)
+    for value, spec in ((activation, config.input_activation), (weight, weight_spec)):
+        if spec is not None:
+            annotate_input(anchor, value, spec)
+    if config.bias is not None:
+        annotate_input(anchor, bias, config.bias)
 
 
 _CONV_ANY = CONV1D_OPS | CONV2D_OPS
@@ -217,4 +267,5 @@ FUSION_RULES: tuple[FusionRule, ...] = (
     ),
     FusionRule("linear_unary", chain(LINEAR_OPS, then(LINEAR_UNARY_OPS)), annotate_fusion),
     FusionRule("linear", chain(LINEAR_OPS), annotate_fusion),
+    FusionRule("addmm", chain(ADDMM_OPS), annotate_addmm, _adds_a_constant_matrix),
 )
