@@ -9,10 +9,11 @@ Two modules, each simulating in training exactly what convert will emit:
   columns at a time (convert: ``quantize/dequantize_per_channel_group``); with a per-channel
   observer, one output channel at a time (convert: ``quantize/dequantize_per_channel``).
 * :class:`PerTokenFakeQuantize` quantizes each token (row of the last dimension) with the
-  qparams ``choose_qparams_per_token_asymmetric`` picks for it, by running the very ops convert
-  emits (``quantize_per_token`` / ``dequantize_per_token``), so the trained model and the
-  converted one compute the same activations bit for bit. The per-token range always covers
-  the token, nothing is clipped, so the straight-through gradient is the identity.
+  qparams ``choose_qparams_per_token_asymmetric`` (or, for a symmetric qscheme,
+  ``choose_qparams_per_token``) picks for it, by running the very ops convert emits
+  (``quantize_per_token`` / ``dequantize_per_token``), so the trained model and the converted
+  one compute the same activations bit for bit. The per-token range always covers the token,
+  nothing is clipped, so the straight-through gradient is the identity.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ class PerTokenFakeQuantize(FakeQuantize):
         plain = qdq_ops.to_plain_dtype(post.dtype)
         with torch.no_grad():
             value = x.detach()
-            scale, zero_point = qdq_ops.CHOOSE_QPARAMS_PER_TOKEN_ASYMMETRIC(value, plain)
+            choose = qdq_ops.CHOOSE_QPARAMS_PER_TOKEN_FOR_QSCHEME[post.qscheme]
+            scale, zero_point = choose(value, plain)
             qparams = (scale, zero_point, post.quant_min, post.quant_max, plain)
             quantized = qdq_ops.QUANTIZE_PER_TOKEN(value, *qparams)
             simulated = qdq_ops.DEQUANTIZE_PER_TOKEN(quantized, *qparams, x.dtype)

@@ -102,6 +102,16 @@ def test_token_fake_quant_is_the_per_token_ops_round_trip_with_identity_gradient
     assert x.grad is not None and torch.equal(x.grad, torch.ones_like(x))
 
 
+def test_symmetric_token_fake_quant_uses_the_symmetric_choice():
+    x = torch.randn(3, 16) + 2.0  # all positive: asymmetric and symmetric grids differ
+    module = PerTokenFakeQuantize(qscheme=torch.per_tensor_symmetric)
+    scale, zero_point = qdq_ops.CHOOSE_QPARAMS_PER_TOKEN(x, torch.int8)
+    args = (scale, zero_point, -128, 127, torch.int8)
+    expected = qdq_ops.DEQUANTIZE_PER_TOKEN(qdq_ops.QUANTIZE_PER_TOKEN(x, *args), *args, x.dtype)
+    assert torch.equal(module(x), expected)
+    assert not torch.equal(PerTokenFakeQuantize()(x), expected)
+
+
 def test_token_fake_quant_switched_off_or_empty_passes_through():
     module = PerTokenFakeQuantize()
     empty = torch.empty(0, 8)
