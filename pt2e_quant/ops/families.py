@@ -74,6 +74,7 @@ __all__ = [
     "SUM_OPS",
     "TANH_OPS",
     "TRANSPOSE_OPS",
+    "UNINITIALIZED_OPS",
     "UNSQUEEZE_OPS",
     "UPSAMPLE_OPS",
     "VIEW_OPS",
@@ -286,3 +287,13 @@ EMBEDDING_OPS = _overloads(
 ATTENTION_OPS = _overloads("scaled_dot_product_attention.default")
 RECURRENT_OPS = _overloads("lstm.input", "gru.input", "rnn_tanh.input")
 UPSAMPLE_OPS = _overloads("upsample_nearest2d.vec", "upsample_bilinear2d.vec")
+#: factories whose result is uninitialised memory: pure by schema, but with no value to
+#: pre-compute
+UNINITIALIZED_OPS = _overloads(
+    "empty.memory_format",
+    "empty_like.default",
+    "empty_strided.default",
+    "empty_permuted.default",
+    "new_empty.default",
+    "new_empty_strided.default",
+)

@@ -1,7 +1,8 @@
 """XNNPACK (ExecuTorch): ``quantizer`` (XNNPACKQuantizer and its preset configs), ``weight_only``
 (weight-only linear and embedding presets for ExecuTorch's portable kernels), ``rules``
-(the rule table), ``delegation`` (what the XNNPACK partitioner will delegate, for coverage
-reports) and ``backend`` (the ``"xnnpack"`` entry of the core's backend registry)."""
+(the rule table), ``fold_index_arithmetic`` (integer values computed before annotation),
+``delegation`` (what the XNNPACK partitioner will delegate, for coverage reports) and
+``backend`` (the ``"xnnpack"`` entry of the core's backend registry)."""
 
 from quantizers.xnnpack.quantizer import (
     XNNPACKQuantizer,

@@ -15,6 +15,8 @@ ExecuTorch on purpose:
 * a weight-only config (no activation specs) quantizes just the weights (ExecuTorch crashes);
 * only scalars of float-valued add/mul become constants (ExecuTorch also turns the ``1`` of an
   integer ``i + 1`` into a float tensor, which changes the result's dtype);
+* integer / boolean values that depend on no input (an attention mask's positions) are
+  computed once before annotation (:mod:`quantizers.xnnpack.fold_index_arithmetic`);
 * :meth:`XNNPACKQuantizer.validate` rejects specs XNNPACK cannot run (ExecuTorch's is a no-op).
 """
 
@@ -64,6 +66,7 @@ from pt2e_quant.ops.families import (
 )
 from quantizers.config import QuantizationConfig, checked_config
 from quantizers.scoping import ScopedConfigs
+from quantizers.xnnpack.fold_index_arithmetic import fold_index_arithmetic
 from quantizers.xnnpack.rules import RULE_OPS, RULES, Rule, propagate_shared_qparams
 
 __all__ = [
@@ -371,6 +374,7 @@ class XNNPACKQuantizer(Quantizer):
 
     def transform_for_annotation(self, model: GraphModule) -> GraphModule:
         for gm in iter_graph_modules(model):
+            fold_index_arithmetic(gm)
             lift_scalar_operands(gm)
         return model
 

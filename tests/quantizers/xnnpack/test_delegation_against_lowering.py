@@ -43,6 +43,7 @@ from tests.models.delegation import (
     IndexArithmetic,
     WeightForms,
 )
+from tests.models.zoo_vit import TinyViT
 from tests.ptq import quantize_once
 
 pytestmark = pytest.mark.executorch
@@ -171,6 +172,9 @@ CASES = {
     "weight_forms": (WeightForms, {}),
     "mobilenet_v3_block": (ZOO["mobilenet_v3_block"], dict(is_per_channel=True)),
     "transformer_encoder_block": (ZOO["transformer_encoder_block"], dict(is_per_channel=True)),
+    # class-token cat, position-embedding add, a folded mask; attention written out (SDPA is
+    # decomposed by lowering into ops XNNPACK partly takes: no single verdict to predict)
+    "vit": (lambda: TinyViT(explicit_attention=True), dict(is_per_channel=True)),
 }
 
 
