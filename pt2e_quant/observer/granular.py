@@ -111,6 +111,19 @@ class PerGroupMinMaxObserver(PerChannelMinMaxObserver):
         low, high, seen = extremes
         return low.reshape(grid), high.reshape(grid), None if seen is None else seen.reshape(grid)
 
+    def calculate_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-group (scale, zero_point) of shape (rows, groups).
+
+        Symmetric signed groups have zero points that are all 0: they are stored as int8, as
+        torchao's int4 weights store them (a 1B-parameter model's group zero points take 39 MB
+        instead of 309 MB in int64). Other schemes keep the wider dtype: the group dequantize subtracts
+        the zero point in the weight's integer dtype, where int8 could overflow.
+        """
+        scale, zero_point = super().calculate_qparams()
+        if self.qscheme == torch.per_channel_symmetric and self.quant_min < 0:
+            zero_point = zero_point.to(torch.int8)
+        return scale, zero_point
+
     def extra_repr(self) -> str:
         return f"group_size={self.group_size}, " + super().extra_repr()
 

@@ -223,3 +223,21 @@ def test_an_int4_range_the_dtype_cannot_hold_is_refused():
             ch_axis=0,
             observer_or_fake_quant_ctr=PerGroupMinMaxObserver,
         )
+
+
+def test_symmetric_group_zero_points_are_int8_zeros_and_asymmetric_stay_wide():
+    weight = torch.randn(4, 64)
+    symmetric = _int4_observer()
+    symmetric(weight)
+    _, zero_point = symmetric.calculate_qparams()
+    assert zero_point.dtype == torch.int8 and not zero_point.any()
+    asymmetric = PerGroupMinMaxObserver(
+        group_size=32,
+        dtype=torch.uint8,
+        quant_min=0,
+        quant_max=255,
+        qscheme=torch.per_channel_affine,
+    )
+    asymmetric(weight)
+    _, zero_point = asymmetric.calculate_qparams()
+    assert zero_point.dtype != torch.int8 and zero_point.max() > 127
