@@ -24,12 +24,34 @@ import torch
 from pt2e_quant.ops import qdq_ops
 from pt2e_quant.ops.decomposed_kernels import channel_view_shape, check_bounds, swap_with_axis_zero
 
-__all__ = ["quantize_constant"]
+__all__ = ["BlockScratch", "quantize_constant"]
 
 Tensor = torch.Tensor
 
 #: float32 elements per block: 1 MiB, which stays in a core's L2 cache between the steps
 BLOCK_ELEMENTS = 1 << 18
+
+
+class BlockScratch:
+    """The float block, allocated once and reused for every weight one fold quantizes.
+
+    A block allocated per weight and freed between the weights' integer results leaves the
+    heap fragmented: about 0.6 MB of resident memory per weight that nothing uses (measured on
+    a transformers Llama), so a 1B-parameter model's convert would grow by tens of MB more
+    than its integer weights.
+    """
+
+    def __init__(self) -> None:
+        self._blocks: dict[torch.dtype, Tensor] = {}
+
+    def block(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        numel = 1
+        for size in shape:
+            numel *= size
+        held = self._blocks.get(dtype)
+        if held is None or held.numel() < numel:
+            held = self._blocks[dtype] = torch.empty(max(numel, BLOCK_ELEMENTS), dtype=dtype)
+        return held[:numel].view(shape)
 
 
 class _Declined(Exception):
@@ -50,6 +72,7 @@ def _quantize_by_blocks(
     zero_point: Any,
     quant_min: int,
     quant_max: int,
+    scratch: BlockScratch,
     zero_point_first: bool = False,
 ) -> None:
     """``destination[rows] = clamp(round(source[rows] * inverse_scale) + zero_point)`` for
@@ -65,7 +88,7 @@ def _quantize_by_blocks(
         raise _Declined  # out of place, the sum would take the zero point's wider dtype
     # adding zero changes no value that survives the integer cast (only the sign of a zero)
     shifted = bool(zero_point.any()) if isinstance(zero_point, Tensor) else zero_point != 0
-    buffer = torch.empty((min(step, rows), *source.shape[1:]), dtype=scaled_dtype)
+    buffer = scratch.block((min(step, rows), *source.shape[1:]), scaled_dtype)
     for start in range(0, rows, step):
         stop = min(start + step, rows)
         block = buffer[: stop - start]
@@ -82,18 +105,27 @@ def _quantize_by_blocks(
 
 
 def _per_tensor(
-    x: Tensor, scale: float, zero_point: int, quant_min: int, quant_max: int, dtype: torch.dtype
+    scratch: BlockScratch,
+    x: Tensor,
+    scale: float,
+    zero_point: int,
+    quant_min: int,
+    quant_max: int,
+    dtype: torch.dtype,
 ) -> Tensor | None:
     if x.dtype != torch.float32 or not isinstance(zero_point, int) or not x.is_contiguous():
         return None
     check_bounds(quant_min, quant_max, dtype)
     out = torch.empty_like(x, dtype=dtype)
     inverse = 1.0 / scale
-    _quantize_by_blocks(x.view(-1), out.view(-1), inverse, zero_point, quant_min, quant_max)
+    _quantize_by_blocks(
+        x.view(-1), out.view(-1), inverse, zero_point, quant_min, quant_max, scratch
+    )
     return out
 
 
 def _per_channel(
+    scratch: BlockScratch,
     x: Tensor,
     scales: Tensor,
     zero_points: Tensor,
@@ -111,11 +143,12 @@ def _per_channel(
     shape = channel_view_shape(moved, scales.shape[0])
     inverse = 1.0 / scales.view(shape)
     zero_points = zero_points.view(shape)
-    _quantize_by_blocks(moved, moved_out, inverse, zero_points, quant_min, quant_max)
+    _quantize_by_blocks(moved, moved_out, inverse, zero_points, quant_min, quant_max, scratch)
     return out
 
 
 def _per_channel_group(
+    scratch: BlockScratch,
     x: Tensor,
     scales: Tensor,
     zero_points: Tensor,
@@ -138,7 +171,7 @@ def _per_channel_group(
     inverse = 1.0 / scales.reshape(-1, 1)
     zero_points = zero_points.reshape(-1, 1)
     _quantize_by_blocks(
-        groups, out.view(-1, group_size), inverse, zero_points, quant_min, quant_max, True
+        groups, out.view(-1, group_size), inverse, zero_points, quant_min, quant_max, scratch, True
     )
     return out
 
@@ -150,13 +183,16 @@ _LEAN: dict[Any, Callable[..., Tensor | None]] = {
 }
 
 
-def quantize_constant(op: Any, args: tuple, kwargs: dict) -> Tensor | None:
+def quantize_constant(
+    op: Any, args: tuple, kwargs: dict, scratch: BlockScratch | None = None
+) -> Tensor | None:
     """``op(*args, **kwargs)`` computed in place for the quantize ops above, or None when the
-    caller should call ``op`` (another op, keyword arguments, inputs the lean form declines)."""
+    caller should call ``op`` (another op, keyword arguments, inputs the lean form declines).
+    A caller quantizing many weights passes one ``scratch`` for all of them."""
     lean = _LEAN.get(op)
     if lean is None or kwargs or not args or not isinstance(args[0], Tensor):
         return None
     try:
-        return lean(*args)
+        return lean(BlockScratch() if scratch is None else scratch, *args)
     except (_Declined, AssertionError, TypeError, ValueError, RuntimeError, IndexError):
         return None  # the op raises its own error for arguments it rejects

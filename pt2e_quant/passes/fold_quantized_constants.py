@@ -31,7 +31,7 @@ from torch.fx.node import map_arg
 from pt2e_quant.graph.aten_args import attribute
 from pt2e_quant.graph.constants import foldable_constant_nodes
 from pt2e_quant.ops import qdq_ops
-from pt2e_quant.ops.constant_quantize import quantize_constant
+from pt2e_quant.ops.constant_quantize import BlockScratch, quantize_constant
 from pt2e_quant.passes.driver import remove_dead_nodes
 
 __all__ = ["fold_quantized_constants", "FROZEN_PARAM_PREFIX"]
@@ -46,6 +46,7 @@ class _ConstantEvaluator:
         self.gm = gm
         self.constant = constant
         self.values: dict[Node, Any] = {}
+        self.scratch = BlockScratch()  # one float block for every weight
 
     def value(self, node: Node) -> Any:
         if node not in self.values:
@@ -58,7 +59,7 @@ class _ConstantEvaluator:
         args = map_arg(node.args, self.value)
         kwargs = map_arg(node.kwargs, self.value)
         with torch.no_grad():
-            lean = quantize_constant(node.target, args, kwargs)
+            lean = quantize_constant(node.target, args, kwargs, self.scratch)
             return lean if lean is not None else node.target(*args, **kwargs)
 
 

@@ -172,3 +172,20 @@ def test_weights_spanning_many_blocks_match_the_op(monkeypatch, block_elements, 
         (qdq_ops.QUANTIZE_PER_CHANNEL_GROUP, (w, group_scales, group_zeros, -8, 7, torch.int8, 4)),
     ):
         _assert_same(quantize_constant(op, args, {}), op(*args))
+
+
+def test_one_scratch_block_serves_every_weight():
+    """A fold quantizing many weights reuses one float block (a block per weight fragments
+    the heap between the integer results); it grows only for a row longer than a block."""
+    scratch = constant_quantize.BlockScratch()
+    storages = set()
+    for rows, columns in ((64, 32), (16, 128), (3, 7)):
+        w = _weight(rows, shape=(rows, columns))
+        scales = torch.full((rows,), 0.05)
+        args = (w, scales, torch.zeros(rows, dtype=torch.int64), 0, -127, 127, torch.int8)
+        op = qdq_ops.QUANTIZE_PER_CHANNEL
+        _assert_same(quantize_constant(op, args, {}, scratch), op(*args))
+        storages.add(scratch.block((1,), torch.float32).untyped_storage().data_ptr())
+    assert len(storages) == 1
+    wide = scratch.block((2, constant_quantize.BLOCK_ELEMENTS), torch.float32)
+    assert wide.shape == (2, constant_quantize.BLOCK_ELEMENTS)
