@@ -218,7 +218,7 @@ def _in_fresh_process(library: str, config: str, layers: int, quick: bool) -> di
 
 
 def _gb(value: int) -> str:
-    return f"{value / 1e9:+.2f}"
+    return f"{value / 1e9:+.3f}"
 
 
 def _row(r: dict) -> str:
@@ -226,7 +226,7 @@ def _row(r: dict) -> str:
         f"{r['config']:6} {r['layers']:3d} {r['parameters'] / 1e9:6.3f}B  {r['library']:10} "
         f"{r['prepare_s']:7.2f} {r['calibration_s']:7.2f} {r['convert_s']:8.2f} "
         f"{_gb(r['prepare_rss']):>7} {_gb(r['calibration_rss']):>7} {_gb(r['convert_peak']):>7} "
-        f"{r['integer_weight_bytes'] / 1e9:6.2f} {r['relative_error']:8.4f}"
+        f"{r['integer_weight_bytes'] / 1e9:6.3f} {r['relative_error']:8.4f}"
     )
 
 
@@ -277,8 +277,8 @@ def main() -> None:
         return
     layers_list = args.layers or ((2,) if args.quick else FULL_LAYERS)
     print(
-        "config layers params  library    prepare  calib/b  convert  +prep  +calib  +conv "
-        "  intW(GB) rel.err"
+        "config layers params  library    prepare  calib/b  convert   +prep  +calib   +conv "
+        "intW(GB) rel.err"
     )
     for config in args.configs:
         for layers in layers_list:
