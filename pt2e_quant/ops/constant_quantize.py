@@ -68,22 +68,23 @@ def _rows(value: Any, start: int, stop: int) -> Any:
 def _quantize_by_blocks(
     source: Tensor,
     destination: Tensor,
-    inverse_scale: Any,
+    scale: Any,
     zero_point: Any,
     quant_min: int,
     quant_max: int,
     scratch: BlockScratch,
     zero_point_first: bool = False,
 ) -> None:
-    """``destination[rows] = clamp(round(source[rows] * inverse_scale) + zero_point)`` for
+    """``destination[rows] = clamp(round(source[rows] * (1 / scale)) + zero_point)`` for
     blocks of rows (``round(... + zero_point)`` when ``zero_point_first``, as the group op
     does), in the dtype the op's product has. Raises :class:`_Declined` for a zero point that
     would widen the op's sum, or NaN when the zero point goes first (the group op refuses
-    NaN)."""
+    NaN). The reciprocal is taken per block too: a weight-sized one (an lm_head's group scales)
+    would stay resident as a heap hole."""
     rows = source.shape[0]
     per_row = max(1, source[0].numel()) if rows else 1
     step = max(1, BLOCK_ELEMENTS // per_row)
-    scaled_dtype = torch.result_type(source, inverse_scale)  # float64 scales widen the product
+    scaled_dtype = torch.result_type(source, scale)  # float64 scales widen the product
     if torch.result_type(torch.empty((), dtype=scaled_dtype), zero_point) != scaled_dtype:
         raise _Declined  # out of place, the sum would take the zero point's wider dtype
     # adding zero changes no value that survives the integer cast (only the sign of a zero)
@@ -92,7 +93,7 @@ def _quantize_by_blocks(
     for start in range(0, rows, step):
         stop = min(start + step, rows)
         block = buffer[: stop - start]
-        torch.mul(source[start:stop], _rows(inverse_scale, start, stop), out=block)
+        torch.mul(source[start:stop], 1.0 / _rows(scale, start, stop), out=block)
         if zero_point_first and bool(block.isnan().any()):
             raise _Declined
         if shifted and zero_point_first:
@@ -117,10 +118,7 @@ def _per_tensor(
         return None
     check_bounds(quant_min, quant_max, dtype)
     out = torch.empty_like(x, dtype=dtype)
-    inverse = 1.0 / scale
-    _quantize_by_blocks(
-        x.view(-1), out.view(-1), inverse, zero_point, quant_min, quant_max, scratch
-    )
+    _quantize_by_blocks(x.view(-1), out.view(-1), scale, zero_point, quant_min, quant_max, scratch)
     return out
 
 
@@ -141,9 +139,10 @@ def _per_channel(
     moved, _ = swap_with_axis_zero(x, axis)
     moved_out, _ = swap_with_axis_zero(out, axis)
     shape = channel_view_shape(moved, scales.shape[0])
-    inverse = 1.0 / scales.view(shape)
     zero_points = zero_points.view(shape)
-    _quantize_by_blocks(moved, moved_out, inverse, zero_points, quant_min, quant_max, scratch)
+    _quantize_by_blocks(
+        moved, moved_out, scales.view(shape), zero_points, quant_min, quant_max, scratch
+    )
     return out
 
 
@@ -168,10 +167,16 @@ def _per_channel_group(
         return None
     out = torch.empty_like(x, dtype=dtype)
     groups = x.view(-1, group_size)
-    inverse = 1.0 / scales.reshape(-1, 1)
     zero_points = zero_points.reshape(-1, 1)
     _quantize_by_blocks(
-        groups, out.view(-1, group_size), inverse, zero_points, quant_min, quant_max, scratch, True
+        groups,
+        out.view(-1, group_size),
+        scales.reshape(-1, 1),
+        zero_points,
+        quant_min,
+        quant_max,
+        scratch,
+        True,
     )
     return out
 

@@ -241,3 +241,16 @@ def test_symmetric_group_zero_points_are_int8_zeros_and_asymmetric_stay_wide():
     asymmetric(weight)
     _, zero_point = asymmetric.calculate_qparams()
     assert zero_point.dtype != torch.int8 and zero_point.max() > 127
+
+
+def test_qparams_of_many_groups_are_computed_by_row_blocks_with_the_same_result(monkeypatch):
+    from pt2e_quant.observer import granular
+
+    weight = torch.randn(37, 64)
+    weight[5] = 0.0  # an all-zero row: eps scales
+    reference = _int4_observer(16)
+    reference(weight)
+    expected = reference.calculate_qparams()
+    monkeypatch.setattr(granular, "_QPARAM_BLOCK", 8)  # 2 rows of 4 groups per block
+    blocked = reference.calculate_qparams()
+    assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(blocked, expected))
