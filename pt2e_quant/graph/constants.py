@@ -15,7 +15,7 @@ from torch.fx import GraphModule, Node
 from pt2e_quant.graph.aliasing import written_attributes
 from pt2e_quant.graph.aten_args import attribute
 
-__all__ = ["foldable_constant_nodes"]
+__all__ = ["add_buffer_constant", "foldable_constant_nodes"]
 
 
 def foldable_constant_nodes(gm: GraphModule) -> set[Node]:
@@ -46,3 +46,16 @@ def foldable_constant_nodes(gm: GraphModule) -> set[Node]:
             if not impure[node.target]:
                 constant.add(node)
     return constant
+
+
+def add_buffer_constant(gm: GraphModule, prefix: str, value: torch.Tensor, before: Node) -> Node:
+    """Store ``value`` as a buffer of ``gm`` under the first free name ``<prefix><n>`` and
+    return a get_attr of it inserted before ``before``: how a pass adds a constant it computed
+    (a lifted scalar, a pre-computed index tensor, a transposed integer weight)."""
+    index = 0
+    while hasattr(gm, f"{prefix}{index}"):
+        index += 1
+    name = f"{prefix}{index}"
+    gm.register_buffer(name, value)
+    with gm.graph.inserting_before(before):
+        return gm.graph.get_attr(name)

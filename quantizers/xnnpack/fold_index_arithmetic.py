@@ -43,6 +43,7 @@ from torch.fx.node import map_arg
 
 from pt2e_quant.graph.aliasing import written_attributes
 from pt2e_quant.graph.aten_args import attribute
+from pt2e_quant.graph.constants import add_buffer_constant
 from pt2e_quant.ops.families import UNINITIALIZED_OPS
 
 __all__ = ["fold_index_arithmetic"]
@@ -117,10 +118,8 @@ def fold_index_arithmetic(gm: GraphModule) -> bool:
     if not frontier:
         return False
     for node in frontier:
-        name = _fresh_attribute_name(gm)
-        gm.register_buffer(name, known[node].clone(memory_format=torch.contiguous_format))
-        with gm.graph.inserting_before(node):
-            constant = gm.graph.get_attr(name)
+        value = known[node].clone(memory_format=torch.contiguous_format)
+        constant = add_buffer_constant(gm, _PREFIX, value, node)
         constant.meta.update(node.meta)
         node.replace_all_uses_with(constant)
     for node in reversed(folded):
@@ -128,10 +127,3 @@ def fold_index_arithmetic(gm: GraphModule) -> bool:
             gm.graph.erase_node(node)
     gm.recompile()
     return True
-
-
-def _fresh_attribute_name(gm: GraphModule) -> str:
-    index = 0
-    while hasattr(gm, f"{_PREFIX}{index}"):
-        index += 1
-    return f"{_PREFIX}{index}"

@@ -43,6 +43,7 @@ from pt2e_quant.fake_quantize import (
     WeightFakeQuantize,
 )
 from pt2e_quant.graph.aten_args import argument
+from pt2e_quant.graph.constants import add_buffer_constant
 from pt2e_quant.graph.patterns import Match, any_annotated, is_call, run
 from pt2e_quant.graph.subgraphs import iter_graph_modules
 from pt2e_quant.observer import (
@@ -202,13 +203,6 @@ def get_per_token_quantization_config(
 _SCALAR_OPERAND_OPS = frozenset(op for op in ADD_OPS | MUL_OPS if not op._schema.is_mutable)
 
 
-def _fresh_attribute_name(gm: GraphModule, prefix: str) -> str:
-    index = 0
-    while hasattr(gm, f"{prefix}{index}"):
-        index += 1
-    return f"{prefix}{index}"
-
-
 def lift_scalar_operands(gm: GraphModule) -> bool:
     """Turn the Python-number operand of a float add/mul into a 0-d tensor constant.
 
@@ -235,10 +229,7 @@ def lift_scalar_operands(gm: GraphModule) -> bool:
             if not isinstance(arg, numbers.Number) or isinstance(arg, bool):
                 continue
             constant = torch.tensor(float(arg), dtype=value.dtype)
-            name = _fresh_attribute_name(gm, "_tensor_constant_")
-            gm.register_buffer(name, constant)
-            with gm.graph.inserting_before(node):
-                attr = gm.graph.get_attr(name)
+            attr = add_buffer_constant(gm, "_tensor_constant_", constant, node)
             fake_mode = getattr(value, "fake_mode", None)
             attr.meta["val"] = fake_mode.from_tensor(constant) if fake_mode else constant
             args[index] = attr

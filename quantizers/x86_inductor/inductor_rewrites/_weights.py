@@ -10,6 +10,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from pt2e_quant.graph.aten_args import module_constant
+from pt2e_quant.graph.constants import add_buffer_constant
 from pt2e_quant.ops import qdq_ops
 
 __all__ = ["dequantized_weight", "int8_weight", "new_constant", "static_shape"]
@@ -46,14 +47,9 @@ def int8_weight(w: Any, scale: Any, zp: Any) -> tuple[torch.Tensor, torch.Tensor
 
 
 def new_constant(gm: GraphModule, prefix: str, value: torch.Tensor, before: Node) -> Node:
-    """A get_attr of a new buffer ``<prefix><n>`` holding ``value``, inserted before ``before``."""
-    index = 0
-    while hasattr(gm, f"{prefix}{index}"):
-        index += 1
-    name = f"{prefix}{index}"
-    gm.register_buffer(name, value.contiguous())
-    with gm.graph.inserting_before(before):
-        return gm.graph.get_attr(name)
+    """A get_attr of a new buffer ``<prefix><n>`` holding ``value`` (made contiguous: the
+    kernels take dense weights), inserted before ``before``."""
+    return add_buffer_constant(gm, prefix, value.contiguous(), before)
 
 
 def static_shape(node: Any) -> list[int] | None:
