@@ -104,6 +104,7 @@ LAYERS = (
     "passes",
     "pipeline",
     "debug",
+    "algorithms",
     "coverage",
     "quantize_model",
     "cli",

@@ -28,11 +28,15 @@ __all__ = [
     "clear_annotations",
     "mark_converted",
     "drop_converted_annotations",
+    "mark_kept_float",
+    "kept_float_reason",
 ]
 
 ANNOTATION_KEY = "quantization_annotation"
 #: set by convert on the nodes whose annotations it turned into q/dq ops
 CONVERTED_KEY = "quantization_annotation_converted"
+#: why an algorithm (not the quantizer) decided a node stays float, for explain() to report
+KEPT_FLOAT_KEY = "pt2e_quant_kept_float"
 
 
 @dataclass
@@ -133,3 +137,18 @@ def drop_converted_annotations(nodes: Iterable[Node]) -> bool:
             node.meta.pop(ANNOTATION_KEY, None)
             changed = True
     return changed
+
+
+def mark_kept_float(node: Node, reason: str) -> None:
+    """Record that ``node`` must stay float whatever the quantizer annotates, and why.
+
+    Set by the accuracy algorithms (the fallback's chosen ops, SmoothQuant's scaling muls);
+    the annotations of marked nodes are dropped right after annotation, and ``explain()``
+    reports ``reason`` for them. The mark travels with the node through prepare and convert.
+    """
+    node.meta[KEPT_FLOAT_KEY] = reason
+
+
+def kept_float_reason(node: Node) -> str | None:
+    """The reason :func:`mark_kept_float` recorded, or None."""
+    return node.meta.get(KEPT_FLOAT_KEY)

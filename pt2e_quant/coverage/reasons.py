@@ -3,6 +3,8 @@
 Checked in this order, the first that holds is reported:
 
 1. ``unsupported dtype <dtype>``: the op's output (``meta['val']``) is not a float tensor;
+   then ``kept float ...``: an accuracy algorithm marked the op to stay float (the
+   fallback's "kept float to meet the accuracy target", SmoothQuant's scaling multiply);
 2. ``no rule for this op in <backend>``: no rule of the quantizer handles the op (read from
    its rule table through ``quantizer.rule_ops()``, named by ``quantizer.coverage_name``);
 3. ``filtered by scope setter (<setter>)``: every quantizer with a rule for the op was told by
@@ -36,7 +38,7 @@ from typing import Any
 import torch
 from torch.fx import Node
 
-from pt2e_quant.contract.annotation import get_annotation
+from pt2e_quant.contract.annotation import get_annotation, kept_float_reason
 from pt2e_quant.coverage.evidence import is_quantized_edge, tensor_inputs
 from pt2e_quant.graph.aliasing import first_writer
 
@@ -45,6 +47,7 @@ __all__ = ["float_reason", "leaf_quantizers", "reason_kind"]
 #: short key of each reason, for the counts and the summary line
 _KINDS = (
     ("unsupported dtype", "unsupported dtype"),
+    ("kept float", "kept float"),
     ("no rule", "no rule"),
     ("filtered by scope", "filtered by scope"),
     ("inside a", "inside sub-graph"),
@@ -139,6 +142,9 @@ def float_reason(node: Node, quantizer: Any, body_kind: str | None) -> str:
         value = value[0]
     if isinstance(value, torch.Tensor) and not value.is_floating_point():
         return f"unsupported dtype {value.dtype}"
+    kept = kept_float_reason(node)
+    if kept is not None:
+        return kept
     leaves = list(leaf_quantizers(quantizer))
     if leaves:
         reason = _no_rule(node, leaves) or _scope_filter(node, leaves)

@@ -33,11 +33,9 @@ Post-training only: the quantizer's config must build observers (``prepare_pt2e`
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,15 +44,9 @@ from torch.export import ExportedProgram
 from torch.fx import GraphModule, Node
 from tqdm.auto import tqdm
 
-from pt2e_quant.contract.annotation import clear_annotations, get_annotation, set_annotation
+from pt2e_quant.contract.annotation import clear_annotations, get_annotation
 from pt2e_quant.contract.quantizer import Quantizer
-from pt2e_quant.contract.sharing import collect_specs
-from pt2e_quant.contract.specs import (
-    DerivedQuantizationSpec,
-    EdgeOrNode,
-    QuantizationSpecBase,
-    SharedQuantizationSpec,
-)
+from pt2e_quant.contract.restrict import restrict_annotations
 from pt2e_quant.debug.comparison import compute_mse, compute_sqnr, module_path
 from pt2e_quant.graph.node_meta import get_debug_handle
 from pt2e_quant.graph.subgraphs import iter_graph_modules
@@ -177,63 +169,6 @@ def _quantizes(nodes: list[Node]) -> bool:
     return False
 
 
-def _local_spec(
-    member: EdgeOrNode,
-    spec: QuantizationSpecBase,
-    specs: dict[EdgeOrNode, QuantizationSpecBase],
-    kept: set[EdgeOrNode],
-    adopted: dict[EdgeOrNode, EdgeOrNode],
-) -> QuantizationSpecBase:
-    """``spec`` with shared references leaving the unit resolved (see the module docstring)."""
-    original, visited = spec, []
-    while isinstance(spec, SharedQuantizationSpec):
-        target = spec.edge_or_node
-        if target in kept:
-            break
-        if target in adopted:
-            spec = SharedQuantizationSpec(adopted[target])
-            break
-        if target not in specs or target in visited:
-            return original  # a broken reference: let prepare report it as it would anyway
-        visited.append(target)
-        spec = specs[target]
-    adopted.update(dict.fromkeys(visited, member))
-    return spec
-
-
-def _keep_only(gm: GraphModule, names: Sequence[str]) -> list[str]:
-    """Remove every annotation outside the unit ``names``; returns notes on dropped specs."""
-    # Unannotated unit nodes: the graph is a body the quantizer has not reached yet.
-    unit = [n for n in gm.graph.nodes if n.name in set(names) and get_annotation(n) is not None]
-    specs = collect_specs(gm)
-    kept = {m for m in specs if (m if isinstance(m, Node) else m[1]) in unit}
-    adopted: dict[EdgeOrNode, EdgeOrNode] = {}
-    local = {m: _local_spec(m, specs[m], specs, kept, adopted) for m in specs if m in kept}
-    notes = []
-    for member, spec in local.items():
-        if not isinstance(spec, DerivedQuantizationSpec):
-            continue
-        sources = [s if s in kept else adopted.get(s) for s in spec.derived_from]
-        if any(s is None for s in sources):
-            local[member] = None
-            notes.append(f"derived spec of {_label(member)} left float: its sources are outside")
-        else:
-            local[member] = dataclasses.replace(spec, derived_from=sources)
-    clear_annotations(n for n in gm.graph.nodes if n not in unit)
-    for node in unit:
-        annotation = copy.copy(get_annotation(node))
-        annotation.input_qspec_map = {i: local.get((i, node)) for i in annotation.input_qspec_map}
-        annotation.output_qspec = local.get(node)
-        set_annotation(node, annotation)
-    return notes
-
-
-def _label(member: EdgeOrNode) -> str:
-    if isinstance(member, Node):
-        return f"the output of '{member.name}'"
-    return f"the edge '{member[0].name}' -> '{member[1].name}'"
-
-
 class _UnitQuantizer(Quantizer):
     """Runs the real quantizer, then keeps one unit's annotations (``unit=None``: records the
     units of every graph in ``found`` and keeps nothing, so prepare inserts no observer)."""
@@ -260,7 +195,9 @@ class _UnitQuantizer(Quantizer):
             if self.unit is None:
                 self.found[name] = _find_units(gm, name)
             if self.unit is not None and name == self.unit.graph:
-                self.notes.extend(_keep_only(gm, self.unit.nodes))
+                names = set(self.unit.nodes)
+                keep = [n for n in gm.graph.nodes if n.name in names]
+                self.notes.extend(restrict_annotations(gm, keep))
             else:
                 clear_annotations(gm.graph.nodes)
         return model
