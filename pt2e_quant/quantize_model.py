@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,11 +27,13 @@ from torch import nn
 from torch.export import ExportedProgram
 from torch.fx import GraphModule
 
+from pt2e_quant.algorithms.accuracy_fallback import FallbackResult
+from pt2e_quant.algorithms.recipe import AccuracyOptions, run_accuracy_recipe
 from pt2e_quant.contract.backends import get_backend
 from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.debug.handles import generate_numeric_debug_handle
 from pt2e_quant.errors import QuantizationError, warn_user
-from pt2e_quant.pipeline.calibration import calibrate, check_max_batches
+from pt2e_quant.pipeline.calibration import as_batch, calibrate, check_max_batches
 from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
 __all__ = [
@@ -67,6 +70,8 @@ class QuantizationResult:
     backend: str | None
     example_inputs: tuple[Any, ...]
     float_program: ExportedProgram = field(repr=False)
+    #: what the accuracy-aware fallback found (``quantize(target=...)``), else None
+    fallback: FallbackResult | None = field(default=None, repr=False)
 
     @functools.cached_property
     def coverage(self) -> Any:
@@ -118,6 +123,10 @@ def quantize(
     strict: bool = False,
     dynamic_shapes: Any = None,
     max_batches: int | None = None,
+    target: float | None = None,
+    metric: str | Callable[[GraphModule], float] = "sqnr",
+    validation: Iterable[Any] | None = None,
+    max_float_units: int | None = None,
 ) -> QuantizationResult:
     """Export, quantize and re-export ``model``; the caller's model is not modified.
 
@@ -140,10 +149,27 @@ def quantize(
       parameters.
     * ``strict`` / ``dynamic_shapes``: passed to ``torch.export.export`` (both exports);
       a preset whose backend needs strict export (``Backend.export_strict``) gets it.
+
+    Accuracy algorithms (post-training only; ``docs/accuracy.md``), with any quantizer:
+
+    * ``target``: keep the fewest ops float that bring the model to ``target``
+      (:mod:`pt2e_quant.algorithms.accuracy_fallback`); ``metric`` "sqnr" scores the output
+      SQNR in dB against the float model, a callable ``metric(model) -> float`` anything
+      else (higher is better), on ``validation`` batches (default: the calibration batches);
+      ``max_float_units`` caps the ops kept float. ``result.fallback`` tells what was kept
+      and why; ``result.coverage`` reports those ops as "kept float to meet the accuracy
+      target".
     """
     _check_arguments(model, example_inputs, quantizer, backend, calibration, qat, train_fn)
     _check_dynamic(dynamic, quantizer)
     check_max_batches(max_batches)
+    accuracy = AccuracyOptions(target, metric, validation, max_float_units)
+    accuracy.check()
+    if qat and accuracy.active:
+        raise ValueError(
+            "the accuracy algorithms (target=...) are post-training: they calibrate and "
+            "compare; with qat=True, train the fake-quantized model instead"
+        )
     if quantizer is None:
         quantizer = preset_quantizer(backend, dynamic=dynamic, qat=qat)
         coverage_backend: str | None = backend
@@ -153,24 +179,29 @@ def quantize(
     float_program = _export(model, example_inputs, strict, dynamic_shapes, training=qat)
     generate_numeric_debug_handle(float_program)  # before module(): prepare keeps the handles
     float_module = float_program.module(check_guards=check_guards)
+    fallback = None
     if qat:
         prepared = prepare_qat_pt2e(float_module, quantizer)
         train_fn(prepared)  # type: ignore[misc]  # checked by _check_arguments
+        converted = convert_pt2e(prepared)
+    elif accuracy.active:
+        # the algorithms read the data several times: a one-shot iterator is read once here
+        given = _calibration_batches(calibration, example_inputs, warn=not dynamic)
+        batches = [as_batch(b) for b in itertools.islice(given, max_batches)]
+        if not batches:
+            raise ValueError("calibration is empty; pass at least one batch, or None")
+        outcome = run_accuracy_recipe(float_module, quantizer, batches, accuracy, progress=progress)
+        converted, fallback = outcome.module, outcome.fallback
     else:
         prepared = prepare_pt2e(float_module, quantizer)
-        calibrate(
-            prepared,
-            _calibration_batches(calibration, example_inputs, warn=not dynamic),
-            example_inputs,
-            progress=progress,
-            max_batches=max_batches,
-        )
-    converted = convert_pt2e(prepared)
+        batches = _calibration_batches(calibration, example_inputs, warn=not dynamic)
+        calibrate(prepared, batches, example_inputs, progress=progress, max_batches=max_batches)
+        converted = convert_pt2e(prepared)
     exported = torch.export.export(
         converted, example_inputs, strict=False, dynamic_shapes=dynamic_shapes
     )
     return QuantizationResult(
-        converted, exported, quantizer, coverage_backend, example_inputs, float_program
+        converted, exported, quantizer, coverage_backend, example_inputs, float_program, fallback
     )
 
 

@@ -53,7 +53,13 @@ from pt2e_quant.graph.subgraphs import iter_graph_modules
 from pt2e_quant.pipeline.calibration import as_batch
 from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e
 
-__all__ = ["LayerSensitivity", "SensitivityRanking", "sensitivity", "single_layer_quantizer"]
+__all__ = [
+    "LayerSensitivity",
+    "SensitivityRanking",
+    "output_sqnr",
+    "sensitivity",
+    "single_layer_quantizer",
+]
 
 #: ``metric(ref_output, quantized_output) -> float``, larger meaning more damage
 MetricFn = Callable[[Any, Any], float]
@@ -240,6 +246,12 @@ def _flat(outputs: list[Any]) -> torch.Tensor:
             "'mse' have nothing to compare; pass a callable metric"
         )
     return torch.cat(tensors)
+
+
+def output_sqnr(reference: list[Any], outputs: list[Any]) -> float:
+    """SQNR in dB of every float tensor of ``outputs`` (one model output per batch) against
+    ``reference``, all batches concatenated: the score sensitivity ranks by."""
+    return float(compute_sqnr(_flat(reference), _flat(outputs)))
 
 
 #: built-in metrics: (function, sign turning the value into damage)

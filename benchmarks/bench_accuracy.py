@@ -1,0 +1,161 @@
+"""Accuracy on real weights and real data: float vs torchao's stock config vs ours, each
+accuracy algorithm alone, their combination, and the accuracy-aware fallback.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_accuracy.py            # full tables (~15 minutes)
+    .venv/bin/python benchmarks/bench_accuracy.py --quick    # small splits, for the test suite
+
+Every row is XNNPACK static int8 (``get_symmetric_quantization_config()``, the stock config:
+per-tensor weights) calibrated on the same calibration split and scored on a held-out split
+(benchmarks/accuracy_tasks.py: MiniLM sentence embeddings, digits CNN). "torchao" is
+ExecuTorch's XNNPACKQuantizer through torchao's prepare/convert (on transformers' graphs
+after precomputing the mask's index arithmetic, without which it crashes); our rows run
+``pt2e_quant.quantize()`` with the knob named in the row. The last table compares the
+fallback's search with greedy removal over the same sensitivity ranking, for one output-SQNR
+target: float units kept and candidates verified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.accuracy_tasks import Task, digits_task, minilm_task  # noqa: E402
+from pt2e_quant import quantize  # noqa: E402
+from pt2e_quant.algorithms.accuracy_fallback import accuracy_fallback  # noqa: E402
+from pt2e_quant.debug.sensitivity import output_sqnr  # noqa: E402
+from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config  # noqa: E402
+from quantizers.xnnpack.fold_index_arithmetic import fold_index_arithmetic  # noqa: E402
+
+#: our rows: label -> quantize() keyword arguments
+OUR_ROWS: dict[str, dict[str, Any]] = {
+    "pt2e_quant stock": {},
+    "+ range_estimator=percentile": {"range_estimator": "percentile"},
+    "+ range_estimator=mse": {"range_estimator": "mse"},
+    "+ range_estimator=kl": {"range_estimator": "kl"},
+    "+ weight_range_estimator=mse": {"weight_range_estimator": "mse"},
+    "+ smooth_quant=0.5": {"smooth_quant": 0.5},
+    "+ bias_correction": {"bias_correction": True},
+}
+COMBINATION = {
+    "smooth_quant": 0.5,
+    "range_estimator": "mse",
+    "weight_range_estimator": "mse",
+    "bias_correction": True,
+}
+
+
+def _stock() -> XNNPACKQuantizer:
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config())
+
+
+def _torchao_model(task: Task) -> torch.fx.GraphModule:
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer as PeerQuantizer,
+    )
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        get_symmetric_quantization_config as peer_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    exported = torch.export.export(task.model, task.example_inputs).module()
+    # The peer's prepared model crashes on transformers' attention-mask index arithmetic
+    # (arange + constant feeding aten.index: "tensors used as indices must be long"); it
+    # gets the graph with that input-independent arithmetic precomputed, the one change.
+    fold_index_arithmetic(exported)
+    exported.recompile()
+    prepared = prepare_pt2e(exported, PeerQuantizer().set_global(peer_config()))
+    with torch.no_grad():
+        for batch in task.calibration:
+            prepared(*batch)
+    return convert_pt2e(prepared)
+
+
+def _ours(task: Task, **knobs: Any) -> Any:
+    return quantize(task.model, task.example_inputs, _stock(), calibration=task.calibration,
+                    progress=False, **knobs)  # fmt: skip
+
+
+def _sqnr(task: Task, model: Any) -> float:
+    with torch.no_grad():
+        reference = [task.model(*b) for b in task.held_out]
+        return output_sqnr(reference, [model(*b) for b in task.held_out])
+
+
+def _row(label: str, task: Task, model: Any, seconds: float, float_ops: str = "-") -> str:
+    return (
+        f"{label:<32} {task.score(model):>9.4f} {_sqnr(task, model):>9.2f} "
+        f"{float_ops:>9} {seconds:>8.1f}"
+    )
+
+
+def accuracy_table(task: Task) -> list[str]:
+    lines = [f"## {task.name}: {task.score_name} on held-out data",
+             f"{'config':<32} {task.score_name:>9} {'SQNR dB':>9} {'float ops':>9} {'seconds':>8}",
+             _row("float", task, task.model, 0.0)]  # fmt: skip
+    start = time.perf_counter()
+    peer = _torchao_model(task)
+    lines.append(_row("torchao stock (ExecuTorch XNNPACK)", task, peer, time.perf_counter() - start))
+    for label, knobs in [*OUR_ROWS.items(), ("combination", COMBINATION)]:
+        start = time.perf_counter()
+        result = _ours(task, **knobs)
+        seconds = time.perf_counter() - start
+        lines.append(_row(label, task, result.module, seconds, str(result.coverage.counts["float"])))
+    return lines
+
+
+def fallback_table(task: Task, target_gain_db: float) -> list[str]:
+    """Greedy removal vs our search over one sensitivity ranking, for one SQNR target."""
+    gm = torch.export.export(task.model, task.example_inputs).module()
+    quantizer = _stock()
+    common = dict(calibration=task.calibration, validation=task.held_out, progress=False)
+    full = accuracy_fallback(gm, quantizer, target=-1e9, **common)
+    target = full.chosen.score + target_gain_db
+    greedy = accuracy_fallback(gm, quantizer, target=target, strategy="greedy", **common)
+    searched = accuracy_fallback(gm, quantizer, target=target, ranking=greedy.ranking, **common)
+    lines = [f"## {task.name}: fallback to output SQNR >= {target:.2f} dB "
+             f"(all quantized: {full.chosen.score:.2f} dB, {len(greedy.ranking)} units)",
+             f"{'strategy':<12} {'met':>4} {'float units':>11} {'SQNR dB':>9} {'candidates':>10} "
+             f"{task.score_name:>9}"]  # fmt: skip
+    for name, result in (("greedy", greedy), ("search", searched)):
+        lines.append(
+            f"{name:<12} {str(result.met):>4} {len(result.chosen.float_units):>11} "
+            f"{result.chosen.score:>9.2f} {result.evaluations:>10} "
+            f"{task.score(result.module):>9.4f}"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small splits (the test suite's run)")
+    parser.add_argument("--tasks", nargs="+", default=["digits", "minilm"], choices=["digits", "minilm"])
+    parser.add_argument("--target-gain", type=float, default=6.0,
+                        help="fallback target: dB above the all-quantized SQNR")  # fmt: skip
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    warnings.simplefilter("ignore")
+    tasks = []
+    if "digits" in args.tasks:
+        tasks.append(digits_task(calibration_batches=2 if args.quick else 8,
+                                 epochs=3 if args.quick else 25))  # fmt: skip
+    if "minilm" in args.tasks:
+        tasks.append(minilm_task(16, 16) if args.quick else minilm_task(128, 256))
+    for task in tasks:
+        print("\n".join(accuracy_table(task)), flush=True)
+        print(flush=True)
+        print("\n".join(fallback_table(task, args.target_gain)), flush=True)
+        print(flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The order the accuracy algorithms run in, for ``quantize()`` and the CLI.
+
+Each algorithm acts at one point of the pipeline, so combining them is a fixed sequence::
+
+    float graph --SmoothQuant--> smoothed float graph            (before annotation)
+    quantizer --OverridingQuantizer(range estimators)--> annotations   (after annotation)
+    prepare -> calibrate --bias correction--> convert            (on the calibrated model)
+    and around all of it, the accuracy-aware fallback, which repeats prepare..convert per
+    candidate set of float ops
+
+The knobs are named after the effect a user wants, NNCF's vocabulary where one exists
+(``smooth_quant`` alpha, ``bias_correction``, a range estimator per tensor kind, and a
+``target`` for the fallback instead of NNCF's ``max_drop``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch.fx import GraphModule
+
+from pt2e_quant.algorithms.accuracy_fallback import FallbackResult, accuracy_fallback
+from pt2e_quant.algorithms.overrides import Adjustment, OverridingQuantizer
+from pt2e_quant.pipeline.calibration import calibrate
+from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e
+
+__all__ = ["AccuracyOptions", "AccuracyOutcome", "run_accuracy_recipe"]
+
+
+@dataclass(frozen=True)
+class AccuracyOptions:
+    """What ``quantize()`` does beyond calibrating the quantizer's observers.
+
+    * ``target``: reach this score by keeping the fewest ops float (None: no fallback);
+      ``metric`` "sqnr" (output SQNR in dB vs the float model, the default) or a callable
+      ``metric(model) -> float``, higher is better; scored on ``validation`` (default: the
+      calibration batches); at most ``max_float_units`` units kept float.
+    """
+
+    target: float | None = None
+    metric: str | Callable[[GraphModule], float] = "sqnr"
+    validation: Iterable[Any] | None = None
+    max_float_units: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.target is not None
+
+    def check(self) -> None:
+        """Argument mistakes, as ValueErrors naming the argument, before any slow work."""
+        if self.target is not None and (
+            isinstance(self.target, bool)
+            or not isinstance(self.target, (int, float))
+            or not math.isfinite(self.target)
+        ):
+            raise ValueError(
+                f"target must be a finite number (dB of output SQNR, or the value metric must "
+                f"reach), got {self.target!r}"
+            )
+        if self.target is None and (self.metric != "sqnr" or self.validation is not None):
+            raise ValueError("metric and validation score the fallback: they need target=...")
+
+
+@dataclass
+class AccuracyOutcome:
+    """The converted model, and what the fallback found (None without a target)."""
+
+    module: GraphModule
+    fallback: FallbackResult | None
+
+
+def _adjustments(options: AccuracyOptions) -> list[Adjustment]:
+    return []
+
+
+def run_accuracy_recipe(
+    float_model: GraphModule,
+    quantizer: Any,
+    batches: list[tuple[Any, ...]],
+    options: AccuracyOptions,
+    *,
+    progress: bool = True,
+) -> AccuracyOutcome:
+    """prepare -> calibrate -> convert of ``float_model`` with every algorithm ``options``
+    asks for, in the module docstring's order. ``batches`` are the calibration batches, read
+    as many times as the algorithms need."""
+    adjustments = _adjustments(options)
+    ranked_quantizer = OverridingQuantizer(quantizer, adjustments=adjustments)
+
+    def build(keep_float: Mapping[str, str]) -> GraphModule:
+        wrapped = OverridingQuantizer(quantizer, keep_float=keep_float, adjustments=adjustments)
+        prepared = prepare_pt2e(float_model, wrapped)
+        calibrate(prepared, batches, batches[0], progress=False)
+        return convert_pt2e(prepared)
+
+    if options.target is None:
+        return AccuracyOutcome(build({}), None)
+    result = accuracy_fallback(
+        float_model,
+        ranked_quantizer,
+        batches,
+        options.target,
+        options.metric,
+        validation=options.validation,
+        max_float_units=options.max_float_units,
+        build=build,
+        progress=progress,
+    )
+    return AccuracyOutcome(result.module, result)
