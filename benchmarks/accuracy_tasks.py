@@ -100,7 +100,10 @@ def minilm_task(calibration_size: int, held_out_size: int, batch: int = 8) -> Ta
 
     def cosine(run: Callable[..., Any]) -> float:
         with torch.no_grad():
-            sims = [nn.functional.cosine_similarity(run(*b), r) for b, r in zip(held_out, reference)]
+            sims = [
+                nn.functional.cosine_similarity(run(*b), r)
+                for b, r in zip(held_out, reference, strict=True)
+            ]
         return float(torch.cat(sims).mean())
 
     return Task("MiniLM-L6 embeddings", model, calibration[0], calibration, held_out,
@@ -117,7 +120,9 @@ class DigitsCNN(nn.Module):
             nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         )  # fmt: skip
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 10))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 10)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -151,7 +156,9 @@ def digits_task(calibration_batches: int, batch: int = 32, epochs: int = 25) -> 
 
     def top1(run: Callable[..., Any]) -> float:
         with torch.no_grad():
-            hits = [(run(*b).argmax(-1) == labels[i]) for b, i in zip(held_out, held_index)]
+            hits = [
+                (run(*b).argmax(-1) == labels[i]) for b, i in zip(held_out, held_index, strict=True)
+            ]
         return float(torch.cat(hits).float().mean())
 
     return Task("digits CNN (sklearn)", model, calibration[0], calibration, held_out, "top-1", top1)

@@ -123,6 +123,7 @@ def quantize(
     strict: bool = False,
     dynamic_shapes: Any = None,
     max_batches: int | None = None,
+    bias_correction: bool = False,
     target: float | None = None,
     metric: str | Callable[[GraphModule], float] = "sqnr",
     validation: Iterable[Any] | None = None,
@@ -152,6 +153,8 @@ def quantize(
 
     Accuracy algorithms (post-training only; ``docs/accuracy.md``), with any quantizer:
 
+    * ``bias_correction=True``: each quantized conv / linear's mean output shift, measured on
+      the calibration batches, is folded into its bias (``docs/bias-correction.md``).
     * ``target``: keep the fewest ops float that bring the model to ``target``
       (:mod:`pt2e_quant.algorithms.accuracy_fallback`); ``metric`` "sqnr" scores the output
       SQNR in dB against the float model, a callable ``metric(model) -> float`` anything
@@ -163,12 +166,18 @@ def quantize(
     _check_arguments(model, example_inputs, quantizer, backend, calibration, qat, train_fn)
     _check_dynamic(dynamic, quantizer)
     check_max_batches(max_batches)
-    accuracy = AccuracyOptions(target, metric, validation, max_float_units)
+    accuracy = AccuracyOptions(
+        bias_correction=bias_correction,
+        target=target,
+        metric=metric,
+        validation=validation,
+        max_float_units=max_float_units,
+    )
     accuracy.check()
     if qat and accuracy.active:
         raise ValueError(
-            "the accuracy algorithms (target=...) are post-training: they calibrate and "
-            "compare; with qat=True, train the fake-quantized model instead"
+            "the accuracy algorithms (bias_correction, target, ...) are post-training: they "
+            "calibrate and compare; with qat=True, train the fake-quantized model instead"
         )
     if quantizer is None:
         quantizer = preset_quantizer(backend, dynamic=dynamic, qat=qat)

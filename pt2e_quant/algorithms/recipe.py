@@ -23,6 +23,7 @@ from typing import Any
 from torch.fx import GraphModule
 
 from pt2e_quant.algorithms.accuracy_fallback import FallbackResult, accuracy_fallback
+from pt2e_quant.algorithms.bias_correction import correct_bias
 from pt2e_quant.algorithms.overrides import Adjustment, OverridingQuantizer
 from pt2e_quant.pipeline.calibration import calibrate
 from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e
@@ -34,12 +35,15 @@ __all__ = ["AccuracyOptions", "AccuracyOutcome", "run_accuracy_recipe"]
 class AccuracyOptions:
     """What ``quantize()`` does beyond calibrating the quantizer's observers.
 
+    * ``bias_correction``: fold each quantized conv / linear's mean output shift, measured on
+      the calibration batches, into its bias (:mod:`~pt2e_quant.algorithms.bias_correction`).
     * ``target``: reach this score by keeping the fewest ops float (None: no fallback);
       ``metric`` "sqnr" (output SQNR in dB vs the float model, the default) or a callable
       ``metric(model) -> float``, higher is better; scored on ``validation`` (default: the
       calibration batches); at most ``max_float_units`` units kept float.
     """
 
+    bias_correction: bool = False
     target: float | None = None
     metric: str | Callable[[GraphModule], float] = "sqnr"
     validation: Iterable[Any] | None = None
@@ -47,10 +51,12 @@ class AccuracyOptions:
 
     @property
     def active(self) -> bool:
-        return self.target is not None
+        return self.bias_correction or self.target is not None
 
     def check(self) -> None:
         """Argument mistakes, as ValueErrors naming the argument, before any slow work."""
+        if not isinstance(self.bias_correction, bool):
+            raise ValueError(f"bias_correction must be True or False, got {self.bias_correction!r}")
         if self.target is not None and (
             isinstance(self.target, bool)
             or not isinstance(self.target, (int, float))
@@ -94,6 +100,8 @@ def run_accuracy_recipe(
         wrapped = OverridingQuantizer(quantizer, keep_float=keep_float, adjustments=adjustments)
         prepared = prepare_pt2e(float_model, wrapped)
         calibrate(prepared, batches, batches[0], progress=False)
+        if options.bias_correction:
+            correct_bias(prepared, batches)
         return convert_pt2e(prepared)
 
     if options.target is None:
