@@ -71,10 +71,8 @@ def _store(gm: GraphModule, template: Node, value: torch.Tensor, reader: Node, a
     tensor = torch.nn.Parameter(value, requires_grad=False) if wrap else value
     owner, leaf = attribute_owner(gm, target)
     if is_owned_container(owner) and _readers(gm, target) <= {reader}:
-        if wrap:
-            setattr(owner, leaf, tensor)
-        else:
-            owner.register_buffer(leaf, tensor)
+        # nn.Module.__setattr__ keeps the kind: parameter, (non-)persistent buffer, constant
+        setattr(owner, leaf, tensor)
         return
     name = _fresh_attribute_name(gm, target)
     if wrap:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 from torch.fx import GraphModule, Node
+from torch.fx.node import map_arg
 
 from pt2e_quant.graph.aliasing import written_attributes
 from pt2e_quant.graph.aten_args import argument, module_constant
@@ -95,6 +96,18 @@ def _activation_channels(activation: Node) -> int | None:
     return size if isinstance(size, int) else None
 
 
+def _occurrences(node: Node, value: Node) -> int:
+    count = 0
+
+    def visit(arg: Node) -> Node:
+        nonlocal count
+        count += arg is value
+        return arg
+
+    map_arg((node.args, node.kwargs), visit)
+    return count
+
+
 def _consumer(gm: GraphModule, node: Node, written: set[str]) -> SmoothingConsumer | None:
     row = _row_of(node)
     if row is None:
@@ -103,6 +116,8 @@ def _consumer(gm: GraphModule, node: Node, written: set[str]) -> SmoothingConsum
     weight_node = argument(node, row.weight)
     weight = module_constant(gm, weight_node)
     if not isinstance(activation, Node) or activation.op == "get_attr" or weight is None:
+        return None
+    if _occurrences(node, activation) != 1:  # addmm(x, x, W): x is also the bias
         return None
     if str(weight_node.target) in written or not weight.is_floating_point():
         return None

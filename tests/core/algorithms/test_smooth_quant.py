@@ -440,3 +440,44 @@ def test_smoothing_planted_outliers_raises_static_int8_sqnr_by_12_db(per_channel
     plain = _static_int8_sqnr(smooth=False, per_channel=per_channel)
     smoothed = _static_int8_sqnr(smooth=True, per_channel=per_channel)
     assert smoothed >= plain + 12.0, (plain, smoothed)
+
+
+class BiasIsTheInput(nn.Module):
+    """x ─ addmm(x, x, w) ─ out: x is both the bias and the activation"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 4))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.addmm(x, x, self.w)
+
+
+def test_an_activation_that_is_also_another_argument_of_its_op_is_not_smoothed() -> None:
+    x = torch.randn(3, 4) * torch.tensor([1.0, 50.0, 1.0, 1.0])
+    gm = _export(BiasIsTheInput(), x)
+    result = smooth_quant(gm, [(x,)])
+    assert not result.changed and result.batches == 0
+
+
+class Conv1DProjection(nn.Module):
+    """x ─ addmm(b, x, W[in, out]) ─ out (GPT-2's Conv1D)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.addmm(self.bias, x, self.weight)
+
+
+def test_addmm_weights_are_scaled_along_their_input_rows() -> None:
+    torch.manual_seed(0)
+    model = Conv1DProjection()
+    x = torch.randn(5, 4) * torch.tensor([1.0, 50.0, 1.0, 1.0])
+    gm = _export(model, x)
+    reference = gm(x)
+    (smoothed,) = smooth_quant(gm, [(x,)]).smoothed
+    torch.testing.assert_close(gm.weight, model.weight.detach() * smoothed.scale[:, None])
+    assert smoothed.scale[1] > smoothed.scale[0]
+    assert torch.equal(gm(x), reference)
