@@ -32,6 +32,7 @@ SPELLING_ALLOWED = {
     "pt2e_quant/passes/fold_simulated_batch_norm.py": "matches the ops the simulation emitted",
     "pt2e_quant/reference/torchao_forms.py": "emits torchao's reference ops, matches its patterns",
     "pt2e_quant/reference/exact_forms.py": "emits the exact reference ops",
+    "pt2e_quant/algorithms/smoothing_rewrite.py": "emits SmoothQuant's scaling multiply",
     "pt2e_quant/graph/conv_batch_norm.py": "torchao's QAT rewrite order names exact overloads",
     "quantizers/xnnpack/rules.py": "ExecuTorch's shared-qparams list names exact overloads",
     "quantizers/xnnpack/delegation.py": "the XNNPACK partitioner's configs name exact overloads",

@@ -43,6 +43,7 @@ __all__ = [
     "HARDTANH_OPS",
     "INPLACE_DROPOUT_OPS",
     "INSTANCE_NORM_OPS",
+    "LAYER_NORM_OPS",
     "LEAKY_RELU_OPS",
     "LINEAR_OPS",
     "MATMUL_OPS",
@@ -51,6 +52,7 @@ __all__ = [
     "MAY_RETURN_INPUT_OPS",
     "MEAN_OPS",
     "MM_OPS",
+    "PLAIN_MM_OPS",
     "ADDMM_OPS",
     "MUL_OPS",
     "NATIVE_BATCH_NORM_OPS",
@@ -62,6 +64,7 @@ __all__ = [
     "RECURRENT_OPS",
     "RELU6_OPS",
     "RELU_OPS",
+    "RMS_NORM_OPS",
     "RESHAPE_OPS",
     "RRELU_OPS",
     "SIGMOID_OPS",
@@ -110,8 +113,10 @@ LINEAR_OPS = _overloads("linear.default")
 MATMUL_OPS = _overloads("matmul.default")
 #: ``addmm(bias, x, w)`` with ``w`` (in, out): Hugging Face GPT-2's ``Conv1D`` projection
 ADDMM_OPS = _overloads("addmm.default")
+#: the 2-D matrix product alone (``x @ w`` of two matrices after decomposition)
+PLAIN_MM_OPS = _overloads("mm.default")
 #: the matrix products decompositions and hand-written models spell out
-MM_OPS = _overloads("mm.default", "bmm.default", "baddbmm.default") | ADDMM_OPS
+MM_OPS = PLAIN_MM_OPS | _overloads("bmm.default", "baddbmm.default") | ADDMM_OPS
 
 # ---------------------------------------------------------------------------- element-wise
 
@@ -212,15 +217,16 @@ BATCH_NORM_MODE_OVERLOADS = (
     (_BN_LEGIT, _BN_LEGIT_NO_TRAINING),
     (_BN_WITH_UPDATE, _BN_NO_UPDATE),
 )
+#: ``layer_norm(x, normalized_shape, weight, bias, eps)``: an affine over the last dims
+LAYER_NORM_OPS = _overloads("layer_norm.default")
+#: ``rms_norm(x, normalized_shape, weight, eps)``: a scale over the last dims, no bias
+RMS_NORM_OPS = _overloads("rms_norm.default")
 NORM_OPS = (
     BATCH_NORM_OPS
     | INSTANCE_NORM_OPS
-    | _overloads(
-        "layer_norm.default",
-        "group_norm.default",
-        "rms_norm.default",
-        "native_layer_norm.default",
-    )
+    | LAYER_NORM_OPS
+    | RMS_NORM_OPS
+    | _overloads("group_norm.default", "native_layer_norm.default")
 )
 
 # ---------------------------------------------------------------------------------- dropout
