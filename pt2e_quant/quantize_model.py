@@ -29,6 +29,7 @@ from torch.fx import GraphModule
 
 from pt2e_quant.algorithms.accuracy_fallback import FallbackResult
 from pt2e_quant.algorithms.recipe import AccuracyOptions, run_accuracy_recipe
+from pt2e_quant.algorithms.smooth_quant import SmoothQuantResult
 from pt2e_quant.contract.backends import get_backend
 from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.debug.handles import generate_numeric_debug_handle
@@ -72,6 +73,8 @@ class QuantizationResult:
     float_program: ExportedProgram = field(repr=False)
     #: what the accuracy-aware fallback found (``quantize(target=...)``), else None
     fallback: FallbackResult | None = field(default=None, repr=False)
+    #: what SmoothQuant smoothed (``quantize(smooth_quant=alpha)``), else None
+    smoothing: SmoothQuantResult | None = field(default=None, repr=False)
 
     @functools.cached_property
     def coverage(self) -> Any:
@@ -123,6 +126,7 @@ def quantize(
     strict: bool = False,
     dynamic_shapes: Any = None,
     max_batches: int | None = None,
+    smooth_quant: float | None = None,
     bias_correction: bool = False,
     target: float | None = None,
     metric: str | Callable[[GraphModule], float] = "sqnr",
@@ -153,6 +157,9 @@ def quantize(
 
     Accuracy algorithms (post-training only; ``docs/accuracy.md``), with any quantizer:
 
+    * ``smooth_quant=alpha``: SmoothQuant migrates linear / matmul inputs' per-channel
+      outliers into the weights before annotation (``docs/smooth-quant.md``); the inserted
+      scaling multiplies stay float and ``result.coverage`` says why.
     * ``bias_correction=True``: each quantized conv / linear's mean output shift, measured on
       the calibration batches, is folded into its bias (``docs/bias-correction.md``).
     * ``target``: keep the fewest ops float that bring the model to ``target``
@@ -167,6 +174,7 @@ def quantize(
     _check_dynamic(dynamic, quantizer)
     check_max_batches(max_batches)
     accuracy = AccuracyOptions(
+        smooth_quant=smooth_quant,
         bias_correction=bias_correction,
         target=target,
         metric=metric,
@@ -188,7 +196,7 @@ def quantize(
     float_program = _export(model, example_inputs, strict, dynamic_shapes, training=qat)
     generate_numeric_debug_handle(float_program)  # before module(): prepare keeps the handles
     float_module = float_program.module(check_guards=check_guards)
-    fallback = None
+    fallback = smoothing = None
     if qat:
         prepared = prepare_qat_pt2e(float_module, quantizer)
         train_fn(prepared)  # type: ignore[misc]  # checked by _check_arguments
@@ -200,7 +208,7 @@ def quantize(
         if not batches:
             raise ValueError("calibration is empty; pass at least one batch, or None")
         outcome = run_accuracy_recipe(float_module, quantizer, batches, accuracy, progress=progress)
-        converted, fallback = outcome.module, outcome.fallback
+        converted, fallback, smoothing = outcome.module, outcome.fallback, outcome.smoothing
     else:
         prepared = prepare_pt2e(float_module, quantizer)
         batches = _calibration_batches(calibration, example_inputs, warn=not dynamic)
@@ -210,7 +218,14 @@ def quantize(
         converted, example_inputs, strict=False, dynamic_shapes=dynamic_shapes
     )
     return QuantizationResult(
-        converted, exported, quantizer, coverage_backend, example_inputs, float_program, fallback
+        converted,
+        exported,
+        quantizer,
+        coverage_backend,
+        example_inputs,
+        float_program,
+        fallback,
+        smoothing,
     )
 
 

@@ -25,6 +25,7 @@ from torch.fx import GraphModule
 from pt2e_quant.algorithms.accuracy_fallback import FallbackResult, accuracy_fallback
 from pt2e_quant.algorithms.bias_correction import correct_bias
 from pt2e_quant.algorithms.overrides import Adjustment, OverridingQuantizer
+from pt2e_quant.algorithms.smooth_quant import SmoothQuantResult, check_alpha, smooth_quant
 from pt2e_quant.pipeline.calibration import calibrate
 from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e
 
@@ -35,6 +36,9 @@ __all__ = ["AccuracyOptions", "AccuracyOutcome", "run_accuracy_recipe"]
 class AccuracyOptions:
     """What ``quantize()`` does beyond calibrating the quantizer's observers.
 
+    * ``smooth_quant``: SmoothQuant's alpha (None: off): linear / matmul inputs have their
+      per-channel outliers migrated into the weights before annotation
+      (:mod:`~pt2e_quant.algorithms.smooth_quant`).
     * ``bias_correction``: fold each quantized conv / linear's mean output shift, measured on
       the calibration batches, into its bias (:mod:`~pt2e_quant.algorithms.bias_correction`).
     * ``target``: reach this score by keeping the fewest ops float (None: no fallback);
@@ -43,6 +47,7 @@ class AccuracyOptions:
       calibration batches); at most ``max_float_units`` units kept float.
     """
 
+    smooth_quant: float | None = None
     bias_correction: bool = False
     target: float | None = None
     metric: str | Callable[[GraphModule], float] = "sqnr"
@@ -51,10 +56,12 @@ class AccuracyOptions:
 
     @property
     def active(self) -> bool:
-        return self.bias_correction or self.target is not None
+        return self.smooth_quant is not None or self.bias_correction or self.target is not None
 
     def check(self) -> None:
         """Argument mistakes, as ValueErrors naming the argument, before any slow work."""
+        if self.smooth_quant is not None:
+            check_alpha(self.smooth_quant)
         if not isinstance(self.bias_correction, bool):
             raise ValueError(f"bias_correction must be True or False, got {self.bias_correction!r}")
         if self.target is not None and (
@@ -72,10 +79,12 @@ class AccuracyOptions:
 
 @dataclass
 class AccuracyOutcome:
-    """The converted model, and what the fallback found (None without a target)."""
+    """The converted model, what SmoothQuant smoothed and what the fallback found (None
+    when not asked for)."""
 
     module: GraphModule
     fallback: FallbackResult | None
+    smoothing: SmoothQuantResult | None = None
 
 
 def _adjustments(options: AccuracyOptions) -> list[Adjustment]:
@@ -93,6 +102,9 @@ def run_accuracy_recipe(
     """prepare -> calibrate -> convert of ``float_model`` with every algorithm ``options``
     asks for, in the module docstring's order. ``batches`` are the calibration batches, read
     as many times as the algorithms need."""
+    smoothing = None
+    if options.smooth_quant is not None:
+        smoothing = smooth_quant(float_model, batches, alpha=options.smooth_quant)
     adjustments = _adjustments(options)
     ranked_quantizer = OverridingQuantizer(quantizer, adjustments=adjustments)
 
@@ -105,7 +117,7 @@ def run_accuracy_recipe(
         return convert_pt2e(prepared)
 
     if options.target is None:
-        return AccuracyOutcome(build({}), None)
+        return AccuracyOutcome(build({}), None, smoothing)
     result = accuracy_fallback(
         float_model,
         ranked_quantizer,
@@ -117,4 +129,4 @@ def run_accuracy_recipe(
         build=build,
         progress=progress,
     )
-    return AccuracyOutcome(result.module, result)
+    return AccuracyOutcome(result.module, result, smoothing)

@@ -54,6 +54,7 @@ __all__ = [
     "MAX_SMOOTHING_SCALE",
     "MIN_SMOOTHING_SCALE",
     "SmoothQuantResult",
+    "check_alpha",
     "SmoothedActivation",
     "smooth_quant",
     "smoothing_scale",
@@ -101,7 +102,8 @@ def _reason(consumers: Iterable[str]) -> str:
     return f"kept float: SmoothQuant's per-channel scaling of {', '.join(consumers)}"
 
 
-def _check_alpha(alpha: Any) -> float:
+def check_alpha(alpha: Any) -> float:
+    """``alpha`` as a float, or a SpecError naming it (also run by quantize() before exporting)."""
     if (
         isinstance(alpha, bool)
         or not isinstance(alpha, Real)
@@ -200,7 +202,7 @@ def smooth_quant(
     ``0 <= alpha <= 1``, and ``CalibrationError`` (a ``ValueError``) when ``batches`` is
     empty. Only the top-level graph is smoothed (not ``cond`` / ``scan`` bodies).
     """
-    alpha = _check_alpha(alpha)
+    alpha = check_alpha(alpha)
     check_max_batches(max_batches)
     if not isinstance(gm, GraphModule):
         raise ModelNotExportedError(

@@ -13,19 +13,20 @@ from pt2e_quant.algorithms.overrides import KEPT_FOR_TARGET
 from pt2e_quant.debug.sensitivity import output_sqnr
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
 from tests.core.algorithms.test_accuracy_fallback import PlantedMLP
+from tests.core.algorithms.test_smooth_quant import OutlierProjection
 
 
-def _data() -> list[tuple[torch.Tensor]]:
+def _data(features: int = 16) -> list[tuple[torch.Tensor]]:
     torch.manual_seed(0)
-    return [(torch.randn(8, 16),) for _ in range(3)]
+    return [(torch.randn(8, features),) for _ in range(3)]
 
 
 def _per_tensor() -> XNNPACKQuantizer:
     return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=False))
 
 
-def _quantize(model: nn.Module, **knobs):
-    batches = _data()
+def _quantize(model: nn.Module, features: int = 16, **knobs):
+    batches = _data(features)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return quantize(model.eval(), batches[0], _per_tensor(), calibration=batches,
@@ -81,9 +82,21 @@ def test_bias_correction_reduces_the_mean_output_shift() -> None:
         assert torch.equal(tensor, before[name]), name
 
 
+def test_smooth_quant_recovers_a_layer_norms_outlier_channels() -> None:
+    torch.manual_seed(2)
+    model = OutlierProjection()
+    plain, batches = _quantize(model, features=32)
+    smoothed, _ = _quantize(model, features=32, smooth_quant=0.5)
+    assert smoothed.smoothing is not None and smoothed.smoothing.changed
+    gain = _sqnr(model, smoothed.module, batches) - _sqnr(model, plain.module, batches)
+    assert gain > 10, gain
+
+
 @pytest.mark.parametrize(
     "knobs, message",
     [
+        ({"smooth_quant": 1.5}, "alpha must be a number in"),
+        ({"smooth_quant": True}, "alpha must be a number in"),
         ({"target": float("nan")}, "target must be a finite number"),
         ({"bias_correction": "yes"}, "bias_correction must be True or False"),
         ({"metric": lambda m: 1.0}, "need target"),
