@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import abc
 import math
-import warnings
 from typing import Any
 
 import torch
 
-from pt2e_quant.errors import SpecError
+from pt2e_quant.errors import SpecError, warn_user
 from pt2e_quant.observer.base import (
     _EPS_F32,
     PER_TENSOR_QSCHEMES,
@@ -55,10 +54,9 @@ def report_degenerate(observer: torch.nn.Module, kind: str, what: str) -> None:
     reported: set[str] = observer.__dict__.setdefault("_degenerate_reported", set())
     if kind not in reported:
         reported.add(kind)
-        warnings.warn(
+        warn_user(
             f"{type(observer).__name__}{observing(observer)} {what} (reported once per observer).",
             DegenerateObservationWarning,
-            stacklevel=4,
         )
 
 
@@ -298,15 +296,15 @@ def _bin_counts(x: torch.Tensor, first: int, last: int, width: float) -> torch.T
     """Counts of ``x`` in bins ``first..last`` of width ``width`` (int64).
 
     ``torch.histc`` does it in one pass; its edges ``k * width`` are exact in float32 (a power
-    of two times a small integer), so every value lands in its bin. Edges beyond float32's
-    range (data near ±3.4e38) fall back to computing the bin of each value directly.
+    of two times a small integer), so every value lands in its bin. A grid wider than float32
+    can express (data spanning more than 3.4e38) falls back to computing each value's bin.
     """
     size = last - first + 1
     values = x.reshape(-1)
     if values.dtype != torch.float32:
         values = values.to(torch.float32)
     low_edge, high_edge = first * width, (last + 1) * width
-    if -_F32_MAX <= low_edge and high_edge <= _F32_MAX:
+    if high_edge - low_edge <= _F32_MAX:  # histc measures from the low edge in float32
         counts = torch.histc(values, bins=size, min=low_edge, max=high_edge)
         return counts.round().to(torch.int64)
     index = torch.floor(values * (1.0 / width)).clamp_(first, last).to(torch.int64) - first
