@@ -22,6 +22,10 @@ from pt2e_quant.observer.base import (
     UniformQuantizationObserverBase,
     UnsupportedObserverConfigError,
 )
+from pt2e_quant.observer.channel_clipping import (
+    PerChannelMSEObserver,
+    PerChannelPercentileObserver,
+)
 from pt2e_quant.observer.granular import PerGroupMinMaxObserver, PerTokenDynamicObserver
 from pt2e_quant.observer.histogram import HistogramObserver
 from pt2e_quant.observer.minmax import (
@@ -35,6 +39,12 @@ from pt2e_quant.observer.passthrough import (
     FixedQParamsObserver,
     PlaceholderObserver,
 )
+from pt2e_quant.observer.range_estimators import (
+    KLDivergenceObserver,
+    MSEObserver,
+    PercentileObserver,
+)
+from pt2e_quant.observer.range_histogram import DegenerateObservationWarning
 
 __all__ = [
     "ObserverBase",
@@ -46,11 +56,17 @@ __all__ = [
     "HistogramObserver",
     "PerGroupMinMaxObserver",
     "PerTokenDynamicObserver",
+    "PercentileObserver",
+    "MSEObserver",
+    "KLDivergenceObserver",
+    "PerChannelMSEObserver",
+    "PerChannelPercentileObserver",
     "PlaceholderObserver",
     "FixedQParamsObserver",
     "DerivedObserverOrFakeQuantize",
     "BoundConstructor",
     "NonFiniteObservationWarning",
+    "DegenerateObservationWarning",
     "UnsupportedObserverConfigError",
     "default_observer",
     "default_weight_observer",
