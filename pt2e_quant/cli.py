@@ -32,6 +32,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from pt2e_quant.algorithms.range_estimation import ACTIVATION_ESTIMATORS, WEIGHT_ESTIMATORS
 from pt2e_quant.contract.backends import get_backend, installed_backends
 from pt2e_quant.pipeline.calibration import load_batches, random_batches
 from pt2e_quant.quantize_model import DEFAULT_BACKEND, preset_quantizer, quantize
@@ -135,6 +136,45 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-data", type=Path, metavar="FILE.pt", help=_DATA_HELP)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    _add_accuracy_options(parser)
+
+
+def _add_accuracy_options(parser: argparse.ArgumentParser) -> None:
+    """quantize()'s accuracy knobs (docs/accuracy.md), one flag each."""
+    group = parser.add_argument_group("accuracy (post-training; docs/accuracy.md)")
+    group.add_argument(
+        "--range-estimator",
+        choices=ACTIVATION_ESTIMATORS,
+        help="how activation ranges are measured (default: the backend's own observers)",
+    )
+    group.add_argument(
+        "--weight-range-estimator",
+        choices=WEIGHT_ESTIMATORS,
+        help="how weight ranges are measured (default: the backend's own observers)",
+    )
+    group.add_argument(
+        "--smooth-quant",
+        type=float,
+        metavar="ALPHA",
+        help="SmoothQuant: migrate linear inputs' outlier channels into the weights (0..1)",
+    )
+    group.add_argument(
+        "--bias-correction",
+        action="store_true",
+        help="fold each conv / linear's measured mean output shift into its bias",
+    )
+    group.add_argument(
+        "--target-sqnr",
+        type=float,
+        metavar="DB",
+        help="keep the fewest ops float that bring the output SQNR vs float to DB",
+    )
+    group.add_argument(
+        "--max-float-ops",
+        type=_non_negative_int,
+        metavar="N",
+        help="with --target-sqnr: keep at most N units (an op and what it fuses) float",
+    )
 
 
 class UsageError(Exception):
@@ -152,6 +192,16 @@ def parse_shape(text: str) -> tuple[int, ...]:
             f"expected comma-separated sizes like 1,3,224,224, got {text!r}"
         )
     return shape
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -205,6 +255,12 @@ def _run(args: argparse.Namespace) -> int:
         calibration=calibration,
         progress=not args.no_progress,
         max_batches=max_batches,
+        range_estimator=args.range_estimator,
+        weight_range_estimator=args.weight_range_estimator,
+        smooth_quant=args.smooth_quant,
+        bias_correction=args.bias_correction,
+        target=args.target_sqnr,
+        max_float_units=args.max_float_ops,
     )
     if args.command == "explain":
         print(result.coverage.to_text())
@@ -221,6 +277,8 @@ def _run(args: argparse.Namespace) -> int:
     for path in outputs:
         _say(f"wrote {path}")
     _say(load_hint(args.output))
+    if result.fallback is not None:
+        _say(f"accuracy fallback: {result.fallback.summary()}")
     _say(result.coverage.summary())
     return 0
 
@@ -232,6 +290,12 @@ def _check_arguments(args: argparse.Namespace) -> list[Path]:
         raise UsageError(
             f"--per-tensor: the {backend.name} backend only supports per-channel weights"
         )
+    if args.max_float_ops is not None and args.target_sqnr is None:
+        raise UsageError(
+            "--max-float-ops caps the ops --target-sqnr keeps float: add --target-sqnr"
+        )
+    if args.smooth_quant is not None and not 0.0 <= args.smooth_quant <= 1.0:
+        raise UsageError(f"--smooth-quant: ALPHA must be in [0, 1], got {args.smooth_quant}")
     if args.command != "quantize":
         return []
     if args.pte is not None:

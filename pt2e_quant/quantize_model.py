@@ -126,6 +126,8 @@ def quantize(
     strict: bool = False,
     dynamic_shapes: Any = None,
     max_batches: int | None = None,
+    range_estimator: str | None = None,
+    weight_range_estimator: str | None = None,
     smooth_quant: float | None = None,
     bias_correction: bool = False,
     target: float | None = None,
@@ -157,6 +159,9 @@ def quantize(
 
     Accuracy algorithms (post-training only; ``docs/accuracy.md``), with any quantizer:
 
+    * ``range_estimator`` / ``weight_range_estimator``: "minmax", "percentile", "mse" or
+      "kl" (activations only) replace the quantizer's observers for activation / weight
+      ranges (``docs/range-estimators.md``); None keeps the quantizer's own.
     * ``smooth_quant=alpha``: SmoothQuant migrates linear / matmul inputs' per-channel
       outliers into the weights before annotation (``docs/smooth-quant.md``); the inserted
       scaling multiplies stay float and ``result.coverage`` says why.
@@ -174,6 +179,8 @@ def quantize(
     _check_dynamic(dynamic, quantizer)
     check_max_batches(max_batches)
     accuracy = AccuracyOptions(
+        range_estimator=range_estimator,
+        weight_range_estimator=weight_range_estimator,
         smooth_quant=smooth_quant,
         bias_correction=bias_correction,
         target=target,

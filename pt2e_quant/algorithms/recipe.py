@@ -25,6 +25,7 @@ from torch.fx import GraphModule
 from pt2e_quant.algorithms.accuracy_fallback import FallbackResult, accuracy_fallback
 from pt2e_quant.algorithms.bias_correction import correct_bias
 from pt2e_quant.algorithms.overrides import Adjustment, OverridingQuantizer
+from pt2e_quant.algorithms.range_estimation import range_estimator_adjustment
 from pt2e_quant.algorithms.smooth_quant import SmoothQuantResult, check_alpha, smooth_quant
 from pt2e_quant.pipeline.calibration import calibrate
 from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e
@@ -36,6 +37,10 @@ __all__ = ["AccuracyOptions", "AccuracyOutcome", "run_accuracy_recipe"]
 class AccuracyOptions:
     """What ``quantize()`` does beyond calibrating the quantizer's observers.
 
+    * ``range_estimator`` / ``weight_range_estimator``: how activation / weight ranges are
+      measured ("minmax", "percentile", "mse", "kl" (activations only); None keeps the
+      quantizer's own observers), swapped into every static spec after annotation
+      (:mod:`~pt2e_quant.algorithms.range_estimation`, ``docs/range-estimators.md``).
     * ``smooth_quant``: SmoothQuant's alpha (None: off): linear / matmul inputs have their
       per-channel outliers migrated into the weights before annotation
       (:mod:`~pt2e_quant.algorithms.smooth_quant`).
@@ -47,6 +52,8 @@ class AccuracyOptions:
       calibration batches); at most ``max_float_units`` units kept float.
     """
 
+    range_estimator: str | None = None
+    weight_range_estimator: str | None = None
     smooth_quant: float | None = None
     bias_correction: bool = False
     target: float | None = None
@@ -56,10 +63,17 @@ class AccuracyOptions:
 
     @property
     def active(self) -> bool:
-        return self.smooth_quant is not None or self.bias_correction or self.target is not None
+        return (
+            self.range_estimator is not None
+            or self.weight_range_estimator is not None
+            or self.smooth_quant is not None
+            or self.bias_correction
+            or self.target is not None
+        )
 
     def check(self) -> None:
         """Argument mistakes, as ValueErrors naming the argument, before any slow work."""
+        _adjustments(self)  # unknown estimator names raise here, naming the argument
         if self.smooth_quant is not None:
             check_alpha(self.smooth_quant)
         if not isinstance(self.bias_correction, bool):
@@ -88,7 +102,9 @@ class AccuracyOutcome:
 
 
 def _adjustments(options: AccuracyOptions) -> list[Adjustment]:
-    return []
+    if options.range_estimator is None and options.weight_range_estimator is None:
+        return []
+    return [range_estimator_adjustment(options.range_estimator, options.weight_range_estimator)]
 
 
 def run_accuracy_recipe(

@@ -39,6 +39,9 @@ RUNS: dict[str, list[str]] = {
     "no_executorch": ["quantize", "tests.cli_models:tiny", "--backend", "xnnpack", "--output", "{tmp}/a.pt2", "--pte", "{tmp}/a.pte"],
     "x86_full": ["quantize", "tests/cli_models.py", "--input-shape", "1,3,8,8", "--backend", "x86", "--calibration-batches", "2", "--output", "{tmp}/x86.pt2", "--report", "{tmp}/x86.html"],
     "explain": ["explain", "tests.cli_models:tiny", "--backend", "xnnpack", "--calibration-data", "{tmp}/tensor.pt", "--calibration-batches", "2"],
+    "accuracy": ["quantize", "tests.cli_models:tiny", "--backend", "xnnpack", "--calibration-data", "{tmp}/batches.pt", "--output", "{tmp}/accuracy.pt2", "--range-estimator", "mse", "--weight-range-estimator", "mse", "--smooth-quant", "0.5", "--bias-correction", "--target-sqnr", "200", "--max-float-ops", "1", "--explain"],
+    "bad_alpha": ["explain", "tests.cli_models:tiny", "--backend", "xnnpack", "--smooth-quant", "1.5"],
+    "cap_without_target": ["explain", "tests.cli_models:tiny", "--backend", "xnnpack", "--max-float-ops", "2"],
 }  # fmt: skip
 # started only on demand (needs ExecuTorch)
 LAZY_RUNS: dict[str, list[str]] = {
@@ -105,7 +108,9 @@ def test_help_lists_commands_and_options(runs):
     assert runs["quantize_help"].returncode == 0
     for option in ("--backend {xnnpack,x86", "--per-tensor", "--dynamic", "--input-shape",
                    "--calibration-batches", "--calibration-data", "--output", "--pte",
-                   "--report", "--explain", "--debug", "get_model"):  # fmt: skip
+                   "--report", "--explain", "--debug", "get_model", "--range-estimator",
+                   "--weight-range-estimator", "--smooth-quant", "--bias-correction",
+                   "--target-sqnr", "--max-float-ops"):  # fmt: skip
         assert option in text, option
 
 
@@ -125,6 +130,8 @@ def test_help_lists_commands_and_options(runs):
         ("unwritable", "a.pt2: cannot write there (No such file or directory)"),
         ("bad_shape", "error: argument --input-shape: expected comma-separated sizes"),
         ("empty_data", "empty.pt holds no calibration batch"),
+        ("bad_alpha", "error: --smooth-quant: ALPHA must be in [0, 1], got 1.5"),
+        ("cap_without_target", "error: --max-float-ops caps the ops --target-sqnr keeps float"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(runs, name, message):
@@ -187,6 +194,15 @@ def test_explain_prints_only_the_table(runs):
     assert header[:5] == ["node", "op", "module", "quantized", "reason"]
     assert "3 compute ops: 3 quantized, 0 float; XNNPACK will delegate 3" in run.stdout
     assert "wrote" not in run.stderr and "warning: no --calibration-data" not in run.stderr
+
+
+def test_accuracy_flags_reach_quantize_and_report_the_fallback(runs):
+    run = runs["accuracy"]
+    assert run.returncode == 0, run.stderr
+    # 200 dB cannot be met with one unit float: the fallback says so and keeps its best candidate
+    assert "accuracy fallback: 1 of" in run.stderr and "does NOT meet the target 200" in run.stderr
+    assert "kept float to meet the accuracy target" in run.stdout
+    assert (runs.tmp / "accuracy.pt2").exists()
 
 
 @pytest.mark.executorch

@@ -92,9 +92,44 @@ def test_smooth_quant_recovers_a_layer_norms_outlier_channels() -> None:
     assert gain > 10, gain
 
 
+def test_range_estimators_replace_the_quantizers_observers() -> None:
+    from pt2e_quant.observer import MSEObserver, PerChannelMSEObserver
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+    seen: list[type] = []
+    original = MSEObserver.calculate_qparams
+
+    def spy(self):
+        seen.append(type(self))
+        return original(self)
+
+    MSEObserver.calculate_qparams = spy
+    try:
+        result, _ = _quantize(model, range_estimator="mse", weight_range_estimator="mse")
+    finally:
+        MSEObserver.calculate_qparams = original
+    assert MSEObserver in seen  # the activation observers convert read
+    assert not issubclass(PerChannelMSEObserver, MSEObserver)
+    plain, _ = _quantize(model)
+    assert result.coverage.counts["quantized"] == plain.coverage.counts["quantized"] > 0
+
+
+def test_every_algorithm_composes_in_one_call() -> None:
+    torch.manual_seed(2)
+    model = OutlierProjection()
+    plain, batches = _quantize(model, features=32)
+    combined, _ = _quantize(model, features=32, range_estimator="percentile",
+                            weight_range_estimator="mse", smooth_quant=0.5,
+                            bias_correction=True, target=-100.0)  # fmt: skip
+    assert combined.fallback is not None and combined.smoothing is not None
+    assert _sqnr(model, combined.module, batches) > _sqnr(model, plain.module, batches)
+
+
 @pytest.mark.parametrize(
     "knobs, message",
     [
+        ({"range_estimator": "entropy"}, "activations"),
+        ({"weight_range_estimator": "kl"}, "weights"),
         ({"smooth_quant": 1.5}, "alpha must be a number in"),
         ({"smooth_quant": True}, "alpha must be a number in"),
         ({"target": float("nan")}, "target must be a finite number"),
