@@ -13,13 +13,18 @@ the whole model; nothing is predicted from per-layer numbers alone:
    meet the target. Damage is close to monotone in the prefix length, so this costs about
    log2(units) candidates where walking the ranking one unit at a time (NNCF's and most
    tools' greedy removal) costs one candidate per unit kept float;
-3. **prune**: the units of that prefix are tried quantized again, least damaging first, and
+3. **merge followers**: an op sharing a unit's output qparams (a view, transpose or dropout
+   annotated with a :class:`SharedQuantizationSpec` on it) would quantize that output again
+   right after a unit kept float, so most of the step's gain would be lost; each ranked unit
+   takes its followers along, and rows they subsume leave the ranking;
+4. **prune**: the units of that prefix are tried quantized again, least damaging first, and
    each one the target still allows is quantized. Per-layer sensitivity overstates units
    whose error a later float unit hides or that interact with others, so this step usually
    drops some of the prefix: the result never keeps more units float than greedy removal
    over the same ranking, and often fewer.
 
-``strategy="greedy"`` runs the plain greedy removal instead, for comparison. Scores: the
+``strategy="greedy"`` runs the plain greedy removal over the ranking's own units instead
+(no bracketing, merging or pruning), for comparison. Scores: the
 default metric is the SQNR (dB) of the quantized model's outputs against the float model's
 on the validation batches; a callable ``metric(model) -> float`` scores a candidate model
 (higher is better: an accuracy, or a negated loss) and ``target`` is the value to reach.
@@ -27,6 +32,7 @@ on the validation batches; a callable ``metric(model) -> float`` scores a candid
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +43,8 @@ from torch.fx import GraphModule
 from tqdm.auto import tqdm
 
 from pt2e_quant.algorithms.overrides import KEPT_FOR_TARGET, OverridingQuantizer
+from pt2e_quant.contract.annotation import get_annotation
+from pt2e_quant.contract.specs import SharedQuantizationSpec
 from pt2e_quant.debug.sensitivity import (
     LayerSensitivity,
     SensitivityRanking,
@@ -193,6 +201,46 @@ def default_build(
     return build
 
 
+def _shared_sources(float_model: GraphModule, quantizer: Any) -> dict[str, set[str]]:
+    """Node name -> names of the nodes whose output its specs share (one annotation pass)."""
+    sources: dict[str, set[str]] = {}
+
+    def record(gm: GraphModule) -> None:
+        for node in gm.graph.nodes:
+            annotation = get_annotation(node)
+            if annotation is None:
+                continue
+            for spec in (annotation.output_qspec, *annotation.input_qspec_map.values()):
+                if isinstance(spec, SharedQuantizationSpec):
+                    target = spec.edge_or_node
+                    producer = target if isinstance(target, torch.fx.Node) else target[0]
+                    if producer is not node:
+                        sources.setdefault(node.name, set()).add(producer.name)
+
+    prepare_pt2e(float_model, OverridingQuantizer(quantizer, adjustments=[record]))
+    return sources
+
+
+def _with_followers(
+    units: list[LayerSensitivity], sources: dict[str, set[str]]
+) -> list[LayerSensitivity]:
+    """Each unit with the ops sharing its output qparams, transitively; subsumed rows dropped."""
+    merged: list[LayerSensitivity] = []
+    taken: set[str] = set()
+    for unit in units:
+        if set(unit.node_names) <= taken:
+            continue
+        names = list(unit.node_names)
+        grew = True
+        while grew:
+            followers = [n for n, s in sources.items() if s & set(names) and n not in names]
+            names.extend(followers)
+            grew = bool(followers)
+        taken.update(names)
+        merged.append(dataclasses.replace(unit, node_names=tuple(names)))
+    return merged
+
+
 class _Search:
     """Scores candidates (each set of float units at most once) and remembers them all."""
 
@@ -315,6 +363,9 @@ def accuracy_fallback(
                     progress=progress,
                 )  # fmt: skip
             search.units = [row for row in ranking if not row.failed]
+            if strategy == "search":
+                sources = _shared_sources(float_model, quantizer)
+                search.units = _with_followers(search.units, sources)
             limit = len(search.units)
             if max_float_units is not None:
                 limit = min(max_float_units, limit)

@@ -149,3 +149,32 @@ def test_bad_strategy_cap_and_empty_data_are_refused(planted) -> None:
         accuracy_fallback(gm, _quantizer(), batches, target=1.0, max_float_units=-1)
     with pytest.raises(ValueError, match="calibration is empty"):
         accuracy_fallback(gm, _quantizer(), [], target=1.0)
+
+
+class ViewAfterPlanted(nn.Module):
+    """The planted linear's output goes through a view sharing its qparams."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad, self.head = nn.Linear(16, 16), nn.Linear(16, 16)
+        with torch.no_grad():
+            self.bad.weight[0, :4] = 60.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.bad(x).reshape(8, 4, 4).reshape(8, 16))
+
+
+def test_a_float_unit_takes_the_ops_sharing_its_output_qparams_along() -> None:
+    torch.manual_seed(0)
+    batches = [(torch.randn(8, 16),) for _ in range(3)]
+    gm = torch.export.export(ViewAfterPlanted().eval(), batches[0]).module()
+    full = _quiet(float_model=gm, quantizer=_quantizer(), calibration=batches, target=-100.0,
+                  progress=False)  # fmt: skip
+    common = dict(float_model=gm, quantizer=_quantizer(), calibration=batches, progress=False)
+    searched = _quiet(**common, target=full.chosen.score + 15)
+    greedy = _quiet(**common, target=full.chosen.score + 15, strategy="greedy")
+    assert searched.met and greedy.met
+    views = [n.name for n in gm.graph.nodes if n.target == torch.ops.aten.reshape.default]
+    assert views and set(views) <= set(searched.float_nodes)
+    assert {"linear", *views} <= set(searched.float_nodes)
+    assert len(searched.chosen.float_units) < len(greedy.chosen.float_units)
