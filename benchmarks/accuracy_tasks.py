@@ -34,6 +34,8 @@ class Task:
     held_out: list[tuple[Any, ...]]
     score_name: str
     score: Callable[[Callable[..., Any]], float]
+    #: the same score on the calibration split: what a fallback may be tuned on
+    calibration_score: Callable[[Callable[..., Any]], float] | None = None
 
 
 # ----------------------------------------------------------------------------- MiniLM
@@ -95,19 +97,24 @@ def minilm_task(calibration_size: int, held_out_size: int, batch: int = 8) -> Ta
         return out
 
     calibration, held_out = batches(chosen[0]), batches(chosen[1])
+    return Task("MiniLM-L6 embeddings", model, calibration[0], calibration, held_out, "cosine",
+                _cosine_to(model, held_out), _cosine_to(model, calibration))  # fmt: skip
+
+
+def _cosine_to(model: nn.Module, data: list[tuple[Any, ...]]) -> Callable[[Any], float]:
+    """Mean cosine similarity of ``run``'s embeddings to the float model's over ``data``."""
     with torch.no_grad():
-        reference = [model(*b) for b in held_out]
+        reference = [model(*b) for b in data]
 
     def cosine(run: Callable[..., Any]) -> float:
         with torch.no_grad():
             sims = [
                 nn.functional.cosine_similarity(run(*b), r)
-                for b, r in zip(held_out, reference, strict=True)
+                for b, r in zip(data, reference, strict=True)
             ]
         return float(torch.cat(sims).mean())
 
-    return Task("MiniLM-L6 embeddings", model, calibration[0], calibration, held_out,
-                "cosine", cosine)  # fmt: skip
+    return cosine
 
 
 # ----------------------------------------------------------------------------- digits

@@ -145,3 +145,26 @@ def test_bench_llm_reports_both_libraries_memory_and_growth():
     growth = re.findall(r"^\s+(\d+)\s+(\d+)\s+[0-9.]+s\s+[0-9.]+ us$", output, re.M)
     assert [layers for layers, _ in growth] == ["2", "4"], output
     assert int(growth[1][1]) > int(growth[0][1]), output  # more layers, more nodes
+
+
+@pytest.mark.torchao
+@pytest.mark.executorch
+def test_bench_accuracy_reports_every_row_and_both_fallback_strategies():
+    pytest.importorskip("sklearn")
+    output = _run("bench_accuracy.py", "--quick", "--tasks", "digits")
+    labels = [
+        "float",
+        "torchao stock (ExecuTorch XNNPACK)",
+        "pt2e_quant stock",
+        "+ range_estimator=mse",
+        "+ smooth_quant=0.5",
+        "+ bias_correction",
+        "combination",
+    ]
+    for label in labels:
+        row = re.search(rf"^{re.escape(label)}\s+(\d\.\d+)\s+(\S+)", output, re.MULTILINE)
+        assert row is not None, (label, output)
+        assert 0.0 <= float(row.group(1)) <= 1.0, row.group(0)
+    for strategy in ("greedy", "search"):
+        row = re.search(rf"^{strategy}\s+(True|False)\s+(\d+)\s+(\d+)", output, re.MULTILINE)
+        assert row is not None, (strategy, output)

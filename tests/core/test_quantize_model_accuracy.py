@@ -147,3 +147,49 @@ def test_the_algorithms_refuse_qat() -> None:
     with pytest.raises(ValueError, match="post-training"):
         quantize(PlantedMLP(), (torch.randn(8, 16),), qat=True, train_fn=lambda m: None,
                  bias_correction=True)  # fmt: skip
+
+
+def test_the_algorithms_compose_with_the_x86_backend() -> None:
+    from quantizers import X86InductorQuantizer, get_default_x86_inductor_quantization_config
+
+    torch.manual_seed(2)
+    model = OutlierProjection().eval()
+    batches = _data(32)
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = quantize(model, batches[0], quantizer, calibration=batches, progress=False,
+                          range_estimator="mse", smooth_quant=0.5, bias_correction=True,
+                          target=-100.0)  # fmt: skip
+    assert result.smoothing is not None and result.smoothing.changed
+    assert _sqnr(model, result.module, batches) > 15
+
+
+@pytest.mark.torchao
+@pytest.mark.executorch
+def test_the_algorithms_compose_with_a_hosted_quantizer() -> None:
+    """ExecuTorch's XNNPACKQuantizer, written against torchao's classes: its specs are read
+    into ours, so range estimators, kept-float ops and bias correction all apply."""
+    pytest.importorskip("executorch")
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer as HostedQuantizer,
+    )
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        get_symmetric_quantization_config as hosted_config,
+    )
+
+    torch.manual_seed(1)
+    model = PlantedMLP().eval()
+    batches = _data()
+    hosted = HostedQuantizer().set_global(hosted_config())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = quantize(model, batches[0], hosted, calibration=batches, progress=False)
+        tuned = quantize(model, batches[0], hosted, calibration=batches, progress=False,
+                         range_estimator="mse", weight_range_estimator="mse", smooth_quant=0.5,
+                         bias_correction=True,
+                         target=_sqnr(model, plain.module, batches) + 8)  # fmt: skip
+    assert tuned.fallback is not None and tuned.fallback.met
+    assert _sqnr(model, tuned.module, batches) >= _sqnr(model, plain.module, batches) + 8
+    kept = [r for r in tuned.coverage.rows if r.reason == KEPT_FOR_TARGET]
+    assert kept
