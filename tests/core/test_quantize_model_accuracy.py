@@ -167,9 +167,12 @@ def test_the_algorithms_compose_with_the_x86_backend() -> None:
 
 @pytest.mark.torchao
 @pytest.mark.executorch
+@pytest.mark.slow
 def test_the_algorithms_compose_with_a_hosted_quantizer() -> None:
     """ExecuTorch's XNNPACKQuantizer, written against torchao's classes: its specs are read
-    into ours, so range estimators, kept-float ops and bias correction all apply."""
+    into ours, so SmoothQuant's float multiplies, range estimators and bias correction all
+    apply (the fallback's kept-float ops go through the same override:
+    tests/core/algorithms/test_overrides.py)."""
     pytest.importorskip("executorch")
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer as HostedQuantizer,
@@ -178,18 +181,15 @@ def test_the_algorithms_compose_with_a_hosted_quantizer() -> None:
         get_symmetric_quantization_config as hosted_config,
     )
 
-    torch.manual_seed(1)
-    model = PlantedMLP().eval()
-    batches = _data()
+    torch.manual_seed(2)
+    model = OutlierProjection().eval()
+    batches = _data(32)
     hosted = HostedQuantizer().set_global(hosted_config())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         plain = quantize(model, batches[0], hosted, calibration=batches, progress=False)
         tuned = quantize(model, batches[0], hosted, calibration=batches, progress=False,
                          range_estimator="mse", weight_range_estimator="mse", smooth_quant=0.5,
-                         bias_correction=True,
-                         target=_sqnr(model, plain.module, batches) + 8)  # fmt: skip
-    assert tuned.fallback is not None and tuned.fallback.met
-    assert _sqnr(model, tuned.module, batches) >= _sqnr(model, plain.module, batches) + 8
-    kept = [r for r in tuned.coverage.rows if r.reason == KEPT_FOR_TARGET]
-    assert kept
+                         bias_correction=True)  # fmt: skip
+    assert tuned.smoothing is not None and tuned.smoothing.changed
+    assert _sqnr(model, tuned.module, batches) > _sqnr(model, plain.module, batches) + 10

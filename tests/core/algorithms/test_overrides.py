@@ -86,3 +86,22 @@ def test_without_overrides_the_model_is_quantized_as_by_the_quantizer_itself() -
     for model in (plain, wrapped):
         model(*example)
     torch.testing.assert_close(convert_pt2e(plain)(*example), convert_pt2e(wrapped)(*example))
+
+
+def test_a_hosted_quantizers_annotations_are_translated_then_overridden() -> None:
+    """ExecuTorch's XNNPACKQuantizer writes torchao's classes; the kept-float conv is
+    dropped from them all the same."""
+    import pytest
+
+    hosted_module = pytest.importorskip("executorch.backends.xnnpack.quantizer.xnnpack_quantizer")
+    gm, example = _exported()
+    second = _conv_nodes(gm)[1].name
+    hosted = hosted_module.XNNPACKQuantizer().set_global(
+        hosted_module.get_symmetric_quantization_config()
+    )
+    prepared = prepare_pt2e(gm, OverridingQuantizer(hosted, keep_float={second: KEPT_FOR_TARGET}))
+    prepared(*example)
+    converted = convert_pt2e(prepared)
+    first_conv, second_conv = _conv_nodes(converted)
+    assert is_dequantize(first_conv.args[1]) and not is_dequantize(second_conv.args[1])
+    assert kept_float_reason(second_conv) == KEPT_FOR_TARGET

@@ -253,4 +253,4 @@ def test_qparams_of_many_groups_are_computed_by_row_blocks_with_the_same_result(
     expected = reference.calculate_qparams()
     monkeypatch.setattr(granular, "_QPARAM_BLOCK", 8)  # 2 rows of 4 groups per block
     blocked = reference.calculate_qparams()
-    assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(blocked, expected))
+    assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(blocked, expected, strict=True))
