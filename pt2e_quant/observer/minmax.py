@@ -36,12 +36,17 @@ def _is_cpu_scalar(t: torch.Tensor) -> bool:
 
 
 def _all_finite(low: torch.Tensor, high: torch.Tensor) -> bool:
-    """Whether a batch's extremes are finite (aminmax propagates NaN and infinities)."""
-    if _is_cpu_scalar(low) and _is_cpu_scalar(high):
-        # A per-tensor observer's extremes: reading two CPU scalars costs far less than the
-        # kernel launches below, and this runs once per observed batch.
-        return math.isfinite(low.item()) and math.isfinite(high.item())
-    return bool(torch.isfinite(low).all() & torch.isfinite(high).all())
+    """Whether a batch's extremes are finite (aminmax propagates NaN and infinities).
+
+    Runs once per observed batch, so it reads two scalars rather than launching an
+    ``isfinite`` / ``all`` chain per tensor (eleven kernels for a per-channel observer, each
+    batch, for every weight). For per-channel extremes the two scalars are ``low.min()`` and
+    ``high.max()``: both reductions propagate NaN, and an infinite extreme of any channel
+    shows in one of them (a channel whose max is -inf has min -inf too, and vice versa).
+    """
+    if not (_is_cpu_scalar(low) and _is_cpu_scalar(high)):
+        low, high = low.min(), high.max()
+    return math.isfinite(low.item()) and math.isfinite(high.item())
 
 
 def _check_averaging_constant(owner: str, value: Any) -> float:
