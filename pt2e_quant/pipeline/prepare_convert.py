@@ -89,6 +89,7 @@ def _prepare(model: GraphModule, quantizer: Quantizer, is_qat: bool, api: str) -
     warn_if_not_exported(model, api)
     check_not_prepared(model, api)
     model = copy_graph_module(model, recompile=False)
+    drop_export_hooks(model)  # a per-batch cost in calibration and training; guards stay
     deferred = partial(run_pass, deferred=True)
     changed = deferred(model, inline_grad_mode_regions)
     deferred(model, inherit_body_module_stacks)
