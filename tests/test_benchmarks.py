@@ -58,6 +58,22 @@ def test_bench_core_reports_every_quick_model():
 
 @pytest.mark.torchao
 @pytest.mark.executorch
+def test_bench_calibration_reports_every_quick_case():
+    pytest.importorskip("torchao")
+    pytest.importorskip("executorch")
+    output = _run("bench_calibration.py", "--quick")
+    rows = re.findall(rf"^(.+?)\s+(xnnpack|x86)\s+[0-9.]+ms\s+[0-9.]+ms\s+{RATIO}$", output, re.M)
+    assert {(model, config) for model, config, _ in rows} == {
+        ("resnet (small)", "xnnpack"),
+        ("resnet (small)", "x86"),
+        ("transformer (small)", "xnnpack"),
+    }, output
+    for model, config, ratio in rows:
+        _assert_ratio(ratio, f"{model} {config}")
+
+
+@pytest.mark.torchao
+@pytest.mark.executorch
 def test_bench_backends_reports_both_backends_per_quick_model():
     pytest.importorskip("torchao")
     pytest.importorskip("executorch")

@@ -42,20 +42,25 @@ def aliased_arguments(node: Node, schema: torch.FunctionSchema) -> list[object]:
     ]
 
 
-def _aliases_of_result(node: Node) -> list[Node]:
+def _aliases_of_result(node: Node, modules_return_input: bool = False) -> list[Node]:
     """The graph values ``node``'s result may share storage with."""
+    if node.op == "call_module":
+        return [arg for arg in node.args if isinstance(arg, Node)] if modules_return_input else []
     schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
     if schema is None:
         return []
     return [value for value in aliased_arguments(node, schema) if isinstance(value, Node)]
 
 
-def alias_classes(gm: GraphModule) -> dict[Node, Node]:
+def alias_classes(gm: GraphModule, modules_return_input: bool = False) -> dict[Node, Node]:
     """Union-find of nodes whose results share storage (views and in-place results).
 
     An op's result aliases an argument when the schema gives both the same alias set, e.g.
     ``relu_(Tensor(a!) self) -> Tensor(a!)`` or ``view(Tensor(a) self, ...) -> Tensor(a)``,
     or when the op is one of the few that may return an input without saying so.
+
+    ``modules_return_input`` is for prepared graphs: an observer returns the very tensor it
+    was given, so with it every ``call_module`` result counts as an alias of its arguments.
     """
     parent: dict[Node, Node] = {}
 
@@ -67,7 +72,7 @@ def alias_classes(gm: GraphModule) -> dict[Node, Node]:
         return node
 
     for node in gm.graph.nodes:
-        for value in _aliases_of_result(node):
+        for value in _aliases_of_result(node, modules_return_input):
             parent[find(node)] = find(value)
     return {node: find(node) for node in gm.graph.nodes}
 

@@ -1,4 +1,4 @@
-"""Drop the per-call hooks ``torch.export`` installs on ``.module()``, from a converted model.
+"""Drop the per-call hooks ``torch.export`` installs on ``.module()``, from our pipeline's models.
 
 ``ExportedProgram.module()`` registers two forward pre-hooks (an input-structure / range check,
 and, for models that take ``nn.Module`` inputs, registering those types as pytree nodes) and
@@ -6,7 +6,8 @@ one forward hook (undoing that registration). ``torch.compile(model)`` runs a mo
 eagerly, outside the compiled frame, on every call, and any hook also moves ``nn.Module``'s
 call onto its slow path: on a small int8 model that was a third of the per-call latency.
 torchao's convert rebuilds a plain GraphModule, which drops them; we drop only export's, so
-hooks users registered stay. Bad inputs are still caught: a wrong arity by ``forward``'s own
+hooks users registered stay. Prepare drops them too (torchao's prepared model has none either):
+the input check cost ~80 us per calibration batch, as much as 40 observers. Bad inputs are still caught: a wrong arity by ``forward``'s own
 signature, wrong shapes and dtypes by the graph's ``_guards_fn``.
 """
 

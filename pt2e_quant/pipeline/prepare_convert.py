@@ -29,6 +29,7 @@ from pt2e_quant.passes.duplicate_dequantize import duplicate_dequantize
 from pt2e_quant.passes.fold_batch_norm import fold_batch_norm
 from pt2e_quant.passes.fold_quantized_constants import fold_quantized_constants
 from pt2e_quant.passes.fold_simulated_batch_norm import fold_simulated_batch_norm
+from pt2e_quant.passes.functionalize_restored_ops import functionalize_restored_ops
 from pt2e_quant.passes.inherit_body_module_stacks import inherit_body_module_stacks
 from pt2e_quant.passes.inline_grad_mode_regions import inline_grad_mode_regions
 from pt2e_quant.passes.insert_observers import insert_observers
@@ -37,6 +38,7 @@ from pt2e_quant.passes.own_written_buffers import own_written_buffers
 from pt2e_quant.passes.port_qdq_meta import port_qdq_meta
 from pt2e_quant.passes.replace_inplace_ops import replace_inplace_ops
 from pt2e_quant.passes.replace_observers import replace_observers
+from pt2e_quant.passes.restore_inplace_ops import restore_inplace_ops
 from pt2e_quant.passes.rewrite_to_reference import rewrite_to_reference
 from pt2e_quant.passes.simulate_batch_norm_folding import simulate_batch_norm_folding
 from pt2e_quant.passes.use_eager_control_flow import restore_control_flow, use_eager_control_flow
@@ -87,6 +89,7 @@ def _prepare(model: GraphModule, quantizer: Quantizer, is_qat: bool, api: str) -
     warn_if_not_exported(model, api)
     check_not_prepared(model, api)
     model = copy_graph_module(model, recompile=False)
+    drop_export_hooks(model)  # a per-batch cost in calibration and training; guards stay
     deferred = partial(run_pass, deferred=True)
     changed = deferred(model, inline_grad_mode_regions)
     deferred(model, inherit_body_module_stacks)
@@ -101,6 +104,10 @@ def _prepare(model: GraphModule, quantizer: Quantizer, is_qat: bool, api: str) -
         finalize_graphs(model)
     model = call_quantizer(quantizer, "transform_for_annotation", api, model)
     _annotate_and_observe(model, quantizer, is_qat, api)
+    if not is_qat:
+        # Calibration then writes in place where the user's model does; QAT differentiates
+        # the graph, and a write into a tensor backward needs would break it.
+        deferred(model, restore_inplace_ops)
     return disallow_eval_train(finalize_graphs(model))
 
 
@@ -152,6 +159,7 @@ def _convert(
     model = copy_graph_module(model, recompile=False)
     deferred = partial(run_pass, deferred=True)
     for gm in iter_graph_modules(model):
+        deferred(gm, functionalize_restored_ops)
         deferred(gm, restore_control_flow)
         deferred(gm, replace_observers)
         deferred(gm, fold_simulated_batch_norm)

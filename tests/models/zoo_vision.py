@@ -124,6 +124,51 @@ class TinyResNet(nn.Module):
         return _image(3)
 
 
+class BottleneckResNet(nn.Module):
+    """ResNet-50's topology: 7x7 stem, max pool, four stages of bottlenecks, pool, classifier.
+
+    The defaults are ResNet-50's sizes (stages of 3/4/6/3 blocks, width 64, 224x224 images,
+    25.6M parameters, 16 in-place residual adds and 49 in-place ReLUs) for the calibration
+    benchmark; tests pass small ``width`` / ``blocks`` / ``size``. Not in :data:`ZOO`.
+
+    ::
+
+        x (1,3,S,S) ─ conv7x7(s2) ─ bn ─ relu_ ─ maxpool(s2) ─ Bottleneck × blocks[0]
+          ─ Bottleneck(s2) ... × blocks[1..3] ─ adaptive_avg_pool(1) ─ flatten ─ Linear ─ out
+    """
+
+    def __init__(
+        self,
+        width: int = 64,
+        blocks: tuple[int, ...] = (3, 4, 6, 3),
+        size: int = 224,
+        num_classes: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.size = size
+        self.stem = nn.Sequential(
+            *_conv_bn(3, width, 7, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+        )
+        layers: list[nn.Module] = []
+        in_channels = width
+        for stage, count in enumerate(blocks):
+            stage_width = width * 2**stage
+            for index in range(count):
+                stride = 2 if stage > 0 and index == 0 else 1
+                layers.append(ResNetBottleneck(in_channels, stage_width, stride))
+                in_channels = stage_width * ResNetBottleneck.expansion
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_channels, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool(self.layers(self.stem(x)))
+        return self.fc(torch.flatten(x, 1))
+
+    def example_inputs(self) -> tuple[Tensor, ...]:
+        return _image(3, self.size)
+
+
 # ------------------------------------------------------------------------------ MobileNet
 
 

@@ -1,4 +1,4 @@
-"""convert_pt2e drops the per-call hooks ``ExportedProgram.module()`` installs, and only those.
+"""prepare_pt2e / convert_pt2e drop the per-call hooks ``ExportedProgram.module()`` installs, only those.
 
 torch.compile runs module hooks eagerly around the compiled frame, so export's input-spec
 check cost a fixed ~50 µs per call of a compiled int8 model (torchao's convert, which rebuilds
@@ -25,12 +25,17 @@ def _export_hooks(model: nn.Module) -> list[object]:
     return [hook for hook in hooks if getattr(hook, "__module__", None) == EXPORT_HOOK_MODULE]
 
 
-def _prepared():
+def _exported():
     torch.manual_seed(0)
     model = TwoLinearModule().eval()
     example = model.example_inputs()
     exported = torch.export.export(model, example).module()
     assert _export_hooks(exported), "torch.export no longer installs hooks: revisit export_hooks"
+    return exported, example
+
+
+def _prepared():
+    exported, example = _exported()
     prepared = prepare_pt2e(exported, ConvLinearQuantizer(*int8_specs(our_observer)))
     prepared(*example)
     return prepared, example
@@ -41,14 +46,27 @@ def test_converted_model_has_no_export_hooks_and_same_outputs():
     with_hooks = prepared(*example)
     converted = convert_pt2e(prepared)
     assert not converted._forward_pre_hooks and not converted._forward_hooks
-    assert _export_hooks(prepared), "the prepared model must keep its hooks"
     reference = convert_pt2e(prepared)
-    for handle_id, hook in prepared._forward_pre_hooks.items():  # they only check inputs
-        with_kwargs = handle_id in prepared._forward_pre_hooks_with_kwargs
+    exported = _exported()[0]
+    for handle_id, hook in exported._forward_pre_hooks.items():  # they only check inputs
+        with_kwargs = handle_id in exported._forward_pre_hooks_with_kwargs
         reference.register_forward_pre_hook(hook, with_kwargs=with_kwargs)
     assert reference._forward_pre_hooks
     torch.testing.assert_close(converted(*example), reference(*example), rtol=0, atol=0)
     assert with_hooks.shape == converted(*example).shape
+
+
+def test_prepare_drops_the_hooks_of_its_copy_only():
+    exported, example = _exported()
+    prepared = prepare_pt2e(exported, ConvLinearQuantizer(*int8_specs(our_observer)))
+    assert not _export_hooks(prepared)
+    assert _export_hooks(exported), "the caller's module must keep its hooks"
+    (x,) = example
+    with pytest.raises(Exception, match="size|shape|Guard"):
+        prepared(torch.randn(x.shape[0], x.shape[1] + 1))  # wrong shape: _guards_fn
+    prepared.register_forward_pre_hook(_export_like_hook)  # convert must not touch prepared
+    convert_pt2e(prepared)
+    assert _export_hooks(prepared)
 
 
 def test_user_hooks_survive_convert():

@@ -99,6 +99,27 @@ def test_per_channel_non_finite_values_dropped_per_channel(name):
     assert not torch.equal(got.min_val[:2], before_min[:2])
 
 
+@pytest.mark.parametrize("name", PER_CHANNEL)
+@pytest.mark.parametrize(
+    "bad_row",
+    [[1.0, INF, 2.0], [1.0, -INF, 2.0], [INF, INF, INF], [-INF, -INF, -INF], [1.0, NAN, 2.0]],
+    ids=["one-inf", "one-neg-inf", "all-inf", "all-neg-inf", "one-nan"],
+)
+def test_per_channel_detects_any_non_finite_kind_in_one_channel(name, bad_row):
+    """The finiteness check reads only the smallest minimum and largest maximum over channels:
+    each kind of non-finite channel must still show there, and be dropped."""
+    x = torch.tensor([[0.5, -0.25, 0.75], bad_row, [-3.0, 0.0, 1.5]])
+    got = getattr(ours, name)(qscheme=torch.per_channel_symmetric, dtype=torch.qint8)
+    with pytest.warns(ours.NonFiniteObservationWarning):
+        got(x)
+    finite_row = _finite(torch.tensor(bad_row))
+    assert got.min_val[0] == -0.25 and got.max_val[2] == 1.5
+    if finite_row.numel():
+        assert got.min_val[1] == finite_row.min() and got.max_val[1] == finite_row.max()
+    else:  # nothing finite in that channel: still "not seen"
+        assert got.min_val[1] == INF and got.max_val[1] == -INF
+
+
 def test_per_channel_unseen_channel_gets_all_zero_qparams():
     x = torch.randn(2, 4)
     x[1] = NAN

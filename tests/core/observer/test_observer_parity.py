@@ -167,3 +167,20 @@ def test_parity_hypothesis(name, symmetric, dtype_index, scales, shifts, seed, n
     shape = (3, numel) if per_channel else (numel,)
     batches = [torch.randn(shape, generator=g) * s + shifts[i] for i, s in enumerate(scales)]
     run_both(name, kwargs, batches)
+
+
+@pytest.mark.parametrize("qscheme", [torch.per_tensor_affine, torch.per_tensor_symmetric])
+def test_min_max_running_range_with_ties_signed_zeros_and_shrinking_batches(qscheme):
+    """MinMaxObserver updates its range from scalars, writing only when the range grows: ties,
+    signed zeros and batches inside the range must leave torch.ao's exact state."""
+    batches = [
+        torch.tensor([0.0, -0.0]),
+        torch.tensor([-0.0, 0.0]),
+        torch.tensor([-1.5, 2.0]),
+        torch.tensor([-1.5, 2.0]),  # ties on both ends
+        torch.tensor([-0.25, 0.5]),  # inside the range
+        torch.tensor([-3.0, 1.0]),  # only the minimum grows
+        torch.tensor([4.0, 4.0]),  # only the maximum grows
+    ]
+    ref, got = run_both("MinMaxObserver", {"qscheme": qscheme, "dtype": torch.qint8}, batches)
+    assert got.min_val.item() == -3.0 and got.max_val.item() == 4.0
