@@ -49,12 +49,10 @@ OUR_ROWS: dict[str, dict[str, Any]] = {
     "+ smooth_quant=0.5": {"smooth_quant": 0.5},
     "+ bias_correction": {"bias_correction": True},
 }
-COMBINATION = {
-    "smooth_quant": 0.5,
-    "range_estimator": "mse",
-    "weight_range_estimator": "mse",
-    "bias_correction": True,
-}
+#: per-tensor weight MSE is left out: on MiniLM it clips the FFN's outlier weights (range 1.49
+#: clipped to 0.66), and bias correction measured from float inputs then over-corrects the
+#: layers downstream (docs/accuracy.md)
+COMBINATION = {"smooth_quant": 0.5, "range_estimator": "mse", "bias_correction": True}
 
 
 #: the fallback row's target on the calibration split's score (MiniLM: embedding cosine)
@@ -105,7 +103,16 @@ def _row(label: str, task: Task, model: Any, seconds: float, float_ops: str = "-
     )
 
 
-def accuracy_table(task: Task) -> Iterator[str]:
+#: the rows --quick keeps (the test suite checks the report's shape, not every estimator)
+QUICK_ROWS = (
+    "pt2e_quant stock",
+    "+ range_estimator=mse",
+    "+ smooth_quant=0.5",
+    "+ bias_correction",
+)
+
+
+def accuracy_table(task: Task, quick: bool = False) -> Iterator[str]:
     """The table's lines, each yielded as soon as its row is measured."""
     yield from [f"## {task.name}: {task.score_name} on held-out data",
              f"{'config':<32} {task.score_name:>9} {'SQNR dB':>9} {'kept ops':>9} {'seconds':>8}",
@@ -113,7 +120,8 @@ def accuracy_table(task: Task) -> Iterator[str]:
     start = time.perf_counter()
     peer = _torchao_model(task)
     yield _row("torchao stock (ExecuTorch XNNPACK)", task, peer, time.perf_counter() - start)
-    rows = [*OUR_ROWS.items(), ("combination", COMBINATION)]
+    rows = [(k, v) for k, v in OUR_ROWS.items() if not quick or k in QUICK_ROWS]
+    rows.append(("combination", COMBINATION))
     if task.calibration_score is not None:
         # the fallback is tuned on the calibration split; the table scores the held-out one
         target = {"target": FALLBACK_TARGET, "metric": task.calibration_score}
@@ -167,7 +175,7 @@ def main() -> None:
     if "minilm" in args.tasks:
         tasks.append(minilm_task(16, 16) if args.quick else minilm_task(64, 192))
     for task in tasks:
-        for line in accuracy_table(task):
+        for line in accuracy_table(task, quick=args.quick):
             print(line, flush=True)
         print(flush=True)
         print("\n".join(fallback_table(task, args.target_gain)), flush=True)
