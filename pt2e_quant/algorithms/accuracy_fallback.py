@@ -52,7 +52,7 @@ from pt2e_quant.debug.sensitivity import (
     sensitivity,
 )
 from pt2e_quant.errors import QuantizationError, warn_user
-from pt2e_quant.pipeline.calibration import as_batch, calibrate
+from pt2e_quant.pipeline.calibration import calibrate, outputs_of, read_batches
 from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e
 
 __all__ = [
@@ -140,25 +140,13 @@ def _check_target(target: Any) -> float:
     return float(target)
 
 
-def _batches(data: Iterable[Any], argument: str) -> list[tuple[Any, ...]]:
-    batches = [as_batch(item) for item in data]
-    if not batches:
-        raise ValueError(f"accuracy fallback: {argument} is empty; pass at least one batch")
-    return batches
-
-
-def _run(model: torch.nn.Module, batches: list[tuple[Any, ...]]) -> list[Any]:
-    with torch.no_grad():
-        return [model(*batch) for batch in batches]
-
-
 def _scorer(
     float_model: GraphModule, metric: str | ModelMetric, validation: list[tuple[Any, ...]]
 ) -> tuple[str, Callable[[GraphModule, str], float]]:
     """(metric name, score(model, what) -> float); ``what`` names the candidate in errors."""
     if metric == "sqnr":
-        reference = _run(float_model, validation)
-        return "sqnr", lambda model, what: output_sqnr(reference, _run(model, validation))
+        reference = outputs_of(float_model, validation)
+        return "sqnr", lambda model, what: output_sqnr(reference, outputs_of(model, validation))
     if not callable(metric) or isinstance(metric, str):
         raise ValueError(
             "accuracy fallback: metric must be 'sqnr' or a callable metric(model) -> float "
@@ -345,9 +333,11 @@ def accuracy_fallback(
         raise ValueError(
             f"accuracy fallback: max_float_units must be None or an int >= 0, got {max_float_units!r}"
         )
-    calibration_batches = _batches(calibration, "calibration")
+    calibration_batches = read_batches(calibration, "accuracy fallback: calibration")
     validation_batches = (
-        calibration_batches if validation is None else _batches(validation, "validation")
+        calibration_batches
+        if validation is None
+        else read_batches(validation, "accuracy fallback: validation")
     )
     name, score = _scorer(float_model, metric, validation_batches)
     if build is None:

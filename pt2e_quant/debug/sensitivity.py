@@ -50,7 +50,7 @@ from pt2e_quant.contract.restrict import restrict_annotations
 from pt2e_quant.debug.comparison import compute_mse, compute_sqnr, module_path
 from pt2e_quant.graph.node_meta import get_debug_handle
 from pt2e_quant.graph.subgraphs import iter_graph_modules
-from pt2e_quant.pipeline.calibration import as_batch
+from pt2e_quant.pipeline.calibration import outputs_of, read_batches
 from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e
 
 __all__ = [
@@ -284,22 +284,6 @@ def _scorer(metric: str | MetricFn) -> tuple[str, Callable[[list, list], tuple[f
 # -------------------------------------------------------------------------- driver
 
 
-def _batches(data: Iterable[Any], argument: str) -> list[tuple[Any, ...]]:
-    """Materialise ``data`` once (it may be a one-shot iterator), each item read as
-    :func:`~pt2e_quant.pipeline.calibration.as_batch` reads calibration data for ``quantize()``."""
-    batches = [as_batch(item) for item in data]
-    if not batches:
-        raise ValueError(
-            f"sensitivity: {argument} is empty; pass at least one tuple of model inputs"
-        )
-    return batches
-
-
-def _run(model: torch.nn.Module, batches: list[tuple[Any, ...]]) -> list[Any]:
-    with torch.no_grad():
-        return [model(*batch) for batch in batches]
-
-
 def sensitivity(
     model_ep: ExportedProgram | GraphModule,
     quantizer: Quantizer,
@@ -320,8 +304,10 @@ def sensitivity(
     """
     name, score = _scorer(metric)
     gm = model_ep.module() if isinstance(model_ep, ExportedProgram) else model_ep
-    calibration = _batches(calibration_data, "calibration_data")
-    evaluation = calibration if eval_data is None else _batches(eval_data, "eval_data")
+    calibration = read_batches(calibration_data, "sensitivity: calibration_data")
+    evaluation = (
+        calibration if eval_data is None else read_batches(eval_data, "sensitivity: eval_data")
+    )
     discovery = _UnitQuantizer(quantizer, None)
     prepare_pt2e(gm, discovery)
     units = [unit for found in discovery.found.values() for unit in found]
@@ -332,7 +318,7 @@ def sensitivity(
             stacklevel=2,
         )
         return SensitivityRanking()
-    reference = _run(gm, evaluation)
+    reference = outputs_of(gm, evaluation)
     rows = [
         _measure(gm, quantizer, unit, calibration, evaluation, reference, name, score)
         for unit in tqdm(units, desc="sensitivity", unit="layer", disable=not progress)
@@ -363,8 +349,8 @@ def _measure(
         warnings.simplefilter("always")
         try:
             prepared = prepare_pt2e(gm, only_unit)
-            _run(prepared, calibration)
-            value, damage = score(reference, _run(convert_pt2e(prepared), evaluation))
+            outputs_of(prepared, calibration)
+            value, damage = score(reference, outputs_of(convert_pt2e(prepared), evaluation))
         except Exception as exc:  # noqa: BLE001 - a failing layer is a result, not a crash
             error = f"{type(exc).__name__}: {exc}"
     notes = [*only_unit.notes, *dict.fromkeys(str(w.message).splitlines()[0] for w in caught)]

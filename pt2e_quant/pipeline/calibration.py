@@ -26,7 +26,9 @@ __all__ = [
     "check_max_batches",
     "describe_shapes",
     "load_batches",
+    "outputs_of",
     "random_batches",
+    "read_batches",
 ]
 
 
@@ -56,6 +58,22 @@ def as_batch(item: Any) -> tuple[Any, ...]:
     if isinstance(item, list):
         return tuple(item)
     return (item,)
+
+
+def read_batches(data: Iterable[Any], what: str) -> list[tuple[Any, ...]]:
+    """Materialise ``data`` once (it may be a one-shot iterator), each item read by
+    :func:`as_batch`, for the algorithms that run the data several times; ``what`` names the
+    caller and argument in the error an empty ``data`` raises (``"sensitivity: eval_data"``)."""
+    batches = [as_batch(item) for item in data]
+    if not batches:
+        raise ValueError(f"{what} is empty; pass at least one tuple of model inputs")
+    return batches
+
+
+def outputs_of(model: torch.nn.Module, batches: list[tuple[Any, ...]]) -> list[Any]:
+    """The model's output for each batch, without autograd."""
+    with torch.no_grad():
+        return [model(*batch) for batch in batches]
 
 
 def _limited(batches: Iterable[Any], max_batches: int | None) -> Iterator[Any]:
