@@ -12,8 +12,8 @@ per-tensor weights) calibrated on the same calibration split and scored on a hel
 ExecuTorch's XNNPACKQuantizer through torchao's prepare/convert (on transformers' graphs
 after precomputing the mask's index arithmetic, without which it crashes); our rows run
 ``pt2e_quant.quantize()`` with the knob named in the row. The last table compares the
-fallback's search with greedy removal over the same sensitivity ranking, for one output-SQNR
-target: units and compute ops kept float, candidates verified. "kept ops" counts the compute
+fallback's search with greedy removal over the same sensitivity ranking, for several output-SQNR
+targets: units and compute ops kept float, candidates verified. "kept ops" counts the compute
 ops the fallback kept float (explain()'s "kept float to meet the accuracy target").
 """
 
@@ -134,26 +134,31 @@ def accuracy_table(task: Task, quick: bool = False) -> Iterator[str]:
         yield _row(label, task, result.module, seconds, str(kept))
 
 
-def fallback_table(task: Task, target_gain_db: float) -> list[str]:
-    """Greedy removal vs our search over one sensitivity ranking, for one SQNR target."""
+def fallback_table(task: Task, target_gains_db: list[float]) -> list[str]:
+    """Greedy removal vs our search over one sensitivity ranking, for each SQNR target."""
     gm = torch.export.export(task.model, task.example_inputs).module()
     quantizer = _stock()
     common = dict(calibration=task.calibration, validation=task.held_out, progress=False)
     full = accuracy_fallback(gm, quantizer, target=-1e9, **common)
-    target = full.chosen.score + target_gain_db
-    greedy = accuracy_fallback(gm, quantizer, target=target, strategy="greedy", **common)
-    searched = accuracy_fallback(gm, quantizer, target=target, ranking=greedy.ranking, **common)
-    lines = [f"## {task.name}: fallback to output SQNR >= {target:.2f} dB "
-             f"(all quantized: {full.chosen.score:.2f} dB, {len(greedy.ranking)} units)",
-             f"{'strategy':<12} {'met':>4} {'float units':>11} {'float ops':>9} {'SQNR dB':>9} "
-             f"{'candidates':>10} {task.score_name:>9}"]  # fmt: skip
-    for name, result in (("greedy", greedy), ("search", searched)):
-        kept = explain(result.module, quantizer).counts.get("kept float", 0)
-        lines.append(
-            f"{name:<12} {str(result.met):>4} {len(result.chosen.float_units):>11} {kept:>9} "
-            f"{result.chosen.score:>9.2f} {result.evaluations:>10} "
-            f"{task.score(result.module):>9.4f}"
+    ranking = None
+    lines = [f"## {task.name}: fallback to output SQNR targets "
+             f"(all quantized: {full.chosen.score:.2f} dB)",
+             f"{'strategy':<12} {'target':>7} {'met':>5} {'float units':>11} {'float ops':>9} "
+             f"{'SQNR dB':>9} {'candidates':>10} {task.score_name:>9}"]  # fmt: skip
+    for gain in target_gains_db:
+        target = full.chosen.score + gain
+        greedy = accuracy_fallback(
+            gm, quantizer, target=target, strategy="greedy", ranking=ranking, **common
         )
+        ranking = greedy.ranking
+        searched = accuracy_fallback(gm, quantizer, target=target, ranking=ranking, **common)
+        for name, result in (("greedy", greedy), ("search", searched)):
+            kept = explain(result.module, quantizer).counts.get("kept float", 0)
+            lines.append(
+                f"{name:<12} {target:>7.2f} {str(result.met):>5} "
+                f"{len(result.chosen.float_units):>11} {kept:>9} {result.chosen.score:>9.2f} "
+                f"{result.evaluations:>10} {task.score(result.module):>9.4f}"
+            )
     return lines
 
 
@@ -163,8 +168,10 @@ def main() -> None:
     parser.add_argument(
         "--tasks", nargs="+", default=["digits", "minilm"], choices=["digits", "minilm"]
     )
-    parser.add_argument("--target-gain", type=float, default=6.0,
-                        help="fallback target: dB above the all-quantized SQNR")  # fmt: skip
+    parser.add_argument("--target-gains", type=float, nargs="+", default=[3.0, 6.0, 10.0],
+                        help="fallback targets: dB above the all-quantized SQNR")  # fmt: skip
+    parser.add_argument("--fallback-only", action="store_true",
+                        help="only the fallback strategies' table")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     warnings.simplefilter("ignore")
@@ -175,10 +182,11 @@ def main() -> None:
     if "minilm" in args.tasks:
         tasks.append(minilm_task(16, 16) if args.quick else minilm_task(64, 192))
     for task in tasks:
-        for line in accuracy_table(task, quick=args.quick):
-            print(line, flush=True)
-        print(flush=True)
-        print("\n".join(fallback_table(task, args.target_gain)), flush=True)
+        if not args.fallback_only:
+            for line in accuracy_table(task, quick=args.quick):
+                print(line, flush=True)
+            print(flush=True)
+        print("\n".join(fallback_table(task, args.target_gains)), flush=True)
         print(flush=True)
 
 

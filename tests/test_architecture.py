@@ -104,6 +104,7 @@ LAYERS = (
     "reference",
     "passes",
     "pipeline",
+    "distributed",
     "debug",
     "algorithms",
     "coverage",

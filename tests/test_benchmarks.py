@@ -167,7 +167,7 @@ def test_bench_llm_reports_both_libraries_memory_and_growth():
 @pytest.mark.executorch
 def test_bench_accuracy_reports_every_row_and_both_fallback_strategies():
     pytest.importorskip("sklearn")
-    output = _run("bench_accuracy.py", "--quick", "--tasks", "digits")
+    output = _run("bench_accuracy.py", "--quick", "--tasks", "digits", "--target-gains", "6")
     labels = [
         "float",
         "torchao stock (ExecuTorch XNNPACK)",
@@ -182,5 +182,5 @@ def test_bench_accuracy_reports_every_row_and_both_fallback_strategies():
         assert row is not None, (label, output)
         assert 0.0 <= float(row.group(1)) <= 1.0, row.group(0)
     for strategy in ("greedy", "search"):
-        row = re.search(rf"^{strategy}\s+(True|False)\s+(\d+)\s+(\d+)", output, re.MULTILINE)
+        row = re.search(rf"^{strategy}\s+-?\d+\.\d+\s+(True|False)\s+(\d+)\s+(\d+)", output, re.MULTILINE)
         assert row is not None, (strategy, output)
