@@ -66,9 +66,21 @@ class RankFailure:
     error_type: str
     message: str
 
-    def describe(self) -> str:
+    def summary(self) -> str:
         first_line = self.message.strip().splitlines()[0] if self.message.strip() else ""
-        return f"rank {self.rank}: {self.error_type}: {first_line}"
+        return f"{self.error_type}: {first_line}"
+
+
+def _describe_failures(failures: list[RankFailure]) -> str:
+    """``rank 1: ValueError: ...; ranks 0, 2: ...``: identical failures (every rank refusing
+    the same observer) are listed once with all their ranks."""
+    ranks_by_summary: dict[str, list[int]] = {}
+    for failure in failures:
+        ranks_by_summary.setdefault(failure.summary(), []).append(failure.rank)
+    return "; ".join(
+        f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}: {summary}"
+        for summary, ranks in ranks_by_summary.items()
+    )
 
 
 def _failure_of(rank: int, error: BaseException) -> RankFailure:
@@ -111,7 +123,7 @@ def gather_or_fail(local: Any, what: str, group: Any = None) -> list[Any]:
         ) from error
     failures = [item for item in gathered if isinstance(item, RankFailure)]
     if failures:
-        listed = "; ".join(failure.describe() for failure in failures)
+        listed = _describe_failures(failures)
         error = DistributedQuantizationError(
             f"{what} failed on {len(failures)} of {here.size} ranks: {listed}. Every rank "
             "stopped before changing any statistics; fix the failing rank(s) and rerun all "

@@ -155,6 +155,11 @@ def test_histogram_merge_keeps_range_and_mass_and_lands_near_one_process():
     assert torch.equal(merged.min_val, reference.min_val)
     assert torch.equal(merged.max_val, reference.max_val)
     assert merged.histogram.sum().item() == pytest.approx(4 * 8 * 5, rel=1e-6)
+    # Each rank's mass moves by at most a bin or two of the union range, as in one process.
+    ours, theirs = merged.histogram.cumsum(0), reference.histogram.cumsum(0)
+    padded = torch.nn.functional.pad(theirs, (2, 2), value=0.0)
+    padded[-2:] = theirs[-1]
+    assert bool((ours >= padded[:-4] - 1e-3).all() and (ours <= padded[4:] + 1e-3).all())
     (scale, _), (want, _) = merged.calculate_qparams(), reference.calculate_qparams()
     assert scale.item() == pytest.approx(want.item(), rel=0.05)
     assert_same_state(ranks[1], ranks[2])
