@@ -179,30 +179,3 @@ def unknown_observer(rank: int, world_size: int) -> str:
     net = ObserverBank({"mean": RunningMeanObserver()})
     calibrate_distributed(net, _tiny_shard(rank), (torch.randn(2, 4),))
     return "merged"
-
-
-def torchao_bank() -> ObserverBank:
-    from torchao.quantization.pt2e import observer as torchao_observer
-
-    return ObserverBank(
-        {
-            "per_tensor": torchao_observer.MinMaxObserver(),
-            "per_channel": torchao_observer.PerChannelMinMaxObserver(ch_axis=1),
-        }
-    )
-
-
-def torchao_shards(world_size: int) -> list[list[torch.Tensor]]:
-    return [
-        [torch.randn(3, 5, generator=torch.Generator().manual_seed(r)) * (r + 1)] * (r + 1)
-        for r in range(world_size)
-    ]
-
-
-def torchao_observers(rank: int, world_size: int) -> dict[str, torch.Tensor]:
-    bank = torchao_bank()
-    for batch in torchao_shards(world_size)[rank]:
-        bank(batch)
-    report = sync_observers(bank)
-    assert set(report.contributors) == {"observers.per_tensor", "observers.per_channel"}
-    return {k: v.clone() for k, v in bank.state_dict().items()}

@@ -12,7 +12,6 @@ import torch
 from pt2e_quant.distributed.calibration import calibrate_distributed, sync_observers
 from pt2e_quant.distributed.collectives import gather_or_fail, world
 from tests.core.distributed import calibration_programs as programs
-from tests.core.distributed.merge_helpers import single_process
 from tests.ranks import run_ranks, values
 
 
@@ -104,17 +103,6 @@ def test_merging_twice_on_real_ranks_changes_nothing():
         _assert_same_states(after_first, after_second)
         _assert_same_states(after_first, results[0][0])
         assert set(contributors.values()) == {()}
-
-
-@pytest.mark.torchao
-def test_torchao_min_max_observers_are_merged_by_shape():
-    pytest.importorskip("torchao")
-    results = values(run_ranks(programs.torchao_observers, 2, deadline=60))
-    reference = single_process(programs.torchao_bank, programs.torchao_shards(2)).state_dict()
-    for state in results:
-        assert state.keys() == reference.keys()
-        for name in state:
-            assert _bitwise_equal(state[name], reference[name]), name
 
 
 def test_without_a_process_group_everything_runs_as_one_process():

@@ -333,3 +333,47 @@ def test_histograms_observed_on_two_ranks_after_a_merge_are_not_merged_twice():
     gathered = [export_observers(module) for module in ranks]
     with pytest.raises(DistributedQuantizationError, match=r"count them twice"):
         merge_observers(ranks[0], gathered)
+
+
+@pytest.mark.torchao
+def test_torchao_min_max_observers_are_merged_by_shape_bit_for_bit():
+    pytest.importorskip("torchao")
+    from torchao.quantization.pt2e import observer as torchao_observer
+
+    def bank() -> ObserverBank:
+        return ObserverBank(
+            {
+                "per_tensor": torchao_observer.MinMaxObserver(),
+                "per_channel": torchao_observer.PerChannelMinMaxObserver(ch_axis=1),
+            }
+        )
+
+    shards = [_batches(27, 2), [], _batches(28, 1, scale=4.0)]
+    reference = single_process(bank, shards)
+    for module in merged_ranks(bank, shards):
+        assert type(module.observers["per_tensor"]) is torchao_observer.MinMaxObserver
+        assert_same_state(module, reference)
+
+
+@pytest.mark.torchao
+def test_torchao_histogram_and_moving_average_observers_merge_like_ours():
+    pytest.importorskip("torchao")
+    from torchao.quantization.pt2e import observer as torchao_observer
+
+    def bank(library) -> ObserverBank:
+        return ObserverBank(
+            {
+                "histogram": library.HistogramObserver(bins=64),
+                "moving": library.MovingAverageMinMaxObserver(averaging_constant=0.3),
+                "fixed": library.FixedQParamsObserver(scale=1.0 / 256, zero_point=0),
+            }
+        )
+
+    import pt2e_quant.observer as ours
+
+    shards = [_batches(25, 2), _batches(26, 1, scale=3.0)]
+    theirs = merged_ranks(lambda: bank(torchao_observer), shards)[0].state_dict()
+    expected = merged_ranks(lambda: bank(ours), shards)[0].state_dict()
+    assert theirs.keys() == expected.keys()
+    for name in theirs:
+        assert torch.equal(theirs[name], expected[name]), name
