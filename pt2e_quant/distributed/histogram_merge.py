@@ -18,12 +18,12 @@ least that coarse; otherwise the merge's grid is coarser (same total count, same
 [min, max]. The merge folds the ranks' histograms in rank order, as the observer folds a batch
 that widens its range: the running histogram and the next rank's are each re-binned onto the
 union range with the observer's own re-binning (every bin split into ``upsample_rate`` parts,
-each moved by its midpoint) and added. Exact where re-binning is not needed: ranks with the
-same [min, max] add bin for bin, so when every rank ends with the global [min, max] and every
-rank after the first had it from its first batch (e.g. identical data, or shards whose first
-batch holds the extremes), the merged histogram is one process's over the concatenation (rank
-order), bit for bit. Otherwise min / max and the total count are exact and the mass of each
-rank's histogram moves by at most one bin of the union range, as it would in one process
+each moved by its midpoint) and added. Exact where no re-binning happens: when every rank's
+first batch already spans the global [min, max] (identical data, or shards whose first batch
+holds the extremes), every histogram holds integer counts on one grid, added bin for bin, which
+is what one process over the concatenated shards holds, bit for bit. Otherwise min / max and
+the total count are exact and the mass of each rank's histogram moves by at most one bin of
+the union range (a rank's bin is never wider than a union bin), as it would in one process
 folding a wider batch.
 """
 

@@ -2,24 +2,21 @@
 
 A prepared model may hold our observers, torch.ao's or torchao's (a quantizer written for
 torchao hands us its constructors), or a vendor's subclass. Merging needs to know what the
-state *means*, so an observer is classified by the tensors it keeps, not by its class name:
+state *means*, so an observer is classified by the tensors it keeps, not by its class name
+(rows of :data:`MERGE_KINDS`, tried in this order):
 
-============== ============================================= =====================================
-kind           recognised by                                 merge
-============== ============================================= =====================================
-min_max        buffers ``min_val`` / ``max_val`` (plus        elementwise min / max over the ranks
-               ``eps``, ``clip_min`` / ``clip_max``), no      that saw data: the state one process
-               ``averaging_constant``, no ``histogram``        over all shards ends with, bit for bit
-moving_average the same buffers plus ``averaging_constant``  float64 mean of the running values of
-                                                             the ranks (per channel: the ranks
-                                                             whose channel saw data), see below
-histogram      ``histogram`` / ``min_val`` / ``max_val`` and   :mod:`.histogram_merge`
-               ``bins`` (torch.ao's HistogramObserver)
-range_histogram :class:`HistogramRangeObserver` (percentile,  :mod:`.histogram_merge`
-               MSE, KL estimators)
-no_state       fixed-qparams, placeholder, per-token          nothing; the configuration must agree
-               dynamic, derived observers
-============== ============================================= =====================================
+* ``range_histogram``: a :class:`HistogramRangeObserver` (percentile, MSE, KL estimators);
+  exact count merge, see :mod:`.histogram_merge`.
+* ``histogram``: buffers ``histogram`` / ``min_val`` / ``max_val`` and an int ``bins``
+  (torch.ao's HistogramObserver algorithm); rank-order fold, see :mod:`.histogram_merge`.
+* ``moving_average``: buffers ``min_val`` / ``max_val`` and an ``averaging_constant``; float64
+  mean of the running values of the ranks that saw data (per channel: the ranks whose channel
+  is finite), see below.
+* ``no_state``: fixed-qparams, placeholder, per-token dynamic and derived observers (ours,
+  torch.ao's, torchao's); nothing to merge, the settings must agree.
+* ``min_max``: buffers ``min_val`` / ``max_val`` (plus only ``eps`` and ``clip_min`` /
+  ``clip_max``); elementwise min / max over the ranks that saw data, which is the state one
+  process over all shards ends with, bit for bit.
 
 An observer with any other buffer (a third-party observer keeping, say, a running mean) is
 refused rather than merged by the part of its state we understand. Fake-quants are handled

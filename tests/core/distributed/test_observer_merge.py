@@ -147,6 +147,17 @@ def test_histogram_ranks_with_the_same_range_add_bin_for_bin_like_one_process():
         assert_same_state(module, single_process(_histogram_bank, shards))
 
 
+def test_histogram_shards_whose_first_batch_holds_the_extremes_merge_like_one_process():
+    def shard(seed: int) -> list[torch.Tensor]:
+        first = torch.randn(4, 8, generator=torch.Generator().manual_seed(seed)).clamp(-4, 4)
+        first[0, 0], first[3, 7] = -5.0, 5.0
+        return [first, *(b.clamp(-4, 4) for b in _batches(seed + 1, 2))]
+
+    shards = [shard(30), shard(40), shard(50)]
+    for module in merged_ranks(_histogram_bank, shards):
+        assert_same_state(module, single_process(_histogram_bank, shards))
+
+
 def test_histogram_merge_keeps_range_and_mass_and_lands_near_one_process():
     shards = [_batches(9, 3), _batches(10, 2, scale=4.0), []]
     ranks = merged_ranks(_histogram_bank, shards)
