@@ -18,6 +18,12 @@ resolve, an unwritable output path, ...); 1 failure (export, calibration, loweri
 one-line reason. ``--debug`` shows the Python traceback. Every argument is checked before
 the slow work starts, so a typo in ``--output`` costs a second, not a calibration run.
 Messages go to stderr; the coverage table (``--explain``, ``explain``) goes to stdout.
+
+Under ``torchrun --nproc-per-node N -m pt2e_quant quantize ...`` every rank joins the process
+group torchrun describes, calibrates on its share of the batches (every N-th one, after
+``--calibration-batches`` has cut the list), and the observers are merged across ranks
+(``docs/distributed.md``); only rank 0 prints and writes the files, each written to a
+temporary name and renamed, so a failure never leaves a half-written artifact.
 """
 
 from __future__ import annotations
@@ -34,6 +40,13 @@ from typing import Any
 
 from pt2e_quant.algorithms.range_estimation import ACTIVATION_ESTIMATORS, WEIGHT_ESTIMATORS
 from pt2e_quant.contract.backends import get_backend, installed_backends
+from pt2e_quant.distributed.collectives import World
+from pt2e_quant.distributed.launch import (
+    is_writer,
+    joined_from_environment,
+    shard,
+    write_atomically,
+)
 from pt2e_quant.pipeline.calibration import load_batches, random_batches
 from pt2e_quant.quantize_model import DEFAULT_BACKEND, preset_quantizer, quantize
 
@@ -234,7 +247,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    outputs = _check_arguments(args)
+    with joined_from_environment() as here:
+        return _run_on_rank(args, here)
+
+
+def _run_on_rank(args: argparse.Namespace, here: World | None) -> int:
+    outputs = _check_arguments(args, writer=is_writer(here))
     quantizer = _preset(args)
     model, example_inputs = load_model(args.model)
     if args.input_shape:
@@ -246,7 +264,7 @@ def _run(args: argparse.Namespace) -> int:
             f"MODEL {args.model!r} returned no example inputs: pass --input-shape, e.g. "
             "--input-shape 1,3,224,224"
         )
-    calibration, max_batches = _calibration(args, example_inputs)
+    calibration, max_batches = _calibration(args, example_inputs, here)
     result = quantize(
         model,
         example_inputs,
@@ -262,16 +280,20 @@ def _run(args: argparse.Namespace) -> int:
         target=args.target_sqnr,
         max_float_units=args.max_float_ops,
     )
+    if not is_writer(here):  # every rank holds the same program; rank 0 writes it
+        return 0
     if args.command == "explain":
         print(result.coverage.to_text())
         return 0
     import torch
 
-    torch.export.save(result.exported_program, str(args.output))
+    write_atomically(args.output, lambda path: torch.export.save(result.exported_program, path))
     if args.pte is not None:
-        get_backend(args.backend).write_pte(result.exported_program, args.pte)
+        pte = get_backend(args.backend).write_pte
+        write_atomically(args.pte, lambda path: pte(result.exported_program, path))
     if args.report is not None:
-        result.report().to_html(str(args.report))
+        report = result.report()
+        write_atomically(args.report, lambda path: report.to_html(str(path)))
     if args.explain:
         print(result.coverage.to_text())
     for path in outputs:
@@ -279,12 +301,18 @@ def _run(args: argparse.Namespace) -> int:
     _say(load_hint(args.output))
     if result.fallback is not None:
         _say(f"accuracy fallback: {result.fallback.summary()}")
+    if result.merge is not None:
+        _say(
+            f"merged the observers of {result.merge.world_size} ranks "
+            f"(batches per rank: {', '.join(map(str, result.merge.batches))})"
+        )
     _say(result.coverage.summary())
     return 0
 
 
-def _check_arguments(args: argparse.Namespace) -> list[Path]:
-    """Usage errors and missing tools, before any model is loaded; returns the output paths."""
+def _check_arguments(args: argparse.Namespace, writer: bool = True) -> list[Path]:
+    """Usage errors and missing tools, before any model is loaded; returns the output paths
+    (checked writable by the process that will write them)."""
     backend = get_backend(args.backend)
     if args.per_tensor and not backend.supports_per_tensor:
         raise UsageError(
@@ -307,7 +335,7 @@ def _check_arguments(args: argparse.Namespace) -> list[Path]:
         _require_executorch()
     outputs = [("--output", args.output), ("--pte", args.pte), ("--report", args.report)]
     for flag, path in outputs:
-        if path is not None:
+        if path is not None and writer:
             _check_writable(flag, path)
     return [path for _, path in outputs if path is not None]
 
@@ -339,22 +367,25 @@ def load_hint(path: Path) -> str:
 
 
 def _calibration(
-    args: argparse.Namespace, example_inputs: tuple[Any, ...]
+    args: argparse.Namespace, example_inputs: tuple[Any, ...], here: World | None = None
 ) -> tuple[list[tuple[Any, ...]], int | None]:
-    """The calibration batches and the ``max_batches`` limit for :func:`quantize`."""
+    """The calibration batches (this rank's share under torchrun) and the ``max_batches``
+    limit for :func:`quantize`."""
     if args.calibration_data is not None:
         try:
             batches = load_batches(args.calibration_data, example_inputs)
         except (OSError, ValueError, RuntimeError) as error:
             raise UsageError(f"--calibration-data {_one_line(error)}") from None
-        return batches, args.calibration_batches
+        if here is None:
+            return batches, args.calibration_batches
+        return shard(batches[: args.calibration_batches], here), None
     count = args.calibration_batches or DEFAULT_CALIBRATION_BATCHES
-    if not args.dynamic:  # dynamic activation ranges are computed at run time, not calibrated
+    if not args.dynamic and is_writer(here):  # dynamic ranges are computed at run time
         _say(
             f"warning: no --calibration-data: calibrating on {count} batches of random data; "
             "activation ranges will not match real inputs"
         )
-    return random_batches(example_inputs, count), None
+    return shard(random_batches(example_inputs, count), here), None
 
 
 def load_model(spec: str) -> tuple[Any, tuple[Any, ...] | None]:

@@ -33,8 +33,10 @@ from pt2e_quant.algorithms.smooth_quant import SmoothQuantResult
 from pt2e_quant.contract.backends import get_backend
 from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.debug.handles import generate_numeric_debug_handle
+from pt2e_quant.distributed.calibration import SyncReport, calibrate_distributed
+from pt2e_quant.distributed.collectives import DistributedQuantizationError, World, world
 from pt2e_quant.errors import QuantizationError, warn_user
-from pt2e_quant.pipeline.calibration import as_batch, calibrate, check_max_batches
+from pt2e_quant.pipeline.calibration import as_batch, check_max_batches
 from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
 __all__ = [
@@ -75,6 +77,8 @@ class QuantizationResult:
     fallback: FallbackResult | None = field(default=None, repr=False)
     #: what SmoothQuant smoothed (``quantize(smooth_quant=alpha)``), else None
     smoothing: SmoothQuantResult | None = field(default=None, repr=False)
+    #: how the observers were merged across ranks (under torch.distributed), else None
+    merge: SyncReport | None = field(default=None, repr=False)
 
     @functools.cached_property
     def coverage(self) -> Any:
@@ -174,6 +178,14 @@ def quantize(
       ``max_float_units`` caps the ops kept float. ``result.fallback`` tells what was kept
       and why; ``result.coverage`` reports those ops as "kept float to meet the accuracy
       target".
+
+    Under torch.distributed (a process group of several ranks is initialised, e.g. by
+    ``torchrun``), each rank passes its own shard as ``calibration``; the observers are
+    merged across ranks after calibrating (``pt2e_quant.distributed``, ``docs/distributed.md``),
+    so every rank returns the same program; ``result.merge`` reports the merge. With
+    ``qat=True`` the fake-quants are synchronised at every training step. Only rank 0 shows
+    progress. SmoothQuant, bias correction and the fallback read every batch in one
+    process and are refused there.
     """
     _check_arguments(model, example_inputs, quantizer, backend, calibration, qat, train_fn)
     _check_dynamic(dynamic, quantizer)
@@ -189,6 +201,10 @@ def quantize(
         max_float_units=max_float_units,
     )
     accuracy.check()
+    here = world()
+    if here is not None:
+        _check_distributed(accuracy, here)
+        progress = progress and here.rank == 0
     if qat and accuracy.active:
         raise ValueError(
             "the accuracy algorithms (bias_correction, target, ...) are post-training: they "
@@ -203,7 +219,7 @@ def quantize(
     float_program = _export(model, example_inputs, strict, dynamic_shapes, training=qat)
     generate_numeric_debug_handle(float_program)  # before module(): prepare keeps the handles
     float_module = float_program.module(check_guards=check_guards)
-    fallback = smoothing = None
+    fallback = smoothing = merge = None
     if qat:
         prepared = prepare_qat_pt2e(float_module, quantizer)
         train_fn(prepared)  # type: ignore[misc]  # checked by _check_arguments
@@ -212,14 +228,17 @@ def quantize(
         # the algorithms read the data several times: a one-shot iterator is read once here
         given = _calibration_batches(calibration, example_inputs, warn=not dynamic)
         batches = [as_batch(b) for b in itertools.islice(given, max_batches)]
-        if not batches:
+        if not batches and here is None:  # under torchrun the merge names the empty rank
             raise ValueError("calibration is empty; pass at least one batch, or None")
         outcome = run_accuracy_recipe(float_module, quantizer, batches, accuracy, progress=progress)
         converted, fallback, smoothing = outcome.module, outcome.fallback, outcome.smoothing
+        merge = outcome.merge
     else:
         prepared = prepare_pt2e(float_module, quantizer)
         batches = _calibration_batches(calibration, example_inputs, warn=not dynamic)
-        calibrate(prepared, batches, example_inputs, progress=progress, max_batches=max_batches)
+        merge = calibrate_distributed(
+            prepared, batches, example_inputs, progress=progress, max_batches=max_batches
+        )
         converted = convert_pt2e(prepared)
     exported = torch.export.export(
         converted, example_inputs, strict=False, dynamic_shapes=dynamic_shapes
@@ -233,7 +252,29 @@ def quantize(
         float_program,
         fallback,
         smoothing,
+        merge if merge is not None and merge.distributed else None,
     )
+
+
+def _check_distributed(accuracy: AccuracyOptions, here: World) -> None:
+    """The algorithms that need every calibration batch in one process, refused under
+    torch.distributed before any work (range estimators merge like other observers)."""
+    local_only = [
+        name
+        for name, asked in (
+            ("smooth_quant", accuracy.smooth_quant is not None),
+            ("bias_correction", accuracy.bias_correction),
+            ("target", accuracy.target is not None),
+        )
+        if asked
+    ]
+    if local_only:
+        raise DistributedQuantizationError(
+            f"quantize() on rank {here.rank} of {here.size}: {', '.join(local_only)} measure "
+            "the model on every calibration batch in one process and cannot be merged across "
+            "ranks yet; run them in a single process (without torchrun), or drop them here "
+            "(range_estimator / weight_range_estimator do merge across ranks)"
+        )
 
 
 def _check_arguments(
@@ -265,7 +306,8 @@ def _check_arguments(
             "calibration must be an iterable of batches, got a single Tensor; "
             "pass [tensor] for one batch"
         )
-    if calibration is not None and hasattr(calibration, "__len__") and len(calibration) == 0:
+    empty = calibration is not None and hasattr(calibration, "__len__") and len(calibration) == 0
+    if empty and world() is None:  # under torchrun the merge names the empty rank on every rank
         raise ValueError("calibration is empty; pass at least one batch, or None")
     if qat and not callable(train_fn):
         raise ValueError("train_fn: qat=True needs train_fn(prepared_model) that trains it")

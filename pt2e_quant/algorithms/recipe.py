@@ -27,7 +27,7 @@ from pt2e_quant.algorithms.bias_correction import correct_bias
 from pt2e_quant.algorithms.overrides import Adjustment, OverridingQuantizer
 from pt2e_quant.algorithms.range_estimation import range_estimator_adjustment
 from pt2e_quant.algorithms.smooth_quant import SmoothQuantResult, check_alpha, smooth_quant
-from pt2e_quant.pipeline.calibration import calibrate
+from pt2e_quant.distributed.calibration import SyncReport, calibrate_distributed
 from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e
 
 __all__ = ["AccuracyOptions", "AccuracyOutcome", "run_accuracy_recipe"]
@@ -99,6 +99,8 @@ class AccuracyOutcome:
     module: GraphModule
     fallback: FallbackResult | None
     smoothing: SmoothQuantResult | None = None
+    #: the observer merge of the last calibration (under torch.distributed)
+    merge: SyncReport | None = None
 
 
 def _adjustments(options: AccuracyOptions) -> list[Adjustment]:
@@ -123,17 +125,19 @@ def run_accuracy_recipe(
         smoothing = smooth_quant(float_model, batches, alpha=options.smooth_quant)
     adjustments = _adjustments(options)
     ranked_quantizer = OverridingQuantizer(quantizer, adjustments=adjustments)
+    merges: list[SyncReport] = []
 
     def build(keep_float: Mapping[str, str]) -> GraphModule:
         wrapped = OverridingQuantizer(quantizer, keep_float=keep_float, adjustments=adjustments)
         prepared = prepare_pt2e(float_model, wrapped)
-        calibrate(prepared, batches, batches[0], progress=False)
+        # merged across ranks under torch.distributed (where an empty shard is reported)
+        merges.append(calibrate_distributed(prepared, batches, batches[0] if batches else None))
         if options.bias_correction:
             correct_bias(prepared, batches)
         return convert_pt2e(prepared)
 
     if options.target is None:
-        return AccuracyOutcome(build({}), None, smoothing)
+        return AccuracyOutcome(build({}), None, smoothing, merges[-1])
     result = accuracy_fallback(
         float_model,
         ranked_quantizer,
@@ -145,4 +149,4 @@ def run_accuracy_recipe(
         build=build,
         progress=progress,
     )
-    return AccuracyOutcome(result.module, result, smoothing)
+    return AccuracyOutcome(result.module, result, smoothing, merges[-1] if merges else None)
