@@ -1,0 +1,181 @@
+"""Data-parallel calibration on this machine: one process vs two (gloo), and the merge's cost.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_distributed.py            # ResNet-50 sizes (~3 minutes)
+    .venv/bin/python benchmarks/bench_distributed.py --quick    # small model, for the tests
+
+The model is observer-heavy: a ResNet-50-shaped bottleneck net under XNNPACK's static int8
+config (per-channel weight observers, one activation observer per op output: min/max, or
+torch.ao-style histograms, the costliest state to merge). The same ``--batches`` batches are
+calibrated by
+
+* one process with ``--threads`` intra-op threads (the baseline: all cores in one process);
+* ``world`` processes (gloo, one intra-op thread each, since the cores are shared), each on
+  every ``world``-th batch, then ``sync_observers`` merging every observer.
+
+Each rank prepares the model untimed, waits at a barrier, then times its calibration and its
+merge. A row reports the wall time from the barrier until the slowest rank has merged,
+batches per second, and the merge alone (seconds and bytes each rank sent). The closing line
+fits the model of N machines the closing note quotes: calibration divides by N, the merge
+gathers every rank's statistics (``all_gather_object``: each rank receives (N - 1) payloads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.models.zoo_vision import BottleneckResNet  # noqa: E402
+
+_EPS = 2**-12
+
+
+def _model(quick: bool) -> tuple[torch.nn.Module, int]:
+    if quick:
+        return BottleneckResNet(width=8, blocks=(1, 1, 1, 1), size=32, num_classes=10), 32
+    return BottleneckResNet(), 224
+
+
+def _quantizer(observer: str):
+    from pt2e_quant.observer import HistogramObserver, MinMaxObserver
+    from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config
+
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    ctr = (MinMaxObserver if observer == "minmax" else HistogramObserver).with_args(eps=_EPS)
+
+    def swap(spec):
+        return None if spec is None else dataclasses.replace(spec, observer_or_fake_quant_ctr=ctr)
+
+    config = dataclasses.replace(
+        config,
+        input_activation=swap(config.input_activation),
+        output_activation=swap(config.output_activation),
+    )
+    return XNNPACKQuantizer().set_global(config)
+
+
+def _batches(count: int, size: int, batch_size: int) -> list[tuple[torch.Tensor]]:
+    generator = torch.Generator().manual_seed(0)
+    return [(torch.randn(batch_size, 3, size, size, generator=generator),) for _ in range(count)]
+
+
+def _prepared(args: argparse.Namespace):
+    from pt2e_quant import prepare_pt2e
+
+    torch.manual_seed(0)
+    model, size = _model(args.quick)
+    example = (torch.randn(args.batch_size, 3, size, size),)
+    exported = torch.export.export(model.eval(), example).module()
+    return prepare_pt2e(exported, _quantizer(args.observer)), size
+
+
+def _rank(rank: int, world: int, store: str, args: argparse.Namespace, results: str) -> None:
+    from pt2e_quant.distributed.calibration import sync_observers
+    from pt2e_quant.pipeline.calibration import calibrate
+
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=world,
+        timeout=datetime.timedelta(seconds=600),
+    )  # fmt: skip
+    prepared, size = _prepared(args)
+    shard = _batches(args.batches, size, args.batch_size)[rank::world]
+    with torch.no_grad():
+        calibrate(prepared, shard[:1], shard[0], progress=False)  # warm-up: first-call costs
+        prepared, _ = _prepared(args)  # fresh observers for the timed run
+        dist.barrier()
+        start = time.perf_counter()
+        calibrate(prepared, shard, shard[0], progress=False)
+        calibrated = time.perf_counter()
+        report = sync_observers(prepared)
+        merged = time.perf_counter()
+    dist.barrier()
+    wall = time.perf_counter() - start
+    line = f"{calibrated - start} {merged - calibrated} {report.payload_bytes} {wall}"
+    Path(results, f"rank{rank}").write_text(line)
+    dist.destroy_process_group()
+
+
+def _run_world(world: int, args: argparse.Namespace) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as directory:
+        store = os.path.join(directory, "store")
+        mp.start_processes(
+            _rank, args=(world, store, args, directory), nprocs=world, start_method="spawn"
+        )
+        rows = [Path(directory, f"rank{r}").read_text().split() for r in range(world)]
+    calibrate_s, merge_s, sent, wall = (max(float(row[i]) for row in rows) for i in range(4))
+    return {"calibrate": calibrate_s, "merge": merge_s, "bytes": sent, "wall": wall}
+
+
+def _one_process(args: argparse.Namespace) -> dict[str, float]:
+    from pt2e_quant.pipeline.calibration import calibrate
+
+    torch.set_num_threads(args.threads)
+    prepared, size = _prepared(args)
+    batches = _batches(args.batches, size, args.batch_size)
+    with torch.no_grad():
+        calibrate(prepared, batches[:1], batches[0], progress=False)
+        prepared, _ = _prepared(args)
+        start = time.perf_counter()
+        calibrate(prepared, batches, batches[0], progress=False)
+        wall = time.perf_counter() - start
+    return {"calibrate": wall, "merge": 0.0, "bytes": 0.0, "wall": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small model and data")
+    parser.add_argument("--batches", type=int, default=None, help="calibration batches in all")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--world", type=int, default=2, help="processes in the parallel run")
+    parser.add_argument("--threads", type=int, default=2, help="one process's intra-op threads")
+    parser.add_argument(
+        "--observers", nargs="+", default=["minmax", "histogram"], choices=["minmax", "histogram"]
+    )
+    args = parser.parse_args()
+    args.batches = args.batches or (4 if args.quick else 32)
+    args.batch_size = args.batch_size or (2 if args.quick else 4)
+    warnings.simplefilter("ignore")
+    print(f"{args.batches} batches of {args.batch_size}, model: "
+          f"{'small bottleneck net' if args.quick else 'ResNet-50-shaped'}")  # fmt: skip
+    header = f"{'observers':<10} {'processes':>9} {'wall s':>8} {'batch/s':>8} {'merge s':>8} "
+    print(header + f"{'sent KB':>8} {'speed-up':>8}")
+    for observer in args.observers:
+        args.observer = observer
+        single = _one_process(args)
+        parallel = _run_world(args.world, args)
+        for label, row in (
+            (f"1 x {args.threads} thr", single),
+            (f"{args.world} x 1 thr", parallel),
+        ):
+            print(
+                f"{observer:<10} {label:>9} {row['wall']:>8.2f} {args.batches / row['wall']:>8.2f} "
+                f"{row['merge']:>8.3f} {row['bytes'] / 1024:>8.1f} "
+                f"{single['wall'] / row['wall']:>8.2f}",
+                flush=True,
+            )
+        per_batch = single["wall"] / args.batches
+        print(
+            f"{observer:<10} model of N machines: wall(N) = {args.batches} x {per_batch:.4f} s / N"
+            f" + merge(N), merge(N) ~ {parallel['merge']:.3f} s x (N - 1) "
+            f"(each rank receives N - 1 payloads of {parallel['bytes'] / 1024:.0f} KB)"
+        )
+
+
+if __name__ == "__main__":
+    main()
