@@ -218,6 +218,8 @@ def synchronize_batch_norm(model: GraphModule, group: Any = None) -> BatchNormSy
             "synchronize_batch_norm: no torch.distributed process group is initialised; call "
             "torch.distributed.init_process_group first"
         )
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
     found: list[tuple[GraphModule, Node]] = []
     for gm in iter_graph_modules(model):
         for node in gm.graph.nodes:

@@ -394,6 +394,8 @@ def synchronize_fake_quantize(model: nn.Module, group: Any = None) -> FakeQuanti
     ``remove()`` undoes it, e.g. before evaluating on one rank only.
     """
     _check_group(group)
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
     plan = _plan(model, group)
     handles = [handle for _, install in plan.synchronized for handle in install()]
     names = tuple(name for name, _ in plan.synchronized)

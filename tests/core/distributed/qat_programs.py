@@ -30,7 +30,9 @@ from pt2e_quant.distributed.fake_quant_sync import synchronize_fake_quantize
 from pt2e_quant.fake_quantize import (
     FakeQuantize,
     FusedMovingAvgObsFakeQuantize,
+    LearnableFakeQuantize,
     disable_observer,
+    enable_observer,
 )
 from pt2e_quant.observer import (
     HistogramObserver,
@@ -139,10 +141,12 @@ def ddp_qat(rank: int, world_size: int, config: str, steps: int = 3) -> dict[str
     per_channel, sync, sync_bn, sync_bn_module = DDP_CONFIGS[config]
     prepared = _prepared(per_channel, sync_bn_module)
     reference = copy.deepcopy(prepared) if rank == 0 else None
-    fake_quant_sync = synchronize_fake_quantize(prepared) if sync else None
-    batch_norm_sync = synchronize_batch_norm(prepared) if sync_bn else None
-    rewritten = [str(n.target) for n in prepared.graph.nodes if "batch_norm" in n.name]
     ddp = nn.parallel.DistributedDataParallel(prepared)
+    # either order works; per_channel synchronises through the DDP wrapper
+    target = ddp if config == "per_channel" else prepared
+    fake_quant_sync = synchronize_fake_quantize(target) if sync else None
+    batch_norm_sync = synchronize_batch_norm(target) if sync_bn else None
+    rewritten = [str(n.target) for n in prepared.graph.nodes if "batch_norm" in n.name]
     batches = [_global_batch(step) for step in range(steps)]
     local = [(_shard(x, rank, world_size), _shard(t, rank, world_size)) for x, t in batches]
     states = _train(ddp, local)
@@ -195,6 +199,9 @@ FAKE_QUANT_KINDS = {
     ),
     "moving_per_channel_last": lambda: FakeQuantize(
         observer=MovingAveragePerChannelMinMaxObserver, ch_axis=2, averaging_constant=0.5
+    ),
+    "learnable": lambda: LearnableFakeQuantize(
+        observer=MovingAverageMinMaxObserver, averaging_constant=0.3
     ),
     "fused": lambda: FusedMovingAvgObsFakeQuantize(averaging_constant=0.3),
     "fused_per_channel_axis1": lambda: FusedMovingAvgObsFakeQuantize(
@@ -298,13 +305,19 @@ def decomposed_batch_norm_is_refused(rank: int, world_size: int) -> tuple[str, s
 
 
 def disabled_observers_run_no_collective(rank: int, world_size: int) -> dict[str, int]:
-    """Count all-reduces in one forward with observers on, then off (no DDP: only ours)."""
+    """Count all-reduces in one forward with observers on, off, and on again after the
+    handle's ``remove()`` (no DDP: only ours)."""
     prepared = _prepared(per_channel=True)
-    synchronize_fake_quantize(prepared)
+    handle = synchronize_fake_quantize(prepared)
     x = _shard(_global_batch(0)[0], rank, world_size)
-    counts = {}
     real = dist.all_reduce
-    for label in ("observing", "disabled"):
+    counts = {}
+    for label in ("observing", "disabled", "removed"):
+        if label == "disabled":
+            prepared.apply(disable_observer)
+        if label == "removed":
+            prepared.apply(enable_observer)
+            handle.remove()
         calls = []
 
         def counting(*args: Any, **kwargs: Any) -> Any:
@@ -314,7 +327,6 @@ def disabled_observers_run_no_collective(rank: int, world_size: int) -> dict[str
         with mock.patch.object(dist, "all_reduce", counting):
             prepared(x)
         counts[label] = len(calls)
-        prepared.apply(disable_observer)
     return counts
 
 

@@ -74,3 +74,20 @@ def test_without_a_process_group_it_says_how_to_start_one():
     gm = torch.fx.symbolic_trace(torch.nn.Linear(2, 2))
     with pytest.raises(BatchNormSyncError, match="init_process_group"):
         synchronize_batch_norm(gm)
+
+
+@pytest.mark.parametrize(
+    ("config", "while_synced"),
+    [
+        ("per_tensor", ["global_batch_norm_0"]),
+        # nn.SyncBatchNorm exports as aten.batch_norm (exported in eval mode: with a process
+        # group, torch refuses to run it in training mode on CPU), which is then rewritten
+        ("exported_sync_batch_norm", ["global_batch_norm_0"]),
+        ("plain_batch_norm", ["aten.batch_norm.default"]),
+    ],
+)
+def test_qat_batch_norm_follows_the_users_choice(config, while_synced):
+    for checks in programs.run_all_checks_once():
+        run = checks["ddp"][config]
+        assert run["batch_norm_while_synced"] == while_synced
+        assert run["batch_norm_after_remove"] == ["aten.batch_norm.default"]
