@@ -31,7 +31,9 @@ torchao's alike; the library never imports the latter two):
   which compute qparams from each call's input and keep nothing; any module whose observer is
   disabled (``disable_observer``), since it is then never called.
 * Anything else with running state (e.g. a histogram observer) is refused with
-  :class:`UnsupportedFakeQuantizeSyncError` naming the module and listing the kinds above.
+  :class:`UnsupportedFakeQuantizeSyncError` naming the module and listing the kinds above,
+  unless its observer is frozen (``disable_observer``): then it is skipped, and re-enabling it
+  raises at its next call instead of observing one rank's batch.
 
 Every rank must run the same forward passes with the same observers enabled: each observing
 call is a collective. A rank that raises, exits or stalls makes its peers' collective fail (or
@@ -54,7 +56,12 @@ from torch.utils.hooks import RemovableHandle
 
 from pt2e_quant.distributed.fake_quant_proxy import stand_in_batch, summarize_batch
 from pt2e_quant.errors import QuantizationError
-from pt2e_quant.fake_quantize.base import FakeQuantize, FixedQParamsFakeQuantize, _foreign_types
+from pt2e_quant.fake_quantize.base import (
+    FakeQuantize,
+    FakeQuantizeBase,
+    FixedQParamsFakeQuantize,
+    _foreign_types,
+)
 from pt2e_quant.fake_quantize.fused import FusedMovingAvgObsFakeQuantize
 from pt2e_quant.fake_quantize.granular import PerTokenFakeQuantize, WeightFakeQuantize
 from pt2e_quant.fake_quantize.learnable import LearnableFakeQuantize
@@ -164,6 +171,7 @@ def _observer_calling_fake_quants() -> tuple[type, ...]:
 def _any_fake_quant_or_observer() -> tuple[type, ...]:
     return (
         ObserverBase,
+        FakeQuantizeBase,
         *_foreign_types(_TORCH_AO_OBSERVER, "ObserverBase"),
         *_foreign_types(_TORCHAO_OBSERVER, "ObserverBase", "AffineQuantizedObserverBase"),
         *_foreign_types(_TORCH_AO_FAKE_QUANT, "FakeQuantizeBase"),
@@ -233,6 +241,19 @@ class _Exchange:
         return stand_in_batch(summary, x, ch_axis)
 
 
+#: attribute marking the pre-hooks installed here, so a second synchronisation is refused
+_MARK = "_pt2e_quant_synchronizes"
+
+
+def _marked(hook: Callable[..., Any]) -> Callable[..., Any]:
+    setattr(hook, _MARK, True)
+    return hook
+
+
+def _already_synchronized(module: nn.Module) -> bool:
+    return any(getattr(h, _MARK, False) for h in module._forward_pre_hooks.values())
+
+
 def _hook_observer(observer: nn.Module, exchange: _Exchange) -> list[RemovableHandle]:
     """Observe the stand-in instead of the local batch; the caller still gets its input back
     (a bare observer in the graph returns what it observed)."""
@@ -249,7 +270,7 @@ def _hook_observer(observer: nn.Module, exchange: _Exchange) -> list[RemovableHa
         return held.pop() if held else None
 
     return [
-        observer.register_forward_pre_hook(swap_in),
+        observer.register_forward_pre_hook(_marked(swap_in)),
         observer.register_forward_hook(give_back, always_call=True),
     ]
 
@@ -278,7 +299,7 @@ def _hook_fused(fake_quant: nn.Module, exchange: _Exchange) -> list[RemovableHan
             module.observer_enabled[0] = 1
 
     return [
-        fake_quant.register_forward_pre_hook(observe_global),
+        fake_quant.register_forward_pre_hook(_marked(observe_global)),
         fake_quant.register_forward_hook(resume, always_call=True),
     ]
 
@@ -326,6 +347,20 @@ class _Plan:
         default_factory=list
     )
     skipped: dict[str, str] = field(default_factory=dict)
+    guards: list[Callable[[], list[RemovableHandle]]] = field(default_factory=list)
+
+
+def _guard_frozen(observer: nn.Module, where: str) -> list[RemovableHandle]:
+    """A frozen observer of a kind we cannot synchronise: fine until it observes again."""
+
+    def refuse(module: nn.Module, args: tuple[Any, ...]) -> None:
+        raise UnsupportedFakeQuantizeSyncError(
+            f"{where}: its {type(module).__name__} was re-enabled after "
+            "synchronize_fake_quantize skipped it as frozen; it would observe only this "
+            f"rank's batch. Supported: {SUPPORTED_KINDS}."
+        )
+
+    return [observer.register_forward_pre_hook(_marked(refuse))]
 
 
 def _plan_observer(
@@ -337,18 +372,31 @@ def _plan_observer(
     group: Any,
 ) -> None:
     per_channel = _min_max_observers().get(type(observer))
+    where = _where(name, owner)
+    if _already_synchronized(observer) or _already_synchronized(owner):
+        raise FakeQuantizeSyncError(
+            f"synchronize_fake_quantize: {where} is already synchronised; remove() the "
+            "first handle before synchronising again"
+        )
     if isinstance(observer, _stateless_observers()):
         plan.skipped[name] = f"{type(observer).__name__} keeps no running statistics"
         return
+    frozen = getattr(owner, "observer_enabled", None)
+    if per_channel is None and owner is not observer and frozen is not None and frozen[0] == 0:
+        plan.skipped[name] = (
+            f"{type(observer).__name__} is disabled (frozen); re-enabling it raises"
+        )
+        plan.guards.append(partial(_guard_frozen, observer, where))
+        return
     if per_channel is None:
         raise UnsupportedFakeQuantizeSyncError(
-            f"synchronize_fake_quantize: {_where(name, owner)} uses "
-            f"{type(observer).__name__}, whose running state cannot be merged per step. "
-            f"Supported: {SUPPORTED_KINDS}. Use a min/max observer for QAT under DDP, or "
-            "disable this module's observer before synchronising."
+            f"synchronize_fake_quantize: {where} uses {type(observer).__name__}, whose "
+            f"running state cannot be merged per step. Supported: {SUPPORTED_KINDS}. Use a "
+            "min/max observer for QAT under DDP, or freeze this one (disable_observer) "
+            "before synchronising."
         )
     ch_axis = int(getattr(observer, "ch_axis", 0)) if per_channel else 0
-    exchange = _Exchange(_where(name, owner), per_channel, ch_axis, group)
+    exchange = _Exchange(where, per_channel, ch_axis, group)
     plan.synchronized.append((name, partial(install, exchange)))
 
 
@@ -397,6 +445,7 @@ def synchronize_fake_quantize(model: nn.Module, group: Any = None) -> FakeQuanti
     if isinstance(model, nn.parallel.DistributedDataParallel):
         model = model.module
     plan = _plan(model, group)
-    handles = [handle for _, install in plan.synchronized for handle in install()]
+    installs = [install for _, install in plan.synchronized] + plan.guards
+    handles = [handle for install in installs for handle in install()]
     names = tuple(name for name, _ in plan.synchronized)
     return FakeQuantizeSync(names, plan.skipped, handles)

@@ -330,14 +330,30 @@ def disabled_observers_run_no_collective(rank: int, world_size: int) -> dict[str
     return counts
 
 
-def unsupported_observer_is_refused(rank: int, world_size: int) -> tuple[str, str, int]:
-    model = nn.Sequential(nn.Linear(2, 2), FakeQuantize(observer=HistogramObserver))
-    hooks_before = len(model[1].activation_post_process._forward_pre_hooks)
+def _error_of(call: Any) -> tuple[str, str]:
     try:
-        synchronize_fake_quantize(model)
+        call()
     except Exception as error:  # noqa: BLE001 - the test reads its type and message
-        return type(error).__name__, str(error), hooks_before
-    return "", "", hooks_before
+        return type(error).__name__, str(error)
+    return "", ""
+
+
+def unsupported_observer_is_refused(rank: int, world_size: int) -> dict[str, Any]:
+    """A histogram fake-quant is refused (no hook installed); frozen, it is skipped until it is
+    re-enabled; and a second synchronisation of one model is refused."""
+    model = nn.Sequential(nn.Linear(2, 2), FakeQuantize(observer=HistogramObserver))
+    found: dict[str, Any] = {"refused": _error_of(lambda: synchronize_fake_quantize(model))}
+    found["hooks_after_refusal"] = len(model[1].activation_post_process._forward_pre_hooks)
+    model[1].disable_observer()
+    handle = synchronize_fake_quantize(model)
+    found["frozen_skipped"] = handle.skipped
+    model(torch.randn(3, 2))  # frozen: runs, no collective
+    model[1].enable_observer()
+    found["re_enabled"] = _error_of(lambda: model(torch.randn(3, 2)))
+    found["twice"] = _error_of(lambda: synchronize_fake_quantize(model))
+    handle.remove()
+    found["after_remove"] = _error_of(lambda: model(torch.randn(3, 2)))
+    return found
 
 
 def rank_one_raises_mid_step(rank: int, world_size: int) -> None:

@@ -126,11 +126,29 @@ def test_a_disabled_observer_or_a_removed_handle_runs_no_collective(module_check
 
 
 def test_an_observer_with_other_running_state_is_refused_before_any_hook(module_checks):
-    error_type, message, hooks_before = module_checks[0]["unsupported"]
+    found = module_checks[0]["unsupported"]
+    error_type, message = found["refused"]
     assert error_type == "UnsupportedFakeQuantizeSyncError"
     assert "FakeQuantize '1' uses HistogramObserver" in message
     assert "MovingAverageMinMaxObserver" in message  # lists what is supported
-    assert hooks_before == 0
+    assert found["hooks_after_refusal"] == 0
+
+
+def test_a_frozen_unsupported_observer_is_skipped_until_it_is_re_enabled(module_checks):
+    found = module_checks[0]["unsupported"]
+    assert found["frozen_skipped"] == {
+        "1": "HistogramObserver is disabled (frozen); re-enabling it raises"
+    }
+    error_type, message = found["re_enabled"]
+    assert error_type == "UnsupportedFakeQuantizeSyncError"
+    assert "re-enabled after synchronize_fake_quantize skipped it" in message
+    assert found["after_remove"] == ("", "")  # remove() takes the guard off too
+
+
+def test_synchronising_twice_is_refused(module_checks):
+    error_type, message = module_checks[0]["unsupported"]["twice"]
+    assert error_type == "FakeQuantizeSyncError"
+    assert "already synchronised; remove() the first handle" in message
 
 
 def test_a_rank_raising_mid_step_fails_its_peer_with_a_named_error_not_a_hang():
