@@ -46,13 +46,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.fx import GraphModule, Node
-from torch.utils.hooks import RemovableHandle
 
 from pt2e_quant.distributed.fake_quant_proxy import stand_in_batch, summarize_batch
 from pt2e_quant.errors import QuantizationError
@@ -180,6 +179,10 @@ def _any_fake_quant_or_observer() -> tuple[type, ...]:
     )
 
 
+class _Removable(Protocol):
+    def remove(self) -> None: ...
+
+
 @dataclass
 class FakeQuantizeSync:
     """What :func:`synchronize_fake_quantize` did; ``remove()`` (or leaving a ``with`` block)
@@ -191,7 +194,7 @@ class FakeQuantizeSync:
 
     synchronized: tuple[str, ...]
     skipped: dict[str, str]
-    _handles: list[RemovableHandle] = field(default_factory=list, repr=False)
+    _handles: list[_Removable] = field(default_factory=list, repr=False)
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -241,20 +244,28 @@ class _Exchange:
         return stand_in_batch(summary, x, ch_axis)
 
 
-#: attribute marking the pre-hooks installed here, so a second synchronisation is refused
-_MARK = "_pt2e_quant_synchronizes"
+#: attribute set on every module hooked here while its handle lives, so that a second
+#: synchronisation of the same model is refused instead of stacking a second collective
+_MARK = "_pt2e_quant_synchronized"
 
 
-def _marked(hook: Callable[..., Any]) -> Callable[..., Any]:
-    setattr(hook, _MARK, True)
-    return hook
+class _Mark:
+    """Sets :data:`_MARK` on a module; ``remove()`` clears it (a handle like the hooks')."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        setattr(module, _MARK, True)
+
+    def remove(self) -> None:
+        if getattr(self.module, _MARK, False):
+            delattr(self.module, _MARK)
 
 
 def _already_synchronized(module: nn.Module) -> bool:
-    return any(getattr(h, _MARK, False) for h in module._forward_pre_hooks.values())
+    return getattr(module, _MARK, False)
 
 
-def _hook_observer(observer: nn.Module, exchange: _Exchange) -> list[RemovableHandle]:
+def _hook_observer(observer: nn.Module, exchange: _Exchange) -> list[_Removable]:
     """Observe the stand-in instead of the local batch; the caller still gets its input back
     (a bare observer in the graph returns what it observed)."""
     held: list[torch.Tensor] = []
@@ -270,12 +281,13 @@ def _hook_observer(observer: nn.Module, exchange: _Exchange) -> list[RemovableHa
         return held.pop() if held else None
 
     return [
-        observer.register_forward_pre_hook(_marked(swap_in)),
+        observer.register_forward_pre_hook(swap_in),
         observer.register_forward_hook(give_back, always_call=True),
+        _Mark(observer),
     ]
 
 
-def _hook_fused(fake_quant: nn.Module, exchange: _Exchange) -> list[RemovableHandle]:
+def _hook_fused(fake_quant: nn.Module, exchange: _Exchange) -> list[_Removable]:
     """Run the fused kernel on the stand-in (its output is dropped), then let the real input
     through with observation off; the switch comes back after the call, even if it raises."""
     paused: list[bool] = []
@@ -299,8 +311,9 @@ def _hook_fused(fake_quant: nn.Module, exchange: _Exchange) -> list[RemovableHan
             module.observer_enabled[0] = 1
 
     return [
-        fake_quant.register_forward_pre_hook(_marked(observe_global)),
+        fake_quant.register_forward_pre_hook(observe_global),
         fake_quant.register_forward_hook(resume, always_call=True),
+        _Mark(fake_quant),
     ]
 
 
@@ -343,14 +356,12 @@ def _check_group(group: Any) -> None:
 
 @dataclass
 class _Plan:
-    synchronized: list[tuple[str, Callable[[], list[RemovableHandle]]]] = field(
-        default_factory=list
-    )
+    synchronized: list[tuple[str, Callable[[], list[_Removable]]]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
-    guards: list[Callable[[], list[RemovableHandle]]] = field(default_factory=list)
+    guards: list[Callable[[], list[_Removable]]] = field(default_factory=list)
 
 
-def _guard_frozen(observer: nn.Module, where: str) -> list[RemovableHandle]:
+def _guard_frozen(observer: nn.Module, where: str) -> list[_Removable]:
     """A frozen observer of a kind we cannot synchronise: fine until it observes again."""
 
     def refuse(module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -360,7 +371,7 @@ def _guard_frozen(observer: nn.Module, where: str) -> list[RemovableHandle]:
             f"rank's batch. Supported: {SUPPORTED_KINDS}."
         )
 
-    return [observer.register_forward_pre_hook(_marked(refuse))]
+    return [observer.register_forward_pre_hook(refuse), _Mark(observer)]
 
 
 def _plan_observer(
@@ -368,7 +379,7 @@ def _plan_observer(
     name: str,
     owner: nn.Module,
     observer: Any,
-    install: Callable[[_Exchange], list[RemovableHandle]],
+    install: Callable[[_Exchange], list[_Removable]],
     group: Any,
 ) -> None:
     per_channel = _min_max_observers().get(type(observer))
