@@ -25,6 +25,7 @@ __all__ = [
     "BATCH_NORM_OPS",
     "CAT_OPS",
     "CLAMP_OPS",
+    "COMPOSITE_BATCH_NORM_OPS",
     "CONV1D_OPS",
     "CONV2D_OPS",
     "CONV3D_OPS",
@@ -198,6 +199,10 @@ _BN_NO_UPDATE = _aten._batch_norm_no_update.default
 #: the batch-norm spellings export records before decomposition
 BATCH_NORM_OPS = frozenset({_aten.batch_norm.default, _BN_LEGIT, _BN_LEGIT_NO_TRAINING})
 NATIVE_BATCH_NORM_OPS = _overloads("native_batch_norm.default")
+#: ``batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps,
+#: cudnn_enabled)``: what export records for every ``nn.BatchNorm*`` (``nn.SyncBatchNorm``
+#: included) and what the QAT conv-bn simulation emits
+COMPOSITE_BATCH_NORM_OPS = frozenset({_aten.batch_norm.default})
 #: batch norms that say training or inference with a ``training`` argument
 #: (``ExportedProgram.run_decompositions`` leaves ``_native_batch_norm_legit_functional`` of a
 #: training batch norm)
