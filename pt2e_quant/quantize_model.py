@@ -35,6 +35,7 @@ from pt2e_quant.contract.quantizer import Quantizer
 from pt2e_quant.debug.handles import generate_numeric_debug_handle
 from pt2e_quant.distributed.calibration import SyncReport, calibrate_distributed
 from pt2e_quant.distributed.collectives import DistributedQuantizationError, World, world
+from pt2e_quant.distributed.qat_training import synchronized_qat, without_sync_batch_norm
 from pt2e_quant.errors import QuantizationError, warn_user
 from pt2e_quant.pipeline.calibration import as_batch, check_max_batches
 from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
@@ -182,10 +183,13 @@ def quantize(
     Under torch.distributed (a process group of several ranks is initialised, e.g. by
     ``torchrun``), each rank passes its own shard as ``calibration``; the observers are
     merged across ranks after calibrating (``pt2e_quant.distributed``, ``docs/distributed.md``),
-    so every rank returns the same program; ``result.merge`` reports the merge. With
-    ``qat=True`` the fake-quants are synchronised at every training step. Only rank 0 shows
-    progress. SmoothQuant, bias correction and the fallback read every batch in one
-    process and are refused there.
+    so every rank returns the same program; ``result.merge`` reports the merge. Only rank 0
+    shows progress. With ``qat=True`` (``train_fn`` may wrap the prepared model in
+    DistributedDataParallel), the fake-quants observe the global batch at every step, batch
+    norms follow the model's choice (``nn.SyncBatchNorm``: global statistics; ``BatchNorm``:
+    per rank, rank 0's running statistics kept, as DDP does) and every rank converts the
+    same program (``docs/distributed-qat.md``). SmoothQuant, bias correction and the
+    fallback read every batch in one process and are refused there.
     """
     _check_arguments(model, example_inputs, quantizer, backend, calibration, qat, train_fn)
     _check_dynamic(dynamic, quantizer)
@@ -216,13 +220,21 @@ def quantize(
     else:
         coverage_backend = None
     strict, check_guards = _export_options(coverage_backend, strict)
+    sync_batch_norm = False
+    if qat and here is not None:  # SyncBatchNorm cannot export; its sync returns on the graph
+        model, sync_batch_norm = without_sync_batch_norm(model)
     float_program = _export(model, example_inputs, strict, dynamic_shapes, training=qat)
     generate_numeric_debug_handle(float_program)  # before module(): prepare keeps the handles
     float_module = float_program.module(check_guards=check_guards)
     fallback = smoothing = merge = None
     if qat:
         prepared = prepare_qat_pt2e(float_module, quantizer)
-        train_fn(prepared)  # type: ignore[misc]  # checked by _check_arguments
+        if here is None:
+            train_fn(prepared)  # type: ignore[misc]  # checked by _check_arguments
+        else:
+            with synchronized_qat(prepared, sync_batch_norm) as merges:
+                train_fn(prepared)  # type: ignore[misc]
+            merge = merges[-1]
         converted = convert_pt2e(prepared)
     elif accuracy.active:
         # the algorithms read the data several times: a one-shot iterator is read once here

@@ -46,3 +46,16 @@ def test_a_rank_without_data_fails_every_rank_naming_it():
     for outcome in outcomes:
         assert outcome.error_type == "DistributedQuantizationError", outcome
         assert "rank 2 of 3 has no calibration data" in outcome.error_message
+
+
+def test_qat_converts_one_program_on_every_rank_and_sync_batch_norm_uses_the_global_batch():
+    plain = values(run_ranks(programs.quantize_qat, 2, False))
+    synced = values(run_ranks(programs.quantize_qat, 2, True))
+    for outputs in (plain, synced):
+        torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=0)
+    # one process on the global batch normalises with the global statistics, as
+    # nn.SyncBatchNorm does across ranks; plain batch norm keeps per-rank statistics
+    one_process = programs.quantize_qat(0, 1, False)
+    synced_gap = (synced[0] - one_process).abs().max()
+    plain_gap = (plain[0] - one_process).abs().max()
+    assert synced_gap < plain_gap, (synced_gap, plain_gap)
