@@ -372,7 +372,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--min-rounds", type=int, default=3, help="fewest timed rounds per row")
     parser.add_argument("--row-seconds", type=float, default=60.0, help="a row's round budget")
     parser.add_argument("--batches", type=int, default=4, help="calibration batches per run")
-    parser.add_argument("--only", default="", help="run configurations whose name contains this")
+    parser.add_argument(
+        "--only", nargs="*", default=[], help="run configurations whose name contains any of these"
+    )
+    parser.add_argument("--list", action="store_true", help="print the configurations' names")
     parser.add_argument("--profile", action="store_true", help="cProfile rows above the target")
     parser.add_argument("--top", type=int, default=20, help="functions per profile listing")
     parser.add_argument(
@@ -441,7 +444,10 @@ def main() -> None:
     if args.configuration is not None:
         run_configurations(args, [c for c in CONFIGURATIONS if c.name == args.configuration])
         return
-    selected = [c for c in CONFIGURATIONS if args.only in c.name]
+    if args.list:
+        print("\n".join(c.name for c in CONFIGURATIONS))
+        return
+    selected = [c for c in CONFIGURATIONS if not args.only or any(o in c.name for o in args.only)]
     print(f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
     print(HEADER)
     print("|" + "---|" * HEADER.count(" |"))
