@@ -89,3 +89,11 @@ def test_qat_loop_learns_and_converts_to_the_model_it_evaluated():
     assert abs(qat - int8) <= 2.0, output
     # observers are frozen before evaluating, so convert bakes in the ranges QAT evaluated with
     assert _number(r"SQNR QAT vs converted: ([0-9.]+) dB", output) > 35.0
+
+
+def test_distributed_calibration_merges_two_ranks_into_the_one_process_program():
+    output = _run("distributed_calibration.py")
+    assert "ranks: 2, batches per rank: [2, 2]" in output
+    assert "every rank converted the same program: True" in output
+    assert "equal to one process calibrated on all the data: True" in output
+    assert output.count("ranks:") == 1  # rank 1 prints nothing
