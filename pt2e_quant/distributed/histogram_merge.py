@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from pt2e_quant.observer.histogram import HistogramObserver
-from pt2e_quant.observer.range_histogram import HistogramRangeObserver, _merges_needed
+from pt2e_quant.observer.range_histogram import HistogramRangeObserver, merges_needed
 
 __all__ = ["MergeShapeError", "State", "merge_histograms", "merge_range_histograms"]
 
@@ -70,8 +70,8 @@ def merge_histograms(observer: nn.Module, states: list[State]) -> State | None:
         new_low = torch.min(low, state["min_val"])
         new_high = torch.max(high, state["max_val"])
         nothing = torch.zeros_like(hist)
-        hist = rebin._merge_into_wider_range(hist, low, high, nothing, new_low, new_high)
-        hist = rebin._merge_into_wider_range(
+        hist = rebin.merge_into_wider_range(hist, low, high, nothing, new_low, new_high)
+        hist = rebin.merge_into_wider_range(
             state["histogram"], state["min_val"], state["max_val"], hist, new_low, new_high
         )
         low, high = new_low, new_high
@@ -92,11 +92,11 @@ def merge_range_histograms(observer: nn.Module, states: list[State]) -> State | 
         spans.append((first >> shift, last >> shift))
     first = min(span[0] for span in spans)
     last = max(span[1] for span in spans)
-    extra = _merges_needed(first, last, 2 * int(observer.bins) + 1)
+    extra = merges_needed(first, last, 2 * int(observer.bins) + 1)
     first, last, exponent = first >> extra, last >> extra, exponent + extra
     counts = torch.zeros(last - first + 1, dtype=torch.int64)
     for state in holding:
-        counts += HistogramRangeObserver._regrid(
+        counts += HistogramRangeObserver.regrid(
             state["histogram"].to(torch.int64),
             int(state["first_bin"]),
             exponent - int(state["width_exponent"]),

@@ -266,7 +266,7 @@ def _refresh_fake_quant(module: nn.Module) -> None:
         return
     if isinstance(module, LearnableFakeQuantize):
         if module.has_observed_data() and int(module.learning_enabled[0]) == 0:
-            module._adopt_observer_qparams()
+            module.adopt_observer_qparams()
         return
     scale, zero_point = getattr(module, "scale", None), getattr(module, "zero_point", None)
     if not isinstance(scale, torch.Tensor) or isinstance(scale, nn.Parameter):

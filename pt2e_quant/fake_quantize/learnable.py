@@ -112,7 +112,7 @@ class LearnableFakeQuantize(FakeQuantizeBase):
     def has_observed_data(self) -> bool:
         return self._initialized
 
-    def _adopt_observer_qparams(self) -> None:
+    def adopt_observer_qparams(self) -> None:
         scale, zero_point = self.activation_post_process.calculate_qparams()
         if not self._initialized:
             learning = bool(self.learning_enabled[0] == 1)
@@ -126,7 +126,7 @@ class LearnableFakeQuantize(FakeQuantizeBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observer_enabled[0] == 1 or not self._initialized:
             self.activation_post_process(x.detach())
-            self._adopt_observer_qparams()
+            self.adopt_observer_qparams()
         if self.fake_quant_enabled[0] != 1:
             return x
         if self.qscheme in SYMMETRIC_QSCHEMES:

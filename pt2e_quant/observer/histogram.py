@@ -173,7 +173,7 @@ class HistogramObserver(UniformQuantizationObserverBase):
         if new_min == old_min and new_max == old_max:
             self._store(self.histogram + batch_hist)
         else:
-            merged = self._merge_into_wider_range(
+            merged = self.merge_into_wider_range(
                 self.histogram, old_min, old_max, batch_hist, new_min, new_max
             )
             self._store(merged, new_min, new_max)
@@ -206,7 +206,7 @@ class HistogramObserver(UniformQuantizationObserverBase):
             self.max_val.detach_().resize_(new_max.shape)
             self.max_val.copy_(new_max)
 
-    def _merge_into_wider_range(
+    def merge_into_wider_range(
         self,
         old_hist: torch.Tensor,
         old_min: torch.Tensor,

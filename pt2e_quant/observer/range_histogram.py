@@ -76,7 +76,7 @@ def _initial_exponent(span: float, bins: int) -> int:
     return max(exponent - 1, _MIN_WIDTH_EXPONENT)
 
 
-def _merges_needed(low_bin: int, high_bin: int, capacity: int) -> int:
+def merges_needed(low_bin: int, high_bin: int, capacity: int) -> int:
     """The fewest width doublings after which bins ``low_bin..high_bin`` fit in ``capacity``."""
     shift = max(0, (high_bin - low_bin).bit_length() - capacity.bit_length() - 1)
     while (high_bin >> shift) - (low_bin >> shift) + 1 > capacity:
@@ -185,18 +185,18 @@ class HistogramRangeObserver(UniformQuantizationObserverBase, abc.ABC):
         old_last = old_first + self.histogram.numel() - 1
         first = min(batch_low, old_first) if started else batch_low
         last = max(batch_high, old_last) if started else batch_high
-        shift = _merges_needed(first, last, 2 * self.bins + 1)
+        shift = merges_needed(first, last, 2 * self.bins + 1)
         first, last, exponent = first >> shift, last >> shift, exponent + shift
         histogram = self.histogram
         if started and (shift or first != old_first or last != old_last):
-            histogram = self._regrid(histogram, old_first, shift, first, last - first + 1)
+            histogram = self.regrid(histogram, old_first, shift, first, last - first + 1)
         elif not started:
             histogram = torch.zeros(last - first + 1, dtype=torch.int64, device=x.device)
         batch = _bin_counts(x, first, last, math.ldexp(1.0, exponent))
         self._store(histogram + batch.to(histogram.device), first, exponent, low, high)
 
     @staticmethod
-    def _regrid(
+    def regrid(
         histogram: torch.Tensor, old_first: int, shift: int, first: int, size: int
     ) -> torch.Tensor:
         """The stored counts on the new grid: bin ``k`` moves to bin ``k >> shift``."""
