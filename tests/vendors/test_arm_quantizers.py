@@ -107,7 +107,9 @@ def tosa_lowerings(preset: str, model: str) -> tuple:
     )
 
 
-LOWERED = [(p, m) for p in PRESETS for m in ("tiny_resnet", "transformer_encoder_block")]
+#: every preset on the CNN; the transformer (~25 s a lowering) with a16w8 only, the preset
+#: whose int16 activations need the reference model's TABLE tolerance below
+LOWERED = [(p, "tiny_resnet") for p in PRESETS] + [("a16w8", "transformer_encoder_block")]
 
 
 @pytest.mark.slow
