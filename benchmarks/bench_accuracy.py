@@ -13,8 +13,9 @@ ExecuTorch's XNNPACKQuantizer through torchao's prepare/convert (on transformers
 after precomputing the mask's index arithmetic, without which it crashes); our rows run
 ``pt2e_quant.quantize()`` with the knob named in the row. The last table compares the
 fallback's search with greedy removal over the same sensitivity ranking, for several output-SQNR
-targets: units and compute ops kept float, candidates verified. "kept ops" counts the compute
-ops the fallback kept float (explain()'s "kept float to meet the accuracy target").
+targets: units, compute ops ("float ops": explain()'s "kept float to meet the accuracy
+target") and graph nodes (the compute ops plus the views / dropouts sharing their qparams)
+kept float, and candidates verified.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def fallback_table(task: Task, target_gains_db: list[float]) -> list[str]:
     lines = [f"## {task.name}: fallback to output SQNR targets "
              f"(all quantized: {full.chosen.score:.2f} dB)",
              f"{'strategy':<12} {'target':>7} {'met':>5} {'float units':>11} {'float ops':>9} "
-             f"{'SQNR dB':>9} {'candidates':>10} {task.score_name:>9}"]  # fmt: skip
+             f"{'float nodes':>11} {'SQNR dB':>9} {'candidates':>10} {task.score_name:>9}"]  # fmt: skip
     for gain in target_gains_db:
         target = full.chosen.score + gain
         greedy = accuracy_fallback(
@@ -156,7 +157,8 @@ def fallback_table(task: Task, target_gains_db: list[float]) -> list[str]:
             kept = explain(result.module, quantizer).counts.get("kept float", 0)
             lines.append(
                 f"{name:<12} {target:>7.2f} {str(result.met):>5} "
-                f"{len(result.chosen.float_units):>11} {kept:>9} {result.chosen.score:>9.2f} "
+                f"{len(result.chosen.float_units):>11} {kept:>9} {len(result.float_nodes):>11} "
+                f"{result.chosen.score:>9.2f} "
                 f"{result.evaluations:>10} {task.score(result.module):>9.4f}"
             )
     return lines
