@@ -10,7 +10,8 @@ config (per-channel weight observers, one activation observer per op output: min
 torch.ao-style histograms, the costliest state to merge). The same ``--batches`` batches are
 calibrated by
 
-* one process with ``--threads`` intra-op threads (the baseline: all cores in one process);
+* one process with one intra-op thread (the baseline of the "vs 1x1" column), and with
+  ``--threads`` (all cores in one process);
 * ``world`` processes (gloo, one intra-op thread each, since the cores are shared), each on
   every ``world``-th batch, then ``sync_observers`` merging every observer.
 
@@ -122,10 +123,10 @@ def _run_world(world: int, args: argparse.Namespace) -> dict[str, float]:
     return {"calibrate": calibrate_s, "merge": merge_s, "bytes": sent, "wall": wall}
 
 
-def _one_process(args: argparse.Namespace) -> dict[str, float]:
+def _one_process(args: argparse.Namespace, threads: int) -> dict[str, float]:
     from pt2e_quant.pipeline.calibration import calibrate
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
     prepared, size = _prepared(args)
     batches = _batches(args.batches, size, args.batch_size)
     with torch.no_grad():
@@ -154,22 +155,20 @@ def main() -> None:
     print(f"{args.batches} batches of {args.batch_size}, model: "
           f"{'small bottleneck net' if args.quick else 'ResNet-50-shaped'}")  # fmt: skip
     header = f"{'observers':<10} {'processes':>9} {'wall s':>8} {'batch/s':>8} {'merge s':>8} "
-    print(header + f"{'sent KB':>8} {'speed-up':>8}")
+    print(header + f"{'sent KB':>8} {'vs 1x1':>8}")
     for observer in args.observers:
         args.observer = observer
-        single = _one_process(args)
+        rows = [(f"1 x {t} thr", _one_process(args, t)) for t in sorted({1, args.threads})]
         parallel = _run_world(args.world, args)
-        for label, row in (
-            (f"1 x {args.threads} thr", single),
-            (f"{args.world} x 1 thr", parallel),
-        ):
+        rows.append((f"{args.world} x 1 thr", parallel))
+        baseline = rows[0][1]["wall"]  # one process, one thread
+        for label, row in rows:
             print(
                 f"{observer:<10} {label:>9} {row['wall']:>8.2f} {args.batches / row['wall']:>8.2f} "
-                f"{row['merge']:>8.3f} {row['bytes'] / 1024:>8.1f} "
-                f"{single['wall'] / row['wall']:>8.2f}",
+                f"{row['merge']:>8.3f} {row['bytes'] / 1024:>8.1f} {baseline / row['wall']:>8.2f}",
                 flush=True,
             )
-        per_batch = single["wall"] / args.batches
+        per_batch = baseline / args.batches
         print(
             f"{observer:<10} model of N machines: wall(N) = {args.batches} x {per_batch:.4f} s / N"
             f" + merge(N), merge(N) ~ {parallel['merge']:.3f} s x (N - 1) "

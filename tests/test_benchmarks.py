@@ -202,13 +202,13 @@ def test_bench_accuracy_reports_every_row_and_both_fallback_strategies():
 def test_bench_distributed_reports_one_and_two_processes_and_the_merge():
     output = _run("bench_distributed.py", "--quick", "--observers", "minmax")
     rows = re.findall(
-        r"^minmax\s+(1 x 2 thr|2 x 1 thr)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+"
+        r"^minmax\s+(1 x 1 thr|1 x 2 thr|2 x 1 thr)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+"
         r"([0-9.]+)$",
         output,
         re.M,
     )
-    assert [row[0] for row in rows] == ["1 x 2 thr", "2 x 1 thr"], output
-    single, parallel = rows
+    assert [row[0] for row in rows] == ["1 x 1 thr", "1 x 2 thr", "2 x 1 thr"], output
+    single, _, parallel = rows
     assert float(single[3]) == 0.0 and float(parallel[3]) > 0.0  # only the ranks merge
     assert float(parallel[4]) > 0.0  # statistics were sent
     assert "model of N machines" in output
