@@ -28,7 +28,6 @@ from pt2e_quant.observer import (
     MovingAverageMinMaxObserver,
     MovingAveragePerChannelMinMaxObserver,
     MSEObserver,
-    ObserverBase,
     PercentileObserver,
     PerChannelMinMaxObserver,
     PerChannelMSEObserver,
@@ -36,6 +35,7 @@ from pt2e_quant.observer import (
     PerTokenDynamicObserver,
     PlaceholderObserver,
 )
+from tests.core.distributed.calibration_programs import RunningMeanObserver
 from tests.core.distributed.merge_helpers import (
     ObserverBank,
     assert_same_state,
@@ -280,21 +280,6 @@ def test_a_shape_mismatch_refuses_the_merge_before_any_observer_changes():
         merge_observers(ranks[0], gathered)
     after = ranks[0].state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-
-
-class RunningMeanObserver(ObserverBase):
-    """A third-party observer whose state is not min/max-like."""
-
-    def __init__(self) -> None:
-        super().__init__(dtype=torch.quint8)
-        self.register_buffer("running_mean", torch.zeros(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.running_mean.copy_(x.mean())
-        return x
-
-    def calculate_qparams(self):
-        return torch.tensor([1.0]), torch.tensor([0])
 
 
 def test_an_unknown_observer_is_refused_by_class_and_name_before_anything_runs():
