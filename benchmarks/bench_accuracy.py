@@ -13,7 +13,8 @@ ExecuTorch's XNNPACKQuantizer through torchao's prepare/convert (on transformers
 after precomputing the mask's index arithmetic, without which it crashes); our rows run
 ``pt2e_quant.quantize()`` with the knob named in the row. The last table compares the
 fallback's search with greedy removal over the same sensitivity ranking, for several output-SQNR
-targets: units, compute ops ("float ops": explain()'s "kept float to meet the accuracy
+targets, with the stock config and with the combination's algorithms around the fallback:
+units, compute ops ("float ops": those explain() reports as "kept float to meet the accuracy
 target") and graph nodes (the compute ops plus the views / dropouts sharing their qparams)
 kept float, and candidates verified.
 """
@@ -35,8 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.accuracy_tasks import Task, digits_task, minilm_task  # noqa: E402
 from pt2e_quant import quantize  # noqa: E402
 from pt2e_quant.algorithms.accuracy_fallback import accuracy_fallback  # noqa: E402
+from pt2e_quant.algorithms.bias_correction import correct_bias  # noqa: E402
+from pt2e_quant.algorithms.overrides import KEPT_FOR_TARGET, OverridingQuantizer  # noqa: E402
+from pt2e_quant.algorithms.range_estimation import range_estimator_adjustment  # noqa: E402
+from pt2e_quant.algorithms.smooth_quant import smooth_quant  # noqa: E402
 from pt2e_quant.coverage import explain  # noqa: E402
 from pt2e_quant.debug.sensitivity import output_sqnr  # noqa: E402
+from pt2e_quant.pipeline.calibration import calibrate  # noqa: E402
+from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e  # noqa: E402
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config  # noqa: E402
 from quantizers.xnnpack.fold_index_arithmetic import fold_index_arithmetic  # noqa: E402
 
@@ -135,14 +142,37 @@ def accuracy_table(task: Task, quick: bool = False) -> Iterator[str]:
         yield _row(label, task, result.module, seconds, str(kept))
 
 
-def fallback_table(task: Task, target_gains_db: list[float]) -> list[str]:
-    """Greedy removal vs our search over one sensitivity ranking, for each SQNR target."""
+def _fallback_pipeline(task: Task, config: str) -> tuple[torch.fx.GraphModule, Any, Any]:
+    """(float graph, quantizer ranked by sensitivity, build of one candidate) for the stock
+    config, or for the combination's algorithms around the fallback as quantize() runs them
+    (SmoothQuant on the float graph, then per candidate: MSE activation ranges, calibrate,
+    bias correction, convert)."""
     gm = torch.export.export(task.model, task.example_inputs).module()
     quantizer = _stock()
-    common = dict(calibration=task.calibration, validation=task.held_out, progress=False)
+    if config == "stock":
+        return gm, quantizer, None
+    smooth_quant(gm, task.calibration, alpha=COMBINATION["smooth_quant"])
+    adjustments = [range_estimator_adjustment(COMBINATION["range_estimator"], None)]
+
+    def build(keep_float):
+        wrapped = OverridingQuantizer(quantizer, keep_float=keep_float, adjustments=adjustments)
+        prepared = prepare_pt2e(gm, wrapped)
+        calibrate(prepared, task.calibration, task.calibration[0], progress=False)
+        correct_bias(prepared, task.calibration)
+        return convert_pt2e(prepared)
+
+    return gm, OverridingQuantizer(quantizer, adjustments=adjustments), build
+
+
+def fallback_table(task: Task, target_gains_db: list[float], config: str = "stock") -> list[str]:
+    """Greedy removal vs our search over one sensitivity ranking, for each SQNR target."""
+    gm, quantizer, build = _fallback_pipeline(task, config)
+    common = dict(
+        calibration=task.calibration, validation=task.held_out, build=build, progress=False
+    )
     full = accuracy_fallback(gm, quantizer, target=-1e9, **common)
     ranking = None
-    lines = [f"## {task.name}: fallback to output SQNR targets "
+    lines = [f"## {task.name}, {config}: fallback to output SQNR targets "
              f"(all quantized: {full.chosen.score:.2f} dB)",
              f"{'strategy':<12} {'target':>7} {'met':>5} {'float units':>11} {'float ops':>9} "
              f"{'float nodes':>11} {'SQNR dB':>9} {'candidates':>10} {task.score_name:>9}"]  # fmt: skip
@@ -154,7 +184,9 @@ def fallback_table(task: Task, target_gains_db: list[float]) -> list[str]:
         ranking = greedy.ranking
         searched = accuracy_fallback(gm, quantizer, target=target, ranking=ranking, **common)
         for name, result in (("greedy", greedy), ("search", searched)):
-            kept = explain(result.module, quantizer).counts.get("kept float", 0)
+            # the fallback's own ops: SmoothQuant's multiplies are kept float in both
+            rows = explain(result.module, _stock()).rows
+            kept = sum(not row.quantized and row.reason == KEPT_FOR_TARGET for row in rows)
             lines.append(
                 f"{name:<12} {target:>7.2f} {str(result.met):>5} "
                 f"{len(result.chosen.float_units):>11} {kept:>9} {len(result.float_nodes):>11} "
@@ -172,6 +204,9 @@ def main() -> None:
     )
     parser.add_argument("--target-gains", type=float, nargs="+", default=[3.0, 6.0, 10.0],
                         help="fallback targets: dB above the all-quantized SQNR")  # fmt: skip
+    parser.add_argument("--fallback-configs", nargs="+", default=["stock", "combination"],
+                        choices=["stock", "combination"],
+                        help="the fallback table's configurations")  # fmt: skip
     parser.add_argument("--fallback-only", action="store_true",
                         help="only the fallback strategies' table")  # fmt: skip
     args = parser.parse_args()
@@ -188,7 +223,9 @@ def main() -> None:
             for line in accuracy_table(task, quick=args.quick):
                 print(line, flush=True)
             print(flush=True)
-        print("\n".join(fallback_table(task, args.target_gains)), flush=True)
+        for config in args.fallback_configs:
+            print("\n".join(fallback_table(task, args.target_gains, config)), flush=True)
+            print(flush=True)
         print(flush=True)
 
 
