@@ -31,7 +31,7 @@ from pt2e_quant.algorithms.smoothing_targets import SmoothingConsumer, Smoothing
 from pt2e_quant.contract.annotation import mark_kept_float
 from pt2e_quant.graph.aliasing import written_attributes
 from pt2e_quant.graph.aten_args import argument, attribute_owner, module_constant, set_argument
-from pt2e_quant.graph.constants import add_buffer_constant
+from pt2e_quant.graph.constants import add_buffer_constant, free_attribute_name
 from pt2e_quant.graph.copy_module import is_owned_container
 from pt2e_quant.graph.node_meta import port_meta
 from pt2e_quant.ops.families import LAYER_NORM_OPS, LINEAR_OPS, RELU_OPS, RMS_NORM_OPS
@@ -55,14 +55,6 @@ def _readers(gm: GraphModule, target: str) -> set[Node]:
     return readers
 
 
-def _fresh_attribute_name(gm: GraphModule, base: str) -> str:
-    stem = base.replace(".", "_") + "_smoothed"
-    index = 0
-    while hasattr(gm, f"{stem}_{index}"):
-        index += 1
-    return f"{stem}_{index}"
-
-
 def _store(gm: GraphModule, template: Node, value: torch.Tensor, reader: Node, arg: str) -> None:
     """Make ``reader``'s argument ``arg`` (now ``template``, a get_attr) read ``value``."""
     target = str(template.target)
@@ -74,7 +66,7 @@ def _store(gm: GraphModule, template: Node, value: torch.Tensor, reader: Node, a
         # nn.Module.__setattr__ keeps the kind: parameter, (non-)persistent buffer, constant
         setattr(owner, leaf, tensor)
         return
-    name = _fresh_attribute_name(gm, target)
+    name = free_attribute_name(gm, target.replace(".", "_") + "_smoothed")
     if wrap:
         gm.register_parameter(name, tensor)
     else:
@@ -191,7 +183,7 @@ def fold_into_norm(
     dtype = norm.meta["val"].dtype
     if weight is None:
         new_weight = inverse_scale.to(dtype)
-        name = _fresh_attribute_name(gm, f"{norm.name}_weight")
+        name = free_attribute_name(gm, f"{norm.name}_weight".replace(".", "_") + "_smoothed")
         gm.register_parameter(name, torch.nn.Parameter(new_weight, requires_grad=False))
         with gm.graph.inserting_before(norm):
             attr = gm.graph.get_attr(name)

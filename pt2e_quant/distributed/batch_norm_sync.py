@@ -36,6 +36,7 @@ from torch.fx import GraphModule, Node
 
 from pt2e_quant.errors import QuantizationError, describe_node, graph_context
 from pt2e_quant.graph.aten_args import argument
+from pt2e_quant.graph.constants import free_attribute_name
 from pt2e_quant.graph.subgraphs import iter_graph_modules
 from pt2e_quant.graph.training_mode import TRAINING_OVERLOADS, mode_flag
 from pt2e_quant.ops.families import BATCH_NORM_OPS, COMPOSITE_BATCH_NORM_OPS, FLAGGED_BATCH_NORM_OPS
@@ -197,13 +198,6 @@ def _refuse(node: Node, why: str) -> BatchNormSyncError:
     )
 
 
-def _fresh_name(gm: GraphModule, base: str) -> str:
-    index = 0
-    while hasattr(gm, f"{base}_{index}"):
-        index += 1
-    return f"{base}_{index}"
-
-
 def synchronize_batch_norm(model: GraphModule, group: Any = None) -> BatchNormSync:
     """Make every training-mode batch norm of ``model`` normalise with the global batch's
     statistics, as ``nn.SyncBatchNorm`` does (module doc).
@@ -235,7 +229,7 @@ def synchronize_batch_norm(model: GraphModule, group: Any = None) -> BatchNormSy
             found.append((gm, node))
     handle = BatchNormSync(tuple(node.name for _, node in found))
     for gm, node in found:
-        module_name = _fresh_name(gm, "global_batch_norm")
+        module_name = free_attribute_name(gm, "global_batch_norm")
         gm.add_submodule(module_name, GlobalBatchNorm(group, node.name))
         handle._rewritten.append((gm, node, node.target, module_name))
         node.op, node.target = "call_module", module_name

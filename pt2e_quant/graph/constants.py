@@ -15,7 +15,7 @@ from torch.fx import GraphModule, Node
 from pt2e_quant.graph.aliasing import written_attributes
 from pt2e_quant.graph.aten_args import attribute
 
-__all__ = ["add_buffer_constant", "foldable_constant_nodes"]
+__all__ = ["add_buffer_constant", "foldable_constant_nodes", "free_attribute_name"]
 
 
 def foldable_constant_nodes(gm: GraphModule) -> set[Node]:
@@ -46,6 +46,16 @@ def foldable_constant_nodes(gm: GraphModule) -> set[Node]:
             if not impure[node.target]:
                 constant.add(node)
     return constant
+
+
+def free_attribute_name(gm: torch.nn.Module, stem: str) -> str:
+    """The first ``<stem>_<n>`` (n = 0, 1, ...) that ``gm`` has no attribute of: where a pass
+    registers a tensor or submodule it adds (a folded weight, a smoothed norm weight, a
+    rewritten batch norm) without shadowing anything already there."""
+    index = 0
+    while hasattr(gm, f"{stem}_{index}"):
+        index += 1
+    return f"{stem}_{index}"
 
 
 def add_buffer_constant(gm: GraphModule, prefix: str, value: torch.Tensor, before: Node) -> Node:

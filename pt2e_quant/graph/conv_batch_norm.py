@@ -22,6 +22,7 @@ from torch.fx import GraphModule, Node
 
 from pt2e_quant.errors import describe_node
 from pt2e_quant.graph.aten_args import argument, attribute_owner, module_constant
+from pt2e_quant.graph.constants import free_attribute_name
 from pt2e_quant.ops.families import (
     BATCH_NORM_OPS,
     CONV_OPS,
@@ -205,14 +206,6 @@ def readers_by_target(gm: GraphModule) -> dict[str, list[Node]]:
     return readers
 
 
-def _fresh_name(gm: GraphModule, base: str) -> str:
-    stem = base.replace(".", "_") + "_bn_folded"
-    index = 0
-    while hasattr(gm, f"{stem}_{index}"):
-        index += 1
-    return f"{stem}_{index}"
-
-
 def store_constant(
     gm: GraphModule,
     value: torch.Tensor,
@@ -242,7 +235,7 @@ def store_constant(
         setattr(owner, leaf, parameter)
         return template
     base = str(template.target) if template is not None else f"{before.name}_bias"
-    name = _fresh_name(gm, base)
+    name = free_attribute_name(gm, base.replace(".", "_") + "_bn_folded")
     gm.register_parameter(name, parameter)
     with gm.graph.inserting_before(before):
         attr = gm.graph.get_attr(name)
