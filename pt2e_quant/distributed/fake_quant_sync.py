@@ -54,29 +54,24 @@ from torch import nn
 from torch.fx import GraphModule, Node
 
 from pt2e_quant.distributed.fake_quant_proxy import stand_in_batch, summarize_batch
+from pt2e_quant.distributed.observer_kinds import is_stateless_observer
 from pt2e_quant.errors import QuantizationError
 from pt2e_quant.fake_quantize.base import (
     FakeQuantize,
-    FakeQuantizeBase,
     FixedQParamsFakeQuantize,
     _foreign_types,
+    is_observer_or_fake_quant,
 )
 from pt2e_quant.fake_quantize.fused import FusedMovingAvgObsFakeQuantize
 from pt2e_quant.fake_quantize.granular import PerTokenFakeQuantize, WeightFakeQuantize
 from pt2e_quant.fake_quantize.learnable import LearnableFakeQuantize
 from pt2e_quant.graph.aten_args import attribute
 from pt2e_quant.graph.subgraphs import iter_graph_modules
-from pt2e_quant.observer.base import ObserverBase
 from pt2e_quant.observer.minmax import (
     MinMaxObserver,
     MovingAverageMinMaxObserver,
     MovingAveragePerChannelMinMaxObserver,
     PerChannelMinMaxObserver,
-)
-from pt2e_quant.observer.passthrough import (
-    DerivedObserverOrFakeQuantize,
-    FixedQParamsObserver,
-    PlaceholderObserver,
 )
 
 __all__ = [
@@ -124,17 +119,6 @@ def _min_max_observers() -> dict[type, bool]:
     return kinds
 
 
-def _stateless_observers() -> tuple[type, ...]:
-    names = ("PlaceholderObserver", "FixedQParamsObserver", "NoopObserver", "ReuseInputObserver")
-    return (
-        PlaceholderObserver,
-        FixedQParamsObserver,
-        DerivedObserverOrFakeQuantize,
-        *_foreign_types(_TORCH_AO_OBSERVER, *names),
-        *_foreign_types(_TORCHAO_OBSERVER, *names),
-    )
-
-
 def _stateless_fake_quants() -> tuple[type, ...]:
     return (
         FixedQParamsFakeQuantize,
@@ -164,18 +148,6 @@ def _observer_calling_fake_quants() -> tuple[type, ...]:
             "torchao.quantization.pt2e.learnable_fake_quantize", "LearnableFakeQuantize"
         ),
         *_foreign_types("torch.ao.quantization._learnable_fake_quantize", "_LearnableFakeQuantize"),
-    )
-
-
-def _any_fake_quant_or_observer() -> tuple[type, ...]:
-    return (
-        ObserverBase,
-        FakeQuantizeBase,
-        *_foreign_types(_TORCH_AO_OBSERVER, "ObserverBase"),
-        *_foreign_types(_TORCHAO_OBSERVER, "ObserverBase", "AffineQuantizedObserverBase"),
-        *_foreign_types(_TORCH_AO_FAKE_QUANT, "FakeQuantizeBase"),
-        *_foreign_types(_TORCHAO_FAKE_QUANT, "FakeQuantizeBase"),
-        *_observer_calling_fake_quants(),
     )
 
 
@@ -389,7 +361,7 @@ def _plan_observer(
             f"synchronize_fake_quantize: {where} is already synchronised; remove() the "
             "first handle before synchronising again"
         )
-    if isinstance(observer, _stateless_observers()):
+    if is_stateless_observer(observer):
         plan.skipped[name] = f"{type(observer).__name__} keeps no running statistics"
         return
     frozen = getattr(owner, "observer_enabled", None)
@@ -421,7 +393,7 @@ def _plan(model: nn.Module, group: Any) -> _Plan:
     }
     for name, module in model.named_modules():
         kind = type(module)
-        if id(module) in owned or not isinstance(module, _any_fake_quant_or_observer()):
+        if id(module) in owned or not is_observer_or_fake_quant(module):
             continue
         if id(module) in weights:
             plan.skipped[name] = "reads parameters only (identical on every rank under DDP)"
@@ -433,7 +405,7 @@ def _plan(model: nn.Module, group: Any) -> _Plan:
         elif kind in _observer_calling_fake_quants():
             observer = module.activation_post_process
             _plan_observer(plan, name, module, observer, partial(_hook_observer, observer), group)
-        elif kind in _min_max_observers() or isinstance(module, _stateless_observers()):
+        elif kind in _min_max_observers() or is_stateless_observer(module):
             _plan_observer(plan, name, module, module, partial(_hook_observer, module), group)
         else:
             raise UnsupportedFakeQuantizeSyncError(

@@ -58,6 +58,7 @@ __all__ = [
     "MergeKind",
     "MergeShapeError",
     "State",
+    "is_stateless_observer",
     "kind_of",
     "merge_min_max",
     "merge_moving_average",
@@ -121,7 +122,9 @@ def _is_min_max(module: nn.Module) -> bool:
     )
 
 
-def _is_stateless(module: nn.Module) -> bool:
+def is_stateless_observer(module: nn.Module) -> bool:
+    """An observer that keeps no statistics (fixed qparams, placeholder, per-token dynamic,
+    derived; ours, torch.ao's or torchao's): nothing to merge or synchronise."""
     return isinstance(module, _stateless_types())
 
 
@@ -239,7 +242,7 @@ def _merge_kinds() -> tuple[MergeKind, ...]:
         ),
         MergeKind(
             "no_state",
-            _is_stateless,
+            is_stateless_observer,
             lambda module: (),
             _no_merge,
             additive=False,

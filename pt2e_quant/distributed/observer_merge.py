@@ -32,7 +32,7 @@ from pt2e_quant.distributed.observer_kinds import (
     simple_settings,
     supported_kinds,
 )
-from pt2e_quant.fake_quantize.base import is_observer_or_fake_quant
+from pt2e_quant.fake_quantize.base import is_observer_or_fake_quant, observer_has_data
 from pt2e_quant.fake_quantize.learnable import LearnableFakeQuantize
 from pt2e_quant.observer.base import observing
 from pt2e_quant.observer.range_histogram import HistogramRangeObserver
@@ -237,32 +237,25 @@ def _merged_state(
     return merged, tuple(changed)
 
 
-def _write(observer: nn.Module, state: State) -> None:
+def _overwrite(buffer: torch.Tensor, value: torch.Tensor) -> None:
+    """``buffer`` takes ``value``'s shape and contents, keeping its own device and dtype."""
     with torch.no_grad():
-        for name, value in state.items():
-            buffer = getattr(observer, name)
-            value = value.to(device=buffer.device, dtype=buffer.dtype)
-            buffer.resize_(value.shape)
-            buffer.copy_(value)
+        buffer.resize_(value.shape)
+        buffer.copy_(value.to(device=buffer.device, dtype=buffer.dtype))
+
+
+def _write(observer: nn.Module, state: State) -> None:
+    for name, value in state.items():
+        _overwrite(getattr(observer, name), value)
     if isinstance(observer, HistogramRangeObserver):
         observer._observations += 1  # its qparams cache is keyed on this count
-
-
-def _has_data(observer: nn.Module) -> bool:
-    probe = getattr(observer, "has_observed_data", None)
-    if callable(probe):
-        return bool(probe())
-    low, high = getattr(observer, "min_val", None), getattr(observer, "max_val", None)
-    if isinstance(low, torch.Tensor) and isinstance(high, torch.Tensor) and low.numel():
-        return bool((low <= high).any())
-    return False
 
 
 def _refresh_fake_quant(module: nn.Module) -> None:
     """Recompute a fake-quant's qparams from its merged observer (buffers only: learned
     qparams are parameters, which DDP keeps equal across ranks)."""
     observer = module.activation_post_process
-    if not _has_data(observer):
+    if not observer_has_data(observer):  # every mergeable kind shows min/max or says
         return
     if isinstance(module, LearnableFakeQuantize):
         if module.has_observed_data() and int(module.learning_enabled[0]) == 0:
@@ -272,11 +265,8 @@ def _refresh_fake_quant(module: nn.Module) -> None:
     if not isinstance(scale, torch.Tensor) or isinstance(scale, nn.Parameter):
         return
     new_scale, new_zero_point = module.calculate_qparams()
-    with torch.no_grad():
-        for buffer, value in ((scale, new_scale), (zero_point, new_zero_point)):
-            value = value.to(device=buffer.device, dtype=buffer.dtype)
-            buffer.resize_(value.shape)
-            buffer.copy_(value)
+    _overwrite(scale, new_scale)
+    _overwrite(zero_point, new_zero_point)
 
 
 def merge_observers(

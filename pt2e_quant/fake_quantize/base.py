@@ -45,6 +45,7 @@ __all__ = [
     "disable_observer",
     "enable_fake_quant",
     "disable_fake_quant",
+    "observer_has_data",
 ]
 
 
@@ -81,8 +82,9 @@ def is_observer_or_fake_quant(module: Any) -> bool:
     return isinstance(module, _observer_types() + _fake_quant_types())
 
 
-def _module_has_data(module: Any) -> bool:
-    """Calibration state of any observer, ours (``has_observed_data``) or duck-typed foreign."""
+def observer_has_data(module: Any) -> bool:
+    """Calibration state of any observer, ours (``has_observed_data``) or duck-typed foreign
+    (min_val <= max_val somewhere); True for an observer showing neither."""
     probe = getattr(module, "has_observed_data", None)
     if callable(probe):
         return bool(probe())
@@ -135,7 +137,7 @@ class FakeQuantizeBase(nn.Module, metaclass=abc.ABCMeta):
     def has_observed_data(self) -> bool:
         """Whether the qparams come from data (delegates to the observer)."""
         observer = getattr(self, "activation_post_process", None)
-        return _module_has_data(observer) if observer is not None else True
+        return observer_has_data(observer) if observer is not None else True
 
     def _report_non_finite(self) -> None:
         if not self._warned_non_finite:
