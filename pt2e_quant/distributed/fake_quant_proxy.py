@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import torch
 
+from pt2e_quant.observer.minmax import finite_row_extremes
+
 __all__ = ["summarize_batch", "stand_in_batch"]
 
 _INF = float("inf")
@@ -49,20 +51,13 @@ def _rows(x: torch.Tensor, ch_axis: int | None) -> torch.Tensor:
 
 def _finite_extremes(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Per-row (min, max) of the finite values (+inf / -inf for a row without any) and
-    whether any value was non-finite. The masking runs only when the cheap extremes show a
-    NaN or infinity, the only way one can reach them."""
+    whether any value was non-finite."""
     channels = rows.shape[0]
     if rows.numel() == 0:
         empty = torch.full((channels,), _INF, dtype=torch.float64)
         return empty, -empty, False
-    low, high = rows.amin(dim=1), rows.amax(dim=1)
-    if not rows.is_floating_point() or bool(torch.isfinite(low).all() & torch.isfinite(high).all()):
-        return low.to(torch.float64), high.to(torch.float64), False
-    finite = torch.isfinite(rows)
-    wide = rows.to(torch.float64)
-    low = torch.where(finite, wide, _INF).amin(dim=1)
-    high = torch.where(finite, wide, -_INF).amax(dim=1)
-    return low, high, True
+    low, high, seen = finite_row_extremes(rows)  # exactly what the observers keep
+    return low.to(torch.float64), high.to(torch.float64), seen is not None
 
 
 def summarize_batch(x: torch.Tensor, ch_axis: int | None) -> torch.Tensor:

@@ -92,7 +92,7 @@ def merge_range_histograms(observer: nn.Module, states: list[State]) -> State | 
         spans.append((first >> shift, last >> shift))
     first = min(span[0] for span in spans)
     last = max(span[1] for span in spans)
-    extra = merges_needed(first, last, 2 * int(observer.bins) + 1)
+    extra = merges_needed(first, last, observer.bin_capacity)
     first, last, exponent = first >> extra, last >> extra, exponent + extra
     counts = torch.zeros(last - first + 1, dtype=torch.int64)
     for state in holding:

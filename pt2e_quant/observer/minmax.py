@@ -29,6 +29,7 @@ __all__ = [
     "MovingAverageMinMaxObserver",
     "PerChannelMinMaxObserver",
     "MovingAveragePerChannelMinMaxObserver",
+    "finite_row_extremes",
 ]
 
 
@@ -48,6 +49,27 @@ def _all_finite(low: torch.Tensor, high: torch.Tensor) -> bool:
     if not (_is_cpu_scalar(low) and _is_cpu_scalar(high)):
         low, high = low.min(), high.max()
     return math.isfinite(low.item()) and math.isfinite(high.item())
+
+
+def finite_row_extremes(
+    rows: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per-row (min, max) of the finite values of a (rows, values) tensor, and which rows hold
+    any: ``seen`` is None when every value was finite (the common case, two reductions and
+    two scalar reads); otherwise rows without a finite value get +inf / -inf.
+
+    Not ``aminmax(rows, dim=1)``: on CPU (torch 2.13) that kernel runs 5-9x slower than
+    these two reductions, with the same values; on a ResNet-50 it was a quarter of every
+    calibration batch, observing weights.
+    """
+    low, high = rows.amin(dim=1), rows.amax(dim=1)
+    if _all_finite(low, high):
+        return low, high, None
+    finite = torch.isfinite(rows)
+    inf = torch.tensor(float("inf"), dtype=rows.dtype, device=rows.device)
+    low = torch.where(finite, rows, inf).amin(dim=1)
+    high = torch.where(finite, rows, -inf).amax(dim=1)
+    return low, high, finite.any(dim=1)
 
 
 def _check_averaging_constant(owner: str, value: Any) -> float:
@@ -297,21 +319,12 @@ class PerChannelMinMaxObserver(UniformQuantizationObserverBase):
         channel had finite data. Returns None when the batch has no finite value at all."""
         if x_orig.numel() == 0:
             return None
-        rows = self._rows(x_orig)
-        # Not ``aminmax(rows, dim=1)``: on CPU (torch 2.13) that kernel runs 5-9x slower than
-        # these two reductions, with the same values; on a ResNet-50 it was a quarter of
-        # every calibration batch, observing weights.
-        low, high = rows.amin(dim=1), rows.amax(dim=1)
-        if _all_finite(low, high):
+        low, high, seen = finite_row_extremes(self._rows(x_orig))
+        if seen is None:
             return low, high, None
         self._report_non_finite()
-        finite = torch.isfinite(rows)
-        seen = finite.any(dim=1)
         if not bool(seen.any()):
             return None
-        inf = torch.tensor(float("inf"), dtype=rows.dtype, device=rows.device)
-        low = torch.where(finite, rows, inf).amin(dim=1)
-        high = torch.where(finite, rows, -inf).amax(dim=1)
         return low, high, seen
 
     def forward(self, x_orig: torch.Tensor) -> torch.Tensor:

@@ -146,6 +146,12 @@ class HistogramRangeObserver(UniformQuantizationObserverBase, abc.ABC):
         self._observations = 0
         self._cached: tuple[Any, tuple[torch.Tensor, torch.Tensor]] | None = None
 
+    @property
+    def bin_capacity(self) -> int:
+        """The most bins the running histogram may span; a wider span doubles the bin width
+        (merging bins in pairs) until it fits. A merge across ranks obeys the same bound."""
+        return 2 * self.bins + 1
+
     # ------------------------------------------------------------------ observing
 
     def forward(self, x_orig: torch.Tensor) -> torch.Tensor:
@@ -185,7 +191,7 @@ class HistogramRangeObserver(UniformQuantizationObserverBase, abc.ABC):
         old_last = old_first + self.histogram.numel() - 1
         first = min(batch_low, old_first) if started else batch_low
         last = max(batch_high, old_last) if started else batch_high
-        shift = merges_needed(first, last, 2 * self.bins + 1)
+        shift = merges_needed(first, last, self.bin_capacity)
         first, last, exponent = first >> shift, last >> shift, exponent + shift
         histogram = self.histogram
         if started and (shift or first != old_first or last != old_last):
