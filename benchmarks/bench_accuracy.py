@@ -36,14 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.accuracy_tasks import Task, digits_task, minilm_task  # noqa: E402
 from pt2e_quant import quantize  # noqa: E402
 from pt2e_quant.algorithms.accuracy_fallback import accuracy_fallback  # noqa: E402
-from pt2e_quant.algorithms.bias_correction import correct_bias  # noqa: E402
-from pt2e_quant.algorithms.overrides import KEPT_FOR_TARGET, OverridingQuantizer  # noqa: E402
-from pt2e_quant.algorithms.range_estimation import range_estimator_adjustment  # noqa: E402
+from pt2e_quant.algorithms.overrides import KEPT_FOR_TARGET  # noqa: E402
+from pt2e_quant.algorithms.recipe import AccuracyOptions, candidate_builder  # noqa: E402
 from pt2e_quant.algorithms.smooth_quant import smooth_quant  # noqa: E402
 from pt2e_quant.coverage import explain  # noqa: E402
 from pt2e_quant.debug.sensitivity import output_sqnr  # noqa: E402
-from pt2e_quant.pipeline.calibration import calibrate  # noqa: E402
-from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e  # noqa: E402
 from quantizers import XNNPACKQuantizer, get_symmetric_quantization_config  # noqa: E402
 from quantizers.xnnpack.fold_index_arithmetic import fold_index_arithmetic  # noqa: E402
 
@@ -144,24 +141,18 @@ def accuracy_table(task: Task, quick: bool = False) -> Iterator[str]:
 
 def _fallback_pipeline(task: Task, config: str) -> tuple[torch.fx.GraphModule, Any, Any]:
     """(float graph, quantizer ranked by sensitivity, build of one candidate) for the stock
-    config, or for the combination's algorithms around the fallback as quantize() runs them
-    (SmoothQuant on the float graph, then per candidate: MSE activation ranges, calibrate,
-    bias correction, convert)."""
+    config, or for the combination's algorithms around the fallback exactly as quantize()
+    runs them (SmoothQuant on the float graph, then the recipe's candidate build)."""
     gm = torch.export.export(task.model, task.example_inputs).module()
-    quantizer = _stock()
     if config == "stock":
-        return gm, quantizer, None
+        return gm, _stock(), None
+    options = AccuracyOptions(
+        range_estimator=COMBINATION["range_estimator"],
+        bias_correction=COMBINATION["bias_correction"],
+    )
     smooth_quant(gm, task.calibration, alpha=COMBINATION["smooth_quant"])
-    adjustments = [range_estimator_adjustment(COMBINATION["range_estimator"], None)]
-
-    def build(keep_float):
-        wrapped = OverridingQuantizer(quantizer, keep_float=keep_float, adjustments=adjustments)
-        prepared = prepare_pt2e(gm, wrapped)
-        calibrate(prepared, task.calibration, task.calibration[0], progress=False)
-        correct_bias(prepared, task.calibration)
-        return convert_pt2e(prepared)
-
-    return gm, OverridingQuantizer(quantizer, adjustments=adjustments), build
+    quantizer, build = candidate_builder(gm, _stock(), task.calibration, options)
+    return gm, quantizer, build
 
 
 def fallback_table(task: Task, target_gains_db: list[float], config: str = "stock") -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from torch.fx import GraphModule
 
-from pt2e_quant.algorithms.accuracy_fallback import FallbackResult, accuracy_fallback
+from pt2e_quant.algorithms.accuracy_fallback import BuildFn, FallbackResult, accuracy_fallback
 from pt2e_quant.algorithms.bias_correction import correct_bias
 from pt2e_quant.algorithms.overrides import Adjustment, OverridingQuantizer
 from pt2e_quant.algorithms.range_estimation import range_estimator_adjustment
@@ -30,7 +30,7 @@ from pt2e_quant.algorithms.smooth_quant import SmoothQuantResult, check_alpha, s
 from pt2e_quant.distributed.calibration import SyncReport, calibrate_distributed
 from pt2e_quant.pipeline.prepare_convert import convert_pt2e, prepare_pt2e
 
-__all__ = ["AccuracyOptions", "AccuracyOutcome", "run_accuracy_recipe"]
+__all__ = ["AccuracyOptions", "AccuracyOutcome", "candidate_builder", "run_accuracy_recipe"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,34 @@ def _adjustments(options: AccuracyOptions) -> list[Adjustment]:
     return [range_estimator_adjustment(options.range_estimator, options.weight_range_estimator)]
 
 
+def candidate_builder(
+    float_model: GraphModule,
+    quantizer: Any,
+    batches: list[tuple[Any, ...]],
+    options: AccuracyOptions,
+    merges: list[SyncReport] | None = None,
+) -> tuple[OverridingQuantizer, BuildFn]:
+    """The quantizer the fallback ranks with (the range estimators applied) and the build of
+    one candidate: annotate (estimators, ops kept float) -> prepare -> calibrate (merged
+    across ranks under torch.distributed, each merge's report appended to ``merges``) ->
+    bias correction -> convert. SmoothQuant, when asked for, has already rewritten
+    ``float_model``."""
+    adjustments = _adjustments(options)
+
+    def build(keep_float: Mapping[str, str]) -> GraphModule:
+        wrapped = OverridingQuantizer(quantizer, keep_float=keep_float, adjustments=adjustments)
+        prepared = prepare_pt2e(float_model, wrapped)
+        # an empty shard is reported by the merge, naming the rank
+        merge = calibrate_distributed(prepared, batches, batches[0] if batches else None)
+        if merges is not None:
+            merges.append(merge)
+        if options.bias_correction:
+            correct_bias(prepared, batches)
+        return convert_pt2e(prepared)
+
+    return OverridingQuantizer(quantizer, adjustments=adjustments), build
+
+
 def run_accuracy_recipe(
     float_model: GraphModule,
     quantizer: Any,
@@ -123,19 +151,8 @@ def run_accuracy_recipe(
     smoothing = None
     if options.smooth_quant is not None:
         smoothing = smooth_quant(float_model, batches, alpha=options.smooth_quant)
-    adjustments = _adjustments(options)
-    ranked_quantizer = OverridingQuantizer(quantizer, adjustments=adjustments)
     merges: list[SyncReport] = []
-
-    def build(keep_float: Mapping[str, str]) -> GraphModule:
-        wrapped = OverridingQuantizer(quantizer, keep_float=keep_float, adjustments=adjustments)
-        prepared = prepare_pt2e(float_model, wrapped)
-        # merged across ranks under torch.distributed (where an empty shard is reported)
-        merges.append(calibrate_distributed(prepared, batches, batches[0] if batches else None))
-        if options.bias_correction:
-            correct_bias(prepared, batches)
-        return convert_pt2e(prepared)
-
+    ranked_quantizer, build = candidate_builder(float_model, quantizer, batches, options, merges)
     if options.target is None:
         return AccuracyOutcome(build({}), None, smoothing, merges[-1])
     result = accuracy_fallback(
