@@ -45,10 +45,14 @@ from tests.models.zoo_vision import BottleneckResNet  # noqa: E402
 _EPS = 2**-12
 
 
-def _model(quick: bool) -> tuple[torch.nn.Module, int]:
-    if quick:
-        return BottleneckResNet(width=8, blocks=(1, 1, 1, 1), size=32, num_classes=10), 32
-    return BottleneckResNet(), 224
+def _image_size(args: argparse.Namespace) -> int:
+    return 32 if args.quick else 224
+
+
+def _model(args: argparse.Namespace) -> torch.nn.Module:
+    if args.quick:
+        return BottleneckResNet(width=8, blocks=(1, 1, 1, 1), size=32, num_classes=10)
+    return BottleneckResNet()
 
 
 def _quantizer(observer: str):
@@ -69,19 +73,30 @@ def _quantizer(observer: str):
     return XNNPACKQuantizer().set_global(config)
 
 
-def _batches(count: int, size: int, batch_size: int) -> list[tuple[torch.Tensor]]:
+def _batches(args: argparse.Namespace) -> list[tuple[torch.Tensor]]:
+    """The whole calibration set (every run, every rank, regenerates the same one)."""
     generator = torch.Generator().manual_seed(0)
-    return [(torch.randn(batch_size, 3, size, size, generator=generator),) for _ in range(count)]
+    shape = (args.batch_size, 3, _image_size(args), _image_size(args))
+    return [(torch.randn(shape, generator=generator),) for _ in range(args.batches)]
 
 
-def _prepared(args: argparse.Namespace):
+def _prepared(args: argparse.Namespace) -> torch.fx.GraphModule:
     from pt2e_quant import prepare_pt2e
 
     torch.manual_seed(0)
-    model, size = _model(args.quick)
-    example = (torch.randn(args.batch_size, 3, size, size),)
-    exported = torch.export.export(model.eval(), example).module()
-    return prepare_pt2e(exported, _quantizer(args.observer)), size
+    example = (torch.randn(args.batch_size, 3, _image_size(args), _image_size(args)),)
+    exported = torch.export.export(_model(args).eval(), example).module()
+    return prepare_pt2e(exported, _quantizer(args.observer))
+
+
+def _warmed_up(args: argparse.Namespace, batches: list[tuple[torch.Tensor]]):
+    """A freshly prepared model, after one batch through an identical one: first-call costs
+    stay out of the timing, and the timed observers start empty."""
+    from pt2e_quant.pipeline.calibration import calibrate
+
+    with torch.no_grad():
+        calibrate(_prepared(args), batches[:1], batches[0], progress=False)
+    return _prepared(args)
 
 
 def _rank(rank: int, world: int, store: str, args: argparse.Namespace, results: str) -> None:
@@ -94,11 +109,9 @@ def _rank(rank: int, world: int, store: str, args: argparse.Namespace, results: 
         "gloo", init_method=f"file://{store}", rank=rank, world_size=world,
         timeout=datetime.timedelta(seconds=600),
     )  # fmt: skip
-    prepared, size = _prepared(args)
-    shard = _batches(args.batches, size, args.batch_size)[rank::world]
+    shard = _batches(args)[rank::world]
+    prepared = _warmed_up(args, shard)
     with torch.no_grad():
-        calibrate(prepared, shard[:1], shard[0], progress=False)  # warm-up: first-call costs
-        prepared, _ = _prepared(args)  # fresh observers for the timed run
         dist.barrier()
         start = time.perf_counter()
         calibrate(prepared, shard, shard[0], progress=False)
@@ -127,11 +140,9 @@ def _one_process(args: argparse.Namespace, threads: int) -> dict[str, float]:
     from pt2e_quant.pipeline.calibration import calibrate
 
     torch.set_num_threads(threads)
-    prepared, size = _prepared(args)
-    batches = _batches(args.batches, size, args.batch_size)
+    batches = _batches(args)
+    prepared = _warmed_up(args, batches)
     with torch.no_grad():
-        calibrate(prepared, batches[:1], batches[0], progress=False)
-        prepared, _ = _prepared(args)
         start = time.perf_counter()
         calibrate(prepared, batches, batches[0], progress=False)
         wall = time.perf_counter() - start
